@@ -1,0 +1,1 @@
+"""Hardware configs shipped with memsim (real machines, every figure with its source)."""

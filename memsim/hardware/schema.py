@@ -1,0 +1,214 @@
+"""The hardware description: one pydantic schema for a system of devices, tiers, units and links.
+
+Quantities are written with units in YAML and stored as SI floats (see memsim.units). Every
+model forbids unknown keys and suggests the closest known one, because a misspelt key that is
+silently ignored is how simulator results go wrong.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from memsim import units
+
+
+def _quantity(kind: str):
+    return Annotated[float, BeforeValidator(lambda value: units.parse(value, kind)),
+                     Field(json_schema_extra={"example": units.KINDS[kind][1]})]
+
+
+Bytes = _quantity("bytes")
+Bandwidth = _quantity("bandwidth")
+FlopRate = _quantity("flops")
+Time = _quantity("time")
+Frequency = _quantity("frequency")
+Fraction = Annotated[float, Field(gt=0.0, le=1.0, json_schema_extra={"example": "0.85"})]
+PositiveInt = Annotated[int, Field(ge=1, json_schema_extra={"example": "132"})]
+
+DType = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
+MemoryKind = Literal["hbm", "sram", "ddr", "lpddr", "gddr", "dram", "cxl", "flash", "nvme", "mram"]
+ComputeKind = Literal["sm", "core", "pcu", "pim", "npu", "vector", "tensor"]
+DeviceKind = Literal["gpu", "cpu", "dataflow", "soc", "npu", "pim"]
+LinkKind = Literal["pcie", "nvlink", "nvswitch", "cxl", "c2c", "ddr", "nvme", "internal", "network"]
+
+
+class Spec(BaseModel):
+    """Base of every schema node: frozen, unknown keys rejected with a did-you-mean."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data):
+        if isinstance(data, dict):
+            known = list(cls.model_fields)
+            for key in data:
+                if key not in cls.model_fields:
+                    close = difflib.get_close_matches(str(key), known, n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
+                    raise PydanticCustomError("unknown_key", "unknown key{hint}", {"key": str(key), "hint": hint})
+        return data
+
+
+class MemoryTier(Spec):
+    """A level of memory: HBM, on-chip SRAM, host DDR, CXL memory, flash, NVMe."""
+
+    kind: MemoryKind
+    capacity: Bytes
+    bandwidth: Bandwidth | None = None
+    """Shorthand for read_bandwidth and write_bandwidth when both are the same."""
+    read_bandwidth: Bandwidth | None = None
+    write_bandwidth: Bandwidth | None = None
+    latency: Time = 0.0
+    """Time to first byte of one request."""
+    granularity: Bytes = 64.0
+    """Smallest unit of access; smaller accesses cost a whole one."""
+    queue_depth: PositiveInt = 1
+    """Requests in flight at once: with latency it bounds the bandwidth of small reads."""
+    efficiency: Fraction = 1.0
+    """Achievable fraction of the bandwidth on streaming access (a measured figure, cited)."""
+    internal_bandwidth: Bandwidth | None = None
+    """Bandwidth inside the memory, seen by compute attached to it (processing in memory)."""
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _bandwidths(self):
+        if self.bandwidth is None and self.read_bandwidth is None:
+            raise PydanticCustomError("missing_bandwidth", "needs 'bandwidth' or 'read_bandwidth' (e.g. '3.35 TB/s')")
+        read = self.read_bandwidth if self.read_bandwidth is not None else self.bandwidth
+        write = self.write_bandwidth if self.write_bandwidth is not None else (self.bandwidth or read)
+        object.__setattr__(self, "read_bandwidth", read)
+        object.__setattr__(self, "write_bandwidth", write)
+        return self
+
+
+class ComputeUnit(Spec):
+    """A group of identical compute units: GPU SMs, CPU cores, dataflow PCUs, PIM units.
+
+    Peak rates are for the whole group (datasheet figures), not per unit.
+    """
+
+    kind: ComputeKind
+    count: PositiveInt = 1
+    clock: Frequency | None = None
+    matrix_flops: dict[DType, FlopRate] = Field(default_factory=dict)
+    """Peak dense matrix rate per dtype (tensor cores, systolic arrays)."""
+    vector_flops: dict[DType, FlopRate] = Field(default_factory=dict)
+    """Peak rate of elementwise and reduction work per dtype."""
+    matrix_efficiency: Fraction = 1.0
+    vector_efficiency: Fraction = 1.0
+    sram_per_unit: Bytes = 0.0
+    """On-chip memory each unit can tile into (shared memory, PMU, scratchpad)."""
+    op_overhead: Time = 0.0
+    """Fixed cost of every op on this unit: kernel launch, pipeline fill."""
+    memory: str | None = None
+    """The tier this unit reads directly; defaults to the device's default memory. A PIM
+    unit names the tier it sits in and uses that tier's internal bandwidth."""
+
+    @model_validator(mode="after")
+    def _some_peak(self):
+        if not self.matrix_flops and not self.vector_flops:
+            raise PydanticCustomError("missing_peak", "needs 'matrix_flops' or 'vector_flops' (e.g. {bf16: '989 TFLOP/s'})")
+        return self
+
+
+class Calibration(Spec):
+    """Constants fitted from measurements of this machine; they override the datasheet."""
+
+    source: str
+    device_name: str = ""
+    torch_version: str = ""
+    date: str = ""
+    matrix_efficiency: dict[DType, Fraction] = Field(default_factory=dict)
+    vector_efficiency: Fraction | None = None
+    memory_efficiency: Fraction | None = None
+    launch_overhead: Time | None = None
+    dispatch_overhead: Time | None = None
+    residuals: dict[str, float] = Field(default_factory=dict)
+    """Fit quality (e.g. MAPE per category), recorded so a user can judge the calibration."""
+
+
+class Device(Spec):
+    """One chip or host: its memory tiers and compute units."""
+
+    kind: DeviceKind
+    count: PositiveInt = 1
+    """Identical copies of this device (GPUs in a node); links name copies as gpu0, gpu1..."""
+    memories: dict[str, MemoryTier]
+    compute: dict[str, ComputeUnit] = Field(default_factory=dict)
+    default_memory: str | None = None
+    """Where tensors live unless a plan says otherwise; defaults to the first tier listed."""
+    dispatch_overhead: Time = 0.0
+    """Host time to issue one op to this device (framework + driver)."""
+    calibration: Calibration | None = None
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _references(self):
+        if not self.memories:
+            raise PydanticCustomError("no_memory", "needs at least one entry under 'memories'")
+        if self.default_memory is None:
+            object.__setattr__(self, "default_memory", next(iter(self.memories)))
+        elif self.default_memory not in self.memories:
+            raise _unknown_name("default_memory", self.default_memory, self.memories)
+        for name, unit in self.compute.items():
+            if unit.memory is not None and unit.memory not in self.memories:
+                raise _unknown_name(f"compute.{name}.memory", unit.memory, self.memories)
+        return self
+
+
+class Link(Spec):
+    """A connection between two memory tiers, e.g. host DDR to GPU HBM over PCIe."""
+
+    kind: LinkKind
+    between: tuple[str, str]
+    """Two endpoints written 'device.memory', e.g. ['host.ddr', 'gpu.hbm']."""
+    bandwidth: Bandwidth
+    """Per direction."""
+    latency: Time = 0.0
+    duplex: Literal["full", "half"] = "full"
+    efficiency: Fraction = 1.0
+    source: str = ""
+
+
+class System(Spec):
+    """A whole machine: devices and the links between their memories."""
+
+    name: str
+    description: str = ""
+    devices: dict[str, Device]
+    links: dict[str, Link] = Field(default_factory=dict)
+    main_device: str | None = None
+    """The device that runs the workload; defaults to the first device with compute units."""
+
+    @model_validator(mode="after")
+    def _references(self):
+        if not self.devices:
+            raise PydanticCustomError("no_device", "needs at least one entry under 'devices'")
+        if self.main_device is None:
+            with_compute = [name for name, dev in self.devices.items() if dev.compute]
+            object.__setattr__(self, "main_device", (with_compute or list(self.devices))[0])
+        elif self.main_device not in self.devices:
+            raise _unknown_name("main_device", self.main_device, self.devices)
+        for link_name, link in self.links.items():
+            for endpoint in link.between:
+                device, _, memory = endpoint.partition(".")
+                if device not in self.devices or memory not in self.devices[device].memories:
+                    known = [f"{d}.{m}" for d, dev in self.devices.items() for m in dev.memories]
+                    raise _unknown_name(f"links.{link_name}.between", endpoint, known)
+        return self
+
+    @property
+    def device(self) -> Device:
+        """The device that runs the workload."""
+        return self.devices[self.main_device]
+
+
+def _unknown_name(key: str, value: str, known) -> PydanticCustomError:
+    close = difflib.get_close_matches(value, list(known), n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(known)}"
+    return PydanticCustomError("unknown_name", "{key}: '{value}' names nothing ({hint})",
+                               {"key": key, "value": value, "hint": hint})

@@ -1,0 +1,110 @@
+"""Tracing through the dispatcher: ops, FLOPs, bytes, roles and lifetimes."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from memsim.errors import MemsimError
+from memsim.trace import Trace, capture, tag
+from memsim.trace.workload import StepSpec, resolve, trace_workload
+
+
+def matmul_params_per_layer(cfg) -> int:
+    d = cfg.head_dim
+    return cfg.hidden * cfg.heads * d * 2 + cfg.hidden * cfg.kv_heads * d * 2 + 3 * cfg.hidden * cfg.intermediate
+
+
+def test_prefill_flops_match_parameter_count_and_attention_term():
+    _, cfg = resolve("llama2-7b")
+    tokens, batch = 2048, 1
+    trace = trace_workload("llama2-7b", StepSpec(phase="prefill", batch=batch, context=tokens))
+    dense = 2 * cfg.layers * matmul_params_per_layer(cfg) * tokens * batch
+    lm_head = 2 * cfg.vocab_size * cfg.hidden * batch  # logits of the last position only
+    causal_pairs = tokens * (tokens + 1) / 2
+    attention = cfg.layers * 2 * batch * cfg.heads * causal_pairs * (2 * cfg.head_dim)
+    expected = dense + lm_head + attention
+    assert trace.total_flops == pytest.approx(expected, rel=0.02)
+    gemm = trace.ops[trace.ops.category == "gemm"]
+    assert gemm.flops.sum() == pytest.approx(dense + lm_head, rel=1e-9)
+
+
+def test_decode_reads_every_weight_and_the_whole_kv_cache():
+    _, cfg = resolve("llama2-7b")
+    context = 4096
+    trace = trace_workload("llama2-7b", StepSpec(phase="decode", batch=2, context=context))
+    roles = trace.tensors.groupby("role")["nbytes"].sum()
+    kv_bytes = 2 * cfg.layers * 2 * cfg.kv_heads * (context + 1) * cfg.head_dim * 2  # K and V, bf16
+    assert roles["kv_cache"] == kv_bytes
+    attention = trace.ops[trace.ops.category == "attention"]
+    assert attention.bytes_read.sum() == pytest.approx(kv_bytes + 2 * cfg.layers * cfg.hidden * 2, rel=1e-3)
+    reads = trace.accesses[~trace.accesses.write].merge(trace.tensors, on="tensor_id")
+    weights_read = reads[reads.role == "weight"].groupby("tensor_id")["nbytes_x"].sum()
+    weight_sizes = trace.tensors.set_index("tensor_id").loc[weights_read.index, "nbytes"]
+    embedding = trace.tensors[trace.tensors.name == "embed.weight"].tensor_id.item()
+    full = weights_read.drop(embedding) >= weight_sizes.drop(embedding)
+    assert full.all(), "every weight but the embedding table is read whole"
+    assert weights_read[embedding] == 2 * cfg.hidden * 2  # one row per sequence
+
+
+def test_kv_cache_grows_with_context():
+    small = trace_workload("llama-tiny", StepSpec(phase="decode", context=64))
+    large = trace_workload("llama-tiny", StepSpec(phase="decode", context=128))
+    kv = lambda t: t.tensors[t.tensors.role == "kv_cache"].nbytes.sum()
+    assert kv(large) / kv(small) == pytest.approx(129 / 65)
+
+
+def test_real_cpu_run_has_the_same_ops_as_meta_and_times_them():
+    spec = dict(phase="decode", batch=2, context=16)
+    meta = trace_workload("llama-tiny", StepSpec(**spec))
+    real = trace_workload("llama-tiny", StepSpec(**spec, device="cpu"), mode="real")
+    assert list(meta.ops.name) == list(real.ops.name)
+    assert np.array_equal(meta.ops.bytes_read.to_numpy(), real.ops.bytes_read.to_numpy())
+    assert meta.ops.measured_s.isna().all()
+    assert (real.ops.measured_s > 0).all()
+
+
+def test_views_are_folded_and_scopes_recorded():
+    trace = trace_workload("llama-tiny", StepSpec(phase="prefill", context=8))
+    names = set(trace.ops.name)
+    assert not names & {"aten::view", "aten::transpose", "aten::t", "aten::_unsafe_view", "aten::expand"}
+    assert "layers.1.mlp.down_proj" in set(trace.ops.scope)
+
+
+def test_lifetimes_distinguish_temporaries_from_persistent_tensors():
+    weight = torch.zeros(8, 8, device="meta")
+    cache = tag(torch.zeros(4, 8, device="meta"), "kv_cache", "cache")
+
+    def step():
+        hidden = torch.ones(4, 8, device="meta") @ weight   # temporary
+        cache.copy_(hidden.relu())
+        return (hidden * 2).sum()
+
+    trace = capture(step, meta={"tokens": 4})
+    tensors = trace.tensors.set_index("tensor_id")
+    roles = dict(zip(tensors.role, tensors.preexisting))
+    assert roles["kv_cache"] is True or roles["kv_cache"] == np.True_
+    assert tensors[tensors.role == "activation"].alive_at_end.sum() == 1  # the returned sum
+    copy = trace.ops[trace.ops.name == "aten::copy_"].iloc[0]
+    assert copy.bytes_written == 4 * 8 * 4 and copy.bytes_read == 4 * 8 * 4
+
+
+def test_trace_file_round_trip_and_corrupt_file(tmp_path):
+    trace = trace_workload("llama-tiny", StepSpec(phase="decode", context=16))
+    path = trace.save(tmp_path / "tiny.memtrace")
+    loaded = Trace.load(path)
+    assert loaded.ops.equals(trace.ops)
+    assert loaded.tensors.equals(trace.tensors)
+    assert loaded.meta["workload"] == "llama-tiny"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(MemsimError, match="corrupt or truncated"):
+        Trace.load(path)
+
+
+def test_unknown_workload_and_config_key_suggest_close_matches():
+    with pytest.raises(MemsimError, match="did you mean llama2-7b"):
+        resolve("llama2-7")
+    with pytest.raises(MemsimError, match="did you mean kv_heads"):
+        resolve("llama2-7b", {"kv_head": "8"})
+    _, cfg = resolve("llama2-7b", {"kv_heads": "8"})
+    assert cfg.kv_heads == 8

@@ -1,0 +1,5 @@
+"""The memory models memsim traces, in plain torch: one module a family, registered by name.
+
+Importing this package registers every family (see memsim.trace.workload).
+"""
+from memsim.workloads import llama  # noqa: F401  (registers on import)
