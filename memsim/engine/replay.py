@@ -5,28 +5,11 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from memsim.cost.roofline import (effective_bandwidth, main_compute_unit, op_overhead, peaks_for,
-                                  roofline_times)
+from memsim.cost import price_ops
 from memsim.engine.memory import check_fit, default_placement, occupancy
 from memsim.engine.result import Result
 from memsim.hardware.schema import System
 from memsim.trace.table import Trace
-
-
-def price(trace: Trace, system: System) -> pd.DataFrame:
-    """Compute, memory and overhead seconds of every op on the main device."""
-    device = system.device
-    unit = main_compute_unit(device)
-    ops = trace.ops
-    tier = device.memories[unit.memory or device.default_memory]
-    read_bw, write_bw = effective_bandwidth(tier, device)
-    n = len(ops)
-    compute, memory, total = roofline_times(
-        ops["flops"].to_numpy(float), ops["bytes_read"].to_numpy(float), ops["bytes_written"].to_numpy(float),
-        peaks_for(ops["category"].to_numpy(), ops["dtype"].to_numpy(), unit, device),
-        np.full(n, read_bw), np.full(n, write_bw), np.full(n, op_overhead(unit, device)))
-    return pd.DataFrame({"compute_s": compute, "memory_s": memory, "overhead_s": total - np.maximum(compute, memory),
-                         "duration_s": total})
 
 
 def simulate(trace: Trace, system: System) -> Result:
@@ -34,7 +17,7 @@ def simulate(trace: Trace, system: System) -> Result:
     placement = default_placement(trace, system)
     occ = occupancy(trace, placement)
     check_fit(occ, system, trace, placement)
-    costs = price(trace, system)
+    costs = price_ops(trace.ops, system.device)
     durations = costs["duration_s"].to_numpy()
     starts = np.empty(len(durations))
     ends = np.empty(len(durations))

@@ -1,0 +1,57 @@
+"""memsim run: predict one step of a workload (or a saved trace) on a hardware config."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from memsim.commands.common import key_values
+
+
+def add_parser(commands) -> None:
+    run = commands.add_parser("run", help="predict one step of a workload on a hardware config")
+    run.add_argument("hardware", help="hardware YAML file, or the name of a shipped config")
+    run.add_argument("workload", help="registered workload name (see 'memsim workloads') or a trace file")
+    run.add_argument("--phase", default="decode", choices=["prefill", "decode", "train"])
+    run.add_argument("--batch", type=int, default=1)
+    run.add_argument("--context", type=int, default=1024,
+                     help="prefill/train: tokens per sequence; decode: tokens already in the cache")
+    run.add_argument("--dtype", default=None, help="override the workload's dtype (fp32, bf16, fp16)")
+    run.add_argument("--config", action="append", metavar="KEY=VALUE", help="override a workload config key")
+    run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a hardware key")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    run.add_argument("--out", metavar="DIR", help="also write the per-op timeline and summary.json here")
+    run.add_argument("--format", default="csv", choices=["csv", "parquet"], help="timeline file format")
+    run.set_defaults(func=cmd_run)
+
+
+def load_trace_or_workload(args):
+    """A saved trace file, or a registered workload traced on meta tensors."""
+    from memsim.trace.table import Trace
+    from memsim.trace.workload import StepSpec, trace_workload
+
+    if Path(args.workload).is_file():
+        return Trace.load(args.workload)
+    spec = StepSpec(phase=args.phase, batch=args.batch, context=args.context, device="meta", dtype=args.dtype)
+    return trace_workload(args.workload, spec, key_values(args.config, "--config"))
+
+
+def cmd_run(args) -> int:
+    from memsim.engine import simulate
+    from memsim.hardware import load_system
+    from memsim.report.text import print_summary
+
+    system = load_system(args.hardware, key_values(args.set, "--set"))
+    trace = load_trace_or_workload(args)
+    result = simulate(trace, system)
+    summary = result.summary()
+    if args.out:
+        path = result.write_timeline(args.out, args.format)
+        summary["timeline_file"] = str(path)
+        (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    if args.json:
+        print(json.dumps(summary, indent=1, default=str))
+    else:
+        print_summary(summary)
+        if args.out:
+            print(f"timeline written to {summary['timeline_file']}")
+    return 0

@@ -1,0 +1,1 @@
+"""Validation: measured runs compared with memsim's predictions."""
