@@ -1,17 +1,33 @@
 """A Llama-style decoder: RMSNorm, rotary embeddings, grouped-query attention, SwiGLU MLP.
 
-The KV cache is a preallocated tensor per layer, written one slice per step and read whole by
-attention, as serving engines do. Prefill computes logits for the last position only.
+Inference keeps a KV cache per layer; prefill computes logits for the last position only.
+The cache layout is a config option, one at a time:
+
+- contiguous (default): a preallocated (batch, kv_heads, tokens, head_dim) tensor per layer,
+  written one slice per step and read up to the current length, as serving engines do;
+- ``sliding_window=W``: a ring buffer of W slots; attention sees the last W tokens;
+- ``kv_block_size=B``: a paged cache (vLLM style): a pool of B-token blocks and a block table
+  per sequence; attention reads the blocks its sequence touches through the table;
+- ``kv_budget=N``: heavy-hitter eviction (H2O style): at most N tokens per layer and head are
+  kept; a new token evicts the one with the least accumulated attention;
+- ``kv_bits=8|4``: a quantised cache: int8 codes (int4: two codes packed per byte) with one
+  scale per token and head in the model dtype, dequantised for attention.
+
+Training (phase 'train') runs the model over the whole sequence with a next-token loss,
+through memsim.trace.training.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memsim.errors import MemsimError
 from memsim.trace import tag
+from memsim.trace.training import train_step
 from memsim.trace.workload import TORCH_DTYPES, StepSpec, WorkloadStep, register
 
 
@@ -26,10 +42,23 @@ class LlamaConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     dtype: str = "bf16"
+    sliding_window: int | None = None
+    """Attend to the last W tokens only; the cache is a ring of W slots."""
+    kv_block_size: int | None = None
+    """Paged KV cache with blocks of this many tokens."""
+    kv_budget: int | None = None
+    """Keep at most this many tokens per layer and head, evicting by accumulated attention."""
+    kv_bits: int | None = None
+    """Quantise the KV cache to 8 or 4 bits (None: the model dtype)."""
 
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
+
+    @property
+    def cache_options(self) -> list[str]:
+        return [name for name in ("sliding_window", "kv_block_size", "kv_budget", "kv_bits")
+                if getattr(self, name) is not None]
 
 
 class RMSNorm(nn.Module):
@@ -47,6 +76,197 @@ def rotate_half(x):
     return torch.cat((-second, first), dim=-1)
 
 
+def window_mask(q_len: int, start: int, kv_len: int, window: int | None, device) -> torch.Tensor:
+    """Boolean (q_len, kv_len) mask: query at position start+i sees keys in (pos-window, pos]."""
+    query_pos = torch.arange(start, start + q_len, device=device).unsqueeze(1)
+    key_pos = torch.arange(kv_len, device=device).unsqueeze(0)
+    visible = key_pos <= query_pos
+    if window is not None:
+        visible &= key_pos > query_pos - window
+    return visible
+
+
+def sdpa(q, k, v, causal: bool, mask=None):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                          enable_gqa=k.shape[1] != q.shape[1])
+
+
+class ContiguousKV:
+    """One (batch, kv_heads, capacity, head_dim) tensor each for K and V."""
+
+    def __init__(self, cfg: LlamaConfig, batch: int, capacity: int, layer: int, device, dtype):
+        shape = (batch, cfg.kv_heads, capacity, cfg.head_dim)
+        self.k = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.k_cache")
+        self.v = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.v_cache")
+
+    def attend(self, q, k, v, start: int):
+        length = k.shape[2]
+        self.k[:, :, start:start + length] = k
+        self.v[:, :, start:start + length] = v
+        if start == 0:  # prefill: the new keys are all there is
+            return sdpa(q, k, v, causal=length > 1)
+        return sdpa(q, self.k[:, :, :start + length], self.v[:, :, :start + length], causal=False)
+
+
+class SlidingWindowKV:
+    """A ring of `window` slots: token at position p lives in slot p % window."""
+
+    def __init__(self, cfg: LlamaConfig, batch: int, capacity: int, layer: int, device, dtype):
+        self.window = cfg.sliding_window
+        shape = (batch, cfg.kv_heads, min(capacity, self.window), cfg.head_dim)
+        self.k = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.k_cache")
+        self.v = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.v_cache")
+
+    def attend(self, q, k, v, start: int):
+        length, slots = k.shape[2], self.k.shape[2]
+        kept = min(length, slots)  # only the last `window` new tokens can be seen again
+        positions = torch.arange(start + length - kept, start + length, device=k.device)
+        self.k.index_copy_(2, positions % self.window, k[:, :, -kept:])
+        self.v.index_copy_(2, positions % self.window, v[:, :, -kept:])
+        if start == 0:
+            return sdpa(q, k, v, causal=True, mask=window_mask(length, 0, length, self.window, q.device))
+        if length != 1:
+            raise ValueError("a sliding-window cache extends one token at a time after prefill")
+        filled = min(start + 1, slots)  # every stored token is inside the window of the new one
+        return sdpa(q, self.k[:, :, :filled], self.v[:, :, :filled], causal=False)
+
+
+class PagedKV:
+    """A pool of fixed-size blocks and a block table mapping each sequence's blocks into it.
+
+    Sequences get interleaved blocks (sequence b owns blocks b, b+batch, ...), so reads really
+    go through the table. The pool is (blocks, block_size, kv_heads, head_dim) so a token's
+    slot is block * block_size + offset.
+    """
+
+    def __init__(self, cfg: LlamaConfig, batch: int, capacity: int, layer: int, device, dtype):
+        self.block_size = cfg.kv_block_size
+        per_sequence = math.ceil(capacity / self.block_size)
+        shape = (batch * per_sequence, self.block_size, cfg.kv_heads, cfg.head_dim)
+        self.k = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.k_pool")
+        self.v = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.v_pool")
+        table = torch.arange(per_sequence * batch, device=device).view(per_sequence, batch).t().contiguous()
+        self.table = tag(table, "input", f"layers.{layer}.block_table")
+
+    def attend(self, q, k, v, start: int):
+        batch, heads, length, dim = k.shape
+        positions = torch.arange(start, start + length, device=k.device)
+        slots = self.table[:, positions // self.block_size] * self.block_size + positions % self.block_size
+        for pool, new in ((self.k, k), (self.v, v)):
+            pool.view(-1, heads, dim).index_copy_(0, slots.reshape(-1), new.transpose(1, 2).reshape(-1, heads, dim))
+        if start == 0:
+            return sdpa(q, k, v, causal=length > 1)
+        total = start + length
+        touched = self.table[:, : math.ceil(total / self.block_size)]
+        keys, values = (pool[touched].flatten(1, 2)[:, :total].transpose(1, 2) for pool in (self.k, self.v))
+        return sdpa(q, keys, values, causal=False)
+
+
+class HeavyHitterKV:
+    """At most `budget` tokens per layer and head; a new token evicts the least-attended one.
+
+    Attention is computed explicitly here because eviction needs the attention weights: each
+    cached token accumulates the weight every query head of its group gives it.
+    """
+
+    def __init__(self, cfg: LlamaConfig, batch: int, capacity: int, layer: int, device, dtype, filled: int):
+        self.budget = cfg.kv_budget
+        shape = (batch, cfg.kv_heads, min(capacity, self.budget), cfg.head_dim)
+        self.k = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.k_cache")
+        self.v = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.v_cache")
+        self.score = tag(torch.zeros(shape[:3], device=device, dtype=torch.float32), "state",
+                         f"layers.{layer}.kv_score")
+        self.filled = min(filled, self.budget)
+
+    @staticmethod
+    def attention(q, k, v, mask=None):
+        """Output and, per key, the attention summed over the queries and heads of its group."""
+        batch, heads, length, dim = q.shape
+        kv_heads, keys = k.shape[1], k.shape[2]
+        grouped = q.reshape(batch, kv_heads, heads // kv_heads * length, dim)
+        scores = (grouped @ k.transpose(-1, -2)) / math.sqrt(dim)
+        if mask is not None:
+            scores = scores.view(batch, kv_heads, -1, length, keys).masked_fill(~mask, float("-inf")).flatten(2, 3)
+        weights = scores.float().softmax(dim=-1)
+        out = (weights.to(v.dtype) @ v).view(batch, heads, length, dim)
+        return out, weights.sum(dim=2)
+
+    def attend(self, q, k, v, start: int):
+        length = k.shape[2]
+        if start == 0:
+            out, received = self.attention(q, k, v, mask=window_mask(length, 0, length, None, q.device))
+            keep = min(length, self.budget)
+            chosen = received.topk(keep, dim=-1).indices.sort(dim=-1).values
+            index = chosen.unsqueeze(-1).expand(-1, -1, -1, k.shape[-1])
+            self.k[:, :, :keep] = k.gather(2, index)
+            self.v[:, :, :keep] = v.gather(2, index)
+            self.score[:, :, :keep] = received.gather(2, chosen)
+            self.filled = keep
+            return out
+        if length != 1:
+            raise ValueError("a heavy-hitter cache extends one token at a time after prefill")
+        n = self.filled
+        keys = torch.cat((self.k[:, :, :n], k), dim=2)
+        values = torch.cat((self.v[:, :, :n], v), dim=2)
+        out, received = self.attention(q, keys, values)
+        self.score[:, :, :n] += received[:, :, :n]
+        if n < self.budget:
+            self.k[:, :, n:n + 1], self.v[:, :, n:n + 1] = k, v
+            self.score[:, :, n:n + 1] = received[:, :, n:]
+            self.filled += 1
+        else:
+            victim = self.score.argmin(dim=-1, keepdim=True)
+            index = victim.unsqueeze(-1).expand(-1, -1, -1, k.shape[-1])
+            self.k.scatter_(2, index, k)
+            self.v.scatter_(2, index, v)
+            self.score.scatter_(2, victim, received[:, :, n:])
+        return out
+
+
+class QuantizedKV:
+    """K and V as int8 codes (int4: two per byte) with one absmax scale per token and head."""
+
+    def __init__(self, cfg: LlamaConfig, batch: int, capacity: int, layer: int, device, dtype):
+        self.bits, self.dtype = cfg.kv_bits, dtype
+        self.levels = 2 ** (self.bits - 1) - 1
+        code_dtype, width = (torch.int8, cfg.head_dim) if self.bits == 8 else (torch.uint8, cfg.head_dim // 2)
+        shape = (batch, cfg.kv_heads, capacity)
+        self.codes, self.scales = {}, {}
+        for part in ("k", "v"):
+            self.codes[part] = tag(torch.zeros((*shape, width), device=device, dtype=code_dtype), "kv_cache",
+                                   f"layers.{layer}.{part}_codes")
+            self.scales[part] = tag(torch.zeros((*shape, 1), device=device, dtype=dtype), "kv_cache",
+                                    f"layers.{layer}.{part}_scales")
+
+    def quantize(self, x):
+        scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(1e-8) / self.levels
+        lowest = -8 if self.bits == 4 else -self.levels  # int4 uses the full -8..7 range
+        codes = (x / scale).round().clamp(lowest, self.levels)
+        if self.bits == 8:
+            return codes.to(torch.int8), scale
+        unsigned = (codes + 8).to(torch.uint8)  # int4 codes -8..7 stored as 0..15, two per byte
+        return unsigned[..., 0::2] | (unsigned[..., 1::2] << 4), scale
+
+    def dequantize(self, codes, scale):
+        if self.bits == 4:
+            shifts = torch.tensor([0, 4], dtype=torch.uint8, device=codes.device)  # low nibble, high nibble
+            codes = ((codes.unsqueeze(-1) >> shifts) & 15).flatten(-2).to(self.dtype) - 8
+        return codes.to(self.dtype) * scale
+
+    def attend(self, q, k, v, start: int):
+        length = k.shape[2]
+        for part, new in (("k", k), ("v", v)):
+            codes, scale = self.quantize(new)
+            self.codes[part][:, :, start:start + length] = codes
+            self.scales[part][:, :, start:start + length] = scale
+        if start == 0:  # prefill attends to the exact keys it just computed
+            return sdpa(q, k, v, causal=length > 1)
+        end = start + length
+        keys, values = (self.dequantize(self.codes[part][:, :, :end], self.scales[part][:, :, :end])
+                        for part in ("k", "v"))
+        return sdpa(q, keys, values, causal=False)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
@@ -57,7 +277,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden, cfg.kv_heads * d, bias=False)
         self.o_proj = nn.Linear(cfg.heads * d, cfg.hidden, bias=False)
 
-    def forward(self, x, cos, sin, cache: tuple[torch.Tensor, torch.Tensor], start: int):
+    def forward(self, x, cos, sin, cache, start: int):
         batch, length, _ = x.shape
         cfg, d = self.cfg, self.cfg.head_dim
         q = self.q_proj(x).view(batch, length, cfg.heads, d).transpose(1, 2)
@@ -65,15 +285,12 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(batch, length, cfg.kv_heads, d).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        k_cache, v_cache = cache
-        k_cache[:, :, start:start + length] = k
-        v_cache[:, :, start:start + length] = v
-        if start == 0:  # prefill: the new keys are all there is
-            keys, values, causal = k, v, length > 1
+        if cache is not None:
+            out = cache.attend(q, k, v, start)
+        elif cfg.sliding_window is not None:
+            out = sdpa(q, k, v, causal=True, mask=window_mask(length, start, length, cfg.sliding_window, q.device))
         else:
-            keys, values, causal = k_cache[:, :, :start + length], v_cache[:, :, :start + length], False
-        out = F.scaled_dot_product_attention(q, keys, values, is_causal=causal,
-                                             enable_gqa=cfg.kv_heads != cfg.heads)
+            out = sdpa(q, k, v, causal=length > 1)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, cfg.heads * d))
 
 
@@ -118,21 +335,36 @@ class Llama(nn.Module):
         angles = torch.cat((angles, angles), dim=-1)
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
-    def forward(self, tokens, caches, start: int):
+    def forward(self, tokens, caches=None, start: int = 0, all_logits: bool = False):
+        """Logits of the last position (or of every position), extending `caches` if given."""
         x = self.embed(tokens)
         cos, sin = self.rope(start, tokens.shape[1], x.device, x.dtype)
-        for layer, cache in zip(self.layers, caches):
+        for layer, cache in zip(self.layers, caches or [None] * len(self.layers)):
             x = layer(x, cos, sin, cache, start)
-        return self.lm_head(self.norm(x[:, -1:, :]))
+        return self.lm_head(self.norm(x if all_logits else x[:, -1:, :]))
 
 
-def new_kv_cache(cfg: LlamaConfig, batch: int, length: int, device, dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def new_kv_cache(cfg: LlamaConfig, batch: int, capacity: int, device, dtype, filled: int = 0) -> list:
+    """One cache per layer, of the layout the config asks for, able to hold `capacity` tokens;
+    `filled` says how many tokens it already holds (what a decode step starts from)."""
+    if len(cfg.cache_options) > 1:
+        raise MemsimError(f"llama: the KV-cache options {' and '.join(cfg.cache_options)} cannot be combined; "
+                          f"set one of them")
+    for name in cfg.cache_options:
+        if getattr(cfg, name) < 1:
+            raise MemsimError(f"llama: config key '{name}' must be a positive integer, not {getattr(cfg, name)}")
+    if cfg.kv_bits not in (None, 8, 4):
+        raise MemsimError(f"llama: config key 'kv_bits' must be 8 or 4, not {cfg.kv_bits}")
+    if cfg.kv_bits == 4 and cfg.head_dim % 2:
+        raise MemsimError(f"llama: kv_bits=4 packs two codes per byte and needs an even head_dim ({cfg.head_dim})")
+    layout = {"sliding_window": SlidingWindowKV, "kv_block_size": PagedKV, "kv_bits": QuantizedKV}
     caches = []
-    for index in range(cfg.layers):
-        shape = (batch, cfg.kv_heads, length, cfg.head_dim)
-        k = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{index}.k_cache")
-        v = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{index}.v_cache")
-        caches.append((k, v))
+    for layer in range(cfg.layers):
+        if cfg.kv_budget is not None:
+            caches.append(HeavyHitterKV(cfg, batch, capacity, layer, device, dtype, filled))
+        else:
+            kind = layout.get(cfg.cache_options[0], ContiguousKV) if cfg.cache_options else ContiguousKV
+            caches.append(kind(cfg, batch, capacity, layer, device, dtype))
     return caches
 
 
@@ -141,12 +373,19 @@ def build(cfg: LlamaConfig, spec: StepSpec) -> WorkloadStep:
     device = torch.device(spec.device)
     with device:
         model = Llama(cfg).to(dtype)
+    if spec.phase == "train":
+        tokens = tag(torch.randint(0, cfg.vocab_size, (spec.batch, spec.context), device=device), "input", "tokens")
+        targets = tag(torch.randint(0, cfg.vocab_size, (spec.batch, spec.context), device=device), "input",
+                      "targets")
+
+        def loss():
+            logits = model(tokens, all_logits=True)
+            return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+        return train_step(model, loss, spec)
     model.eval()
-    if spec.phase == "decode":
-        start, length = spec.context, 1
-    else:
-        start, length = 0, spec.context
-    caches = new_kv_cache(cfg, spec.batch, start + length, device, dtype)
+    start, length = (spec.context, 1) if spec.phase == "decode" else (0, spec.context)
+    caches = new_kv_cache(cfg, spec.batch, start + length, device, dtype, filled=start)
     tokens = tag(torch.randint(0, cfg.vocab_size, (spec.batch, length), device=device), "input", "tokens")
 
     def run():
@@ -166,5 +405,6 @@ CONFIGS = {
                               dtype="fp32"),
 }
 
-register("llama", build, CONFIGS, phases=("prefill", "decode"),
-         description="Llama-style decoder with a KV cache (RMSNorm, RoPE, GQA, SwiGLU)")
+register("llama", build, CONFIGS, phases=("prefill", "decode", "train"),
+         description="Llama-style decoder: RMSNorm, RoPE, GQA, SwiGLU; KV cache contiguous, sliding-window, "
+                     "paged, heavy-hitter or int8/int4")

@@ -10,9 +10,11 @@ watch it, so a freed activation and a new one never merge.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -28,6 +30,7 @@ from memsim.trace import ops as opinfo
 from memsim.trace.table import ACCESS_COLUMNS, OP_COLUMNS, TENSOR_COLUMNS, ROLES, Trace
 
 _TAGS: dict[int, tuple[StorageWeakRef, str, str]] = {}
+_ACTIVE: list["_Recorder"] = []  # the recorder of the capture in progress, if any
 
 DTYPE_NAMES = {
     torch.float64: "fp64", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16",
@@ -49,7 +52,23 @@ def tag(tensor: torch.Tensor, role: str, name: str = "") -> torch.Tensor:
         raise ValueError(f"unknown tensor role {role!r}; expected one of {', '.join(ROLES)}")
     storage = tensor.untyped_storage()
     _TAGS[storage._cdata] = (StorageWeakRef(storage), role, name)
+    if _ACTIVE:  # a tensor made during the step (a gradient, say) gets its role now, not at the end
+        _ACTIVE[-1].retag(storage, role, name)
     return tensor
+
+
+@contextlib.contextmanager
+def scope(name: str):
+    """Name the scope of the ops run inside (e.g. 'backward', 'optimizer'), where no module does."""
+    recorder = _ACTIVE[-1] if _ACTIVE else None
+    if recorder is None:
+        yield
+        return
+    recorder.scope.append(name)
+    try:
+        yield
+    finally:
+        recorder.scope.pop()
 
 
 def _tag_of(key: int, ref: StorageWeakRef) -> tuple[str, str] | None:
@@ -134,6 +153,11 @@ class _Recorder:
         record.last_op = op_id
         return record
 
+    def retag(self, storage, role: str, name: str):
+        record = self.tensors.get(storage._cdata)
+        if record is not None and not record.ref.expired() and record.ref.cdata == storage._cdata:
+            record.role, record.name = role, name
+
     def _assign_role(self, record: _TensorRecord, key: int):
         found = _tag_of(key, record.ref)
         if found is None and key in self.known and self.known[key][0].cdata == record.ref.cdata:
@@ -206,12 +230,21 @@ class _Recorder:
             "alive_at_end": [not r.ref.expired() for r in records],
         }, columns=list(TENSOR_COLUMNS))
         ops = pd.DataFrame(self.op_rows, columns=list(OP_COLUMNS))
+        warn_unpriced(ops)
         accesses = pd.DataFrame(self.access_rows, columns=list(ACCESS_COLUMNS))
         for table, columns in ((ops, OP_COLUMNS), (tensors, TENSOR_COLUMNS), (accesses, ACCESS_COLUMNS)):
             for column, kind in columns.items():
                 if kind != "str":
                     table[column] = table[column].astype(kind)
         return Trace(ops, tensors, accesses, meta)
+
+
+def warn_unpriced(ops: pd.DataFrame) -> None:
+    """One warning naming each op that no cost formula prices; they stay in the trace under 'other'."""
+    names = sorted(set(ops.loc[ops["category"] == "other", "name"]))
+    if names:
+        warnings.warn(f"{len(names)} op kind(s) have no cost formula and are priced by their bytes alone "
+                      f"(category 'other'): {', '.join(names)}", stacklevel=3)
 
 
 def _argument_values(func, args, kwargs):
@@ -291,7 +324,9 @@ class _FusedAttention(TorchFunctionMode):
     """Records F.scaled_dot_product_attention as the one fused kernel a GPU runs.
 
     Without this, meta tensors take the math path (bmm, softmax, bmm) whose HBM traffic is
-    that of unfused attention, which is not what FlashAttention-class kernels do.
+    that of unfused attention, which is not what FlashAttention-class kernels do. When a
+    gradient is needed, the backward is recorded as one fused kernel too, and only q, k, v and
+    the output are kept for it, as FlashAttention does (not the attention matrix).
     """
 
     def __init__(self, recorder: _Recorder, timer: "_Timer"):
@@ -303,30 +338,72 @@ class _FusedAttention(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is not F.scaled_dot_product_attention or self.recorder.suppressed:
             return func(*args, **kwargs)
+        query, key, value = args[:3]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value)):
+            return _AttentionWithFusedBackward.apply(self, args[3:], kwargs, query, key, value)
+        return self.forward(query, key, value, args[3:], kwargs)
+
+    def _run_suppressed(self, compute):
         self.recorder.suppressed += 1
         try:
             token = self.timer.start()
-            out = func(*args, **kwargs)
-            measured = self.timer.stop(token)
+            result = compute()
+            return result, self.timer.stop(token)
         finally:
             self.recorder.suppressed -= 1
-        query, key, value = args[:3]
-        mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
-        causal = bool(args[5] if len(args) > 5 else kwargs.get("is_causal", False))
+
+    def _record(self, name, inputs, produced, backward, measured, query, key, value, rest, kwargs):
+        mask = rest[0] if rest else kwargs.get("attn_mask")
+        causal = bool(rest[2] if len(rest) > 2 else kwargs.get("is_causal", False))
         *lead, q_len, head_dim = query.shape
         kv_len, value_dim = key.shape[-2], value.shape[-1]
         heads = query.shape[-3] if query.dim() >= 3 else 1
         kv_heads = key.shape[-3] if key.dim() >= 3 else 1
         problems = math.prod(lead)
         batch = problems // max(heads, 1)
-        flops = opinfo.attention_flops(batch, heads, q_len, kv_len, head_dim, value_dim, causal)
-        inputs = [query, key, value] + ([mask] if isinstance(mask, torch.Tensor) else [])
-        attrs = {"heads": heads, "kv_heads": kv_heads, "value_dim": value_dim, "causal": causal,
-                 "masked": isinstance(mask, torch.Tensor)}
-        op_id = self.recorder.record("aten::_scaled_dot_product_flash_attention", "attention", inputs, [], [out],
+        flops = opinfo.attention_flops(batch, heads, q_len, kv_len, head_dim, value_dim, causal, backward)
+        masked = isinstance(mask, torch.Tensor)
+        attrs = {"heads": heads, "kv_heads": kv_heads, "value_dim": value_dim, "causal": causal, "masked": masked}
+        op_id = self.recorder.record(name, "attention", inputs + ([mask] if masked else []), [], produced,
                                      flops, (problems, q_len, kv_len, head_dim), attrs)
         self.timer.resolve(self.recorder, op_id, measured)
+
+    def forward(self, query, key, value, rest, kwargs):
+        out, measured = self._run_suppressed(lambda: F.scaled_dot_product_attention(query, key, value, *rest,
+                                                                                    **kwargs))
+        self._record("aten::_scaled_dot_product_flash_attention", [query, key, value], [out], False, measured,
+                     query, key, value, rest, kwargs)
         return out
+
+    def backward(self, query, key, value, out, grad_out, rest, kwargs):
+        def gradients():
+            with torch.enable_grad():
+                leaves = [t.detach().requires_grad_(t.requires_grad) for t in (query, key, value)]
+                result = F.scaled_dot_product_attention(*leaves, *rest, **kwargs)
+                wanted = [leaf for leaf in leaves if leaf.requires_grad]
+                found = iter(torch.autograd.grad(result, wanted, grad_out))
+                return [next(found) if leaf.requires_grad else None for leaf in leaves]
+
+        grads, measured = self._run_suppressed(gradients)
+        self._record("aten::_scaled_dot_product_flash_attention_backward", [query, key, value, out, grad_out],
+                     [g for g in grads if g is not None], True, measured, query, key, value, rest, kwargs)
+        return grads
+
+
+class _AttentionWithFusedBackward(torch.autograd.Function):
+    """Autograd glue: the forward and the backward each recorded as one fused attention op."""
+
+    @staticmethod
+    def forward(ctx, mode, rest, kwargs, query, key, value):
+        out = mode.forward(query, key, value, rest, kwargs)
+        ctx.mode, ctx.rest, ctx.kwargs = mode, rest, kwargs
+        ctx.save_for_backward(query, key, value, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        query, key, value, out = ctx.saved_tensors
+        return (None, None, None, *ctx.mode.backward(query, key, value, out, grad_out, ctx.rest, ctx.kwargs))
 
 
 class _Timer:
@@ -394,11 +471,13 @@ def capture(step: Callable[[], Any], *, module: torch.nn.Module | None = None, m
     hooks = [torch.nn.modules.module.register_module_forward_pre_hook(enter),
              torch.nn.modules.module.register_module_forward_hook(leave, always_call=True)]
     started = time.perf_counter()
+    _ACTIVE.append(recorder)
     try:
         with _FusedAttention(recorder, timer), _DispatchRecorder(recorder, timer):
             result = step()
         timer.finish(recorder)
     finally:
+        _ACTIVE.pop()
         for hook in hooks:
             hook.remove()
     info = {"mode": mode, "device": device, "torch_version": torch.__version__,

@@ -36,10 +36,15 @@ COPY_OPS = {"aten::copy_", "aten::_to_copy", "aten::clone", "aten::cat", "aten::
 GATHER_OPS = {"aten::embedding", "aten::index_select", "aten::gather", "aten::index", "aten::_unsafe_index",
               "aten::take_along_dim", "aten::embedding_dense_backward", "aten::scatter_add", "aten::scatter_add_",
               "aten::scatter", "aten::scatter_", "aten::index_add", "aten::index_add_", "aten::topk", "aten::sort"}
+# Losses: a reduction over the logits forward, a tensor the size of the logits backward.
+LOSS_OPS = {"aten::nll_loss_forward", "aten::nll_loss_backward", "aten::nll_loss2d_forward",
+            "aten::nll_loss2d_backward", "aten::mse_loss", "aten::mse_loss_backward"}
 SCAN_OPS = {"aten::cumsum", "aten::cumprod", "aten::logcumsumexp", "aten::_cummax_helper", "aten::_cummin_helper"}
 FILL_OPS = {"aten::fill_", "aten::zero_", "aten::zeros", "aten::ones", "aten::full", "aten::zeros_like",
             "aten::ones_like", "aten::full_like", "aten::arange", "aten::scalar_tensor", "aten::normal_",
             "aten::uniform_", "aten::randn", "aten::rand", "aten::bernoulli_", "aten::random_"}
+# Pointwise ops that torch does not tag as pointwise.
+UNTAGGED_POINTWISE_OPS = {"aten::floor_divide", "aten::floor_divide_", "aten::remainder", "aten::remainder_"}
 # Ops that only allocate: they create a tensor but move no data.
 ALLOC_OPS = {"aten::empty", "aten::empty_like", "aten::empty_strided", "aten::new_empty",
              "aten::new_empty_strided", "aten::resize_", "aten::set_"}
@@ -68,7 +73,7 @@ def categorize(name: str, tags=()) -> str:
         return "attention"
     if name in NORM_OPS:
         return "norm"
-    if name in SOFTMAX_OPS:
+    if name in SOFTMAX_OPS or name in LOSS_OPS:
         return "reduction"
     if name in COPY_OPS:
         return "copy"
@@ -76,7 +81,7 @@ def categorize(name: str, tags=()) -> str:
         return "gather"
     if name in SCAN_OPS:
         return "scan"
-    if name in FILL_OPS:
+    if name in FILL_OPS or name in UNTAGGED_POINTWISE_OPS:
         return "elementwise"
     if name.startswith(COLLECTIVE_PREFIXES):
         return "collective"

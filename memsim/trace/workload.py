@@ -2,7 +2,9 @@
 
 A family module in workloads/ registers a build function and its named configs. A build
 function takes a config and a StepSpec and returns a WorkloadStep: the module whose parameters
-are the weights, and a zero-argument callable that runs exactly one step.
+are the weights, and a zero-argument callable that runs exactly one step. A family that lists
+'train' in its phases builds its model and returns `memsim.trace.training.train_step(model,
+loss_fn, spec)` for that phase, so forward, backward and optimizer are the same for every family.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ class StepSpec:
     device: str = "meta"
     dtype: str | None = None
     """Overrides the config's dtype (e.g. fp32 for a real CPU run)."""
+    optimizer: str = "adamw"
+    """Train: the optimizer, as memsim.trace.training.parse_optimizer reads it."""
 
     @property
     def tokens(self) -> int:
@@ -129,5 +133,7 @@ def trace_workload(name: str, spec: StepSpec, overrides: dict[str, str] | None =
     config, step = build_step(name, spec, overrides)
     meta = {"workload": name, "config": dataclasses.asdict(config), "phase": spec.phase, "batch": spec.batch,
             "context": spec.context, "tokens": spec.tokens}
+    if spec.phase == "train":
+        meta["optimizer"] = spec.optimizer
     return capture(step.run, module=step.module, mode=mode, device=spec.device, meta=meta,
                    warmup=1 if mode == "real" else 0)

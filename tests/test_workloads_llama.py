@@ -1,0 +1,124 @@
+"""The Llama KV-cache options: each cache layout against the plain full-sequence model, and the
+traced KV bytes per token against formulas from the config."""
+import math
+
+import pytest
+import torch
+
+from memsim.errors import MemsimError
+from memsim.trace.workload import StepSpec, resolve, trace_workload
+from memsim.workloads.llama import Llama, new_kv_cache
+
+
+def prefill_then_decode(cfg, tokens):
+    """Logits of the last token, computed by a prefill of all but it and one decode step."""
+    torch.manual_seed(0)
+    model = Llama(cfg).eval()
+    batch, length = tokens.shape
+    caches = new_kv_cache(cfg, batch, length, "cpu", torch.float32)
+    with torch.no_grad():
+        model(tokens[:, :-1], caches, 0)
+        cached = model(tokens[:, -1:], caches, length - 1)
+        torch.manual_seed(0)
+        reference = Llama(cfg).eval()(tokens)  # the whole sequence at once, no cache
+    return cached, reference
+
+
+@pytest.mark.parametrize("options, tolerance", [
+    ({}, 1e-5),
+    ({"kv_block_size": "4"}, 1e-5),
+    ({"sliding_window": "5"}, 1e-5),
+    ({"kv_budget": "64"}, 1e-5),   # a budget above the length evicts nothing: exact
+    ({"kv_bits": "8"}, 0.05),
+    ({"kv_bits": "4"}, 0.5),
+])
+def test_every_cache_layout_decodes_like_the_full_sequence(options, tolerance):
+    _, cfg = resolve("llama-tiny", options)
+    tokens = torch.randint(0, cfg.vocab_size, (2, 13), generator=torch.Generator().manual_seed(1))
+    cached, reference = prefill_then_decode(cfg, tokens)
+    assert torch.allclose(cached, reference, atol=tolerance, rtol=0), (cached - reference).abs().max()
+
+
+def test_sliding_window_actually_limits_what_decode_sees():
+    _, windowed = resolve("llama-tiny", {"sliding_window": "5"})
+    _, full = resolve("llama-tiny")
+    tokens = torch.randint(0, windowed.vocab_size, (1, 13), generator=torch.Generator().manual_seed(2))
+    assert not torch.allclose(prefill_then_decode(windowed, tokens)[0], prefill_then_decode(full, tokens)[0])
+
+
+def test_heavy_hitters_keep_the_most_attended_tokens_at_prefill():
+    _, cfg = resolve("llama-tiny", {"kv_budget": "4", "layers": "1"})
+    cache = new_kv_cache(cfg, 1, 10, "cpu", torch.float32)[0]
+    generator = torch.Generator().manual_seed(3)
+    q = torch.randn(1, cfg.heads, 10, cfg.head_dim, generator=generator)
+    k, v = (torch.randn(1, cfg.kv_heads, 10, cfg.head_dim, generator=generator) for _ in range(2))
+    cache.attend(q, k, v, 0)
+    group = cfg.heads // cfg.kv_heads
+    for head in range(cfg.kv_heads):  # attention each key receives, by the textbook formula
+        scores = q[0, head * group:(head + 1) * group] @ k[0, head].T / math.sqrt(cfg.head_dim)
+        scores = scores.masked_fill(torch.ones(10, 10, dtype=torch.bool).triu(1), float("-inf"))
+        received = scores.softmax(-1).sum(dim=(0, 1))
+        expected = sorted(received.topk(4).indices.tolist())
+        assert torch.equal(cache.k[0, head], k[0, head, expected])
+        assert torch.allclose(cache.score[0, head], received[expected], atol=1e-5)
+
+
+def kv_tensor_bytes(trace) -> float:
+    return trace.tensors[trace.tensors.role == "kv_cache"].nbytes.sum()
+
+
+def kv_bytes_read(trace) -> float:
+    reads = trace.accesses[~trace.accesses.write].merge(trace.tensors[["tensor_id", "role"]], on="tensor_id")
+    return reads[reads.role == "kv_cache"].nbytes.sum()
+
+
+def decode(options, batch=2, context=4000):
+    return trace_workload("llama2-7b", StepSpec(phase="decode", batch=batch, context=context), options)
+
+
+def test_paged_cache_reads_the_blocks_touched():
+    _, cfg = resolve("llama2-7b")
+    block, context, batch = 16, 4000, 2
+    blocks = math.ceil((context + 1) / block)  # 251 blocks hold the 4001 tokens
+    trace = decode({"kv_block_size": str(block)}, batch, context)
+    per_block = block * cfg.kv_heads * cfg.head_dim * 2  # bf16
+    assert kv_bytes_read(trace) == 2 * cfg.layers * batch * blocks * per_block
+    assert kv_tensor_bytes(trace) == 2 * cfg.layers * batch * blocks * per_block
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantised_cache_bytes_follow_the_bit_width(bits):
+    _, cfg = resolve("llama2-7b")
+    context, batch = 4000, 2
+    per_token_head = cfg.head_dim * bits / 8 + 2  # codes plus one bf16 scale
+    expected = 2 * cfg.layers * batch * cfg.kv_heads * (context + 1) * per_token_head
+    trace = decode({"kv_bits": str(bits)}, batch, context)
+    assert kv_tensor_bytes(trace) == expected
+    assert kv_bytes_read(trace) == expected  # decode reads every stored token once
+
+
+def test_sliding_window_and_budget_bound_the_cache_whatever_the_context():
+    _, cfg = resolve("llama2-7b")
+    per_token = 2 * cfg.layers * cfg.kv_heads * cfg.head_dim * 2  # K and V, bf16, batch 1
+    for options, bound in (({"sliding_window": "1024"}, 1024), ({"kv_budget": "512"}, 512)):
+        for context in (2000, 8000):
+            trace = decode(options, batch=1, context=context)
+            assert kv_tensor_bytes(trace) == per_token * bound
+    scores = decode({"kv_budget": "512"}, batch=1, context=2000).tensors
+    assert scores[scores.role == "state"].nbytes.sum() == cfg.layers * cfg.kv_heads * 512 * 4
+
+
+def test_contiguous_cache_grows_with_context():
+    _, cfg = resolve("llama2-7b")
+    per_token = 2 * cfg.layers * cfg.kv_heads * cfg.head_dim * 2
+    assert kv_tensor_bytes(decode({}, batch=1, context=2000)) == per_token * 2001
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"kv_bits": "3"}, "'kv_bits' must be 8 or 4"),
+    ({"kv_bits": "8", "kv_block_size": "16"}, "cannot be combined"),
+    ({"sliding_window": "0"}, "must be a positive integer"),
+])
+def test_bad_cache_options_are_one_line_errors(options, message):
+    with pytest.raises(MemsimError, match=message):
+        decode(options, batch=1, context=8)
