@@ -1,4 +1,4 @@
-"""How long tracing a 7B model takes on meta tensors (target: under 10 s each)."""
+"""How long tracing a 7B model takes on meta tensors: prefill and a training step (target: under 10 s each)."""
 from __future__ import annotations
 
 import time
@@ -6,7 +6,10 @@ import time
 from memsim.trace.workload import StepSpec, trace_workload
 
 TARGET_S = 10.0
-CASES = [("llama2-7b prefill 2048 tokens", "llama2-7b", StepSpec(phase="prefill", batch=1, context=2048))]
+CASES = [("llama2-7b prefill 2048 tokens", "llama2-7b", StepSpec(phase="prefill", batch=1, context=2048)),
+         ("llama2-7b training step 2048 tokens (AdamW)", "llama2-7b", StepSpec(phase="train", batch=1, context=2048)),
+         ("llama2-7b training step 2048 tokens (8-bit Adam)", "llama2-7b",
+          StepSpec(phase="train", batch=1, context=2048, optimizer="adam8bit"))]
 
 
 def main() -> None:

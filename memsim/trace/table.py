@@ -4,15 +4,28 @@ ops       one row per executed op, in issue order: what it is, its FLOPs and byt
 tensors   one row per storage: size, role (weight, kv_cache, activation, ...), lifetime in ops
 accesses  one row per (op, tensor, read or write) with the bytes of that access
 
-File format (version 1): an uncompressed zip holding ops.parquet, tensors.parquet,
-accesses.parquet and meta.json ({"format": "memsim-trace", "version": 1, ...}). Tables are read
-only when first used, so summarising a large trace does not load its accesses.
+The trace file format, version 1 (`.memtrace` by convention)
+-------------------------------------------------------------
+An uncompressed zip archive holding four members:
+
+meta.json          {"format": "memsim-trace", "version": 1, ...}: what was traced (workload,
+                   config, phase, batch, context, tokens, mode, device, torch_version, ...)
+ops.parquet        the columns of OP_COLUMNS below, one row per op, op_id = row number
+tensors.parquet    the columns of TENSOR_COLUMNS, one row per tensor, tensor_id = row number
+accesses.parquet   the columns of ACCESS_COLUMNS: op_id and tensor_id refer to the tables above
+
+Units are SI: bytes, FLOP, seconds. `measured_s` is NaN where an op was not timed. A reader
+accepts files of its own version or older and refuses newer ones; columns added by later
+versions of the same version number carry defaults (COLUMN_DEFAULTS), so a file without them
+still loads. Members are stored uncompressed so each table is read on its own: `Trace.load`
+reads only meta.json and the archive's directory, and each table when it is first used, so
+summarising a large trace never loads its accesses. A truncated or corrupt file is reported
+as one error naming the file and the part that is unreadable.
 """
 from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +60,44 @@ def empty_table(columns: dict[str, str]) -> pd.DataFrame:
                          for name, kind in columns.items()})
 
 
-@dataclass
-class Trace:
-    """One step of a workload as tables; replayable on any hardware."""
+TABLES = {"ops": OP_COLUMNS, "tensors": TENSOR_COLUMNS, "accesses": ACCESS_COLUMNS}
+# Columns a reader fills in when a file lacks them (added after version 1 was first written).
+COLUMN_DEFAULTS: dict[str, dict[str, object]] = {"ops": {"stream": 0, "measured_s": float("nan")}}
 
-    ops: pd.DataFrame
-    tensors: pd.DataFrame
-    accesses: pd.DataFrame
-    meta: dict = field(default_factory=dict)
+
+class Trace:
+    """One step of a workload as tables; replayable on any hardware.
+
+    The tables are plain DataFrames; a trace loaded from a file reads each one when it is
+    first used.
+    """
+
+    def __init__(self, ops: pd.DataFrame | None, tensors: pd.DataFrame | None, accesses: pd.DataFrame | None,
+                 meta: dict | None = None, source: Path | None = None):
+        self._tables = {"ops": ops, "tensors": tensors, "accesses": accesses}
+        self.meta = meta if meta is not None else {}
+        self._source = source
+
+    def _table(self, name: str) -> pd.DataFrame:
+        if self._tables[name] is None:
+            self._tables[name] = _read_table(self._source, name)
+        return self._tables[name]
+
+    @property
+    def ops(self) -> pd.DataFrame:
+        return self._table("ops")
+
+    @property
+    def tensors(self) -> pd.DataFrame:
+        return self._table("tensors")
+
+    @property
+    def accesses(self) -> pd.DataFrame:
+        return self._table("accesses")
+
+    def __repr__(self) -> str:
+        loaded = [name for name, table in self._tables.items() if table is not None]
+        return f"Trace({self.meta.get('workload', '?')}, source={self._source}, loaded={loaded})"
 
     @property
     def total_flops(self) -> float:
@@ -66,31 +109,54 @@ class Trace:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT, "version": VERSION, **self.meta}
+        meta = {**self.meta, "format": FORMAT, "version": VERSION}
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-            for name, table in (("ops", self.ops), ("tensors", self.tensors), ("accesses", self.accesses)):
-                sink = pa.BufferOutputStream()
-                pq.write_table(pa.Table.from_pandas(table, preserve_index=False), sink)
-                archive.writestr(f"{name}.parquet", sink.getvalue().to_pybytes())
             archive.writestr("meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
+            for name in TABLES:
+                sink = pa.BufferOutputStream()
+                pq.write_table(pa.Table.from_pandas(self._table(name), preserve_index=False), sink)
+                archive.writestr(f"{name}.parquet", sink.getvalue().to_pybytes())
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Trace":
+        """Open a trace file: reads its metadata now and each table when first used."""
         path = Path(path)
         try:
             with zipfile.ZipFile(path) as archive:
+                members = set(archive.namelist())
                 meta = json.loads(archive.read("meta.json"))
-                if meta.get("format") != FORMAT:
-                    raise MemsimError(f"{path}: not a memsim trace (meta.json format is {meta.get('format')!r})")
-                if meta.get("version", 0) > VERSION:
-                    raise MemsimError(f"{path}: trace format version {meta['version']} is newer than this memsim "
-                                      f"reads ({VERSION}); upgrade memsim")
-                tables = {name: pq.read_table(pa.BufferReader(archive.read(f"{name}.parquet"))).to_pandas()
-                          for name in ("ops", "tensors", "accesses")}
-        except (zipfile.BadZipFile, KeyError, OSError, pa.ArrowInvalid, json.JSONDecodeError) as error:
+        except FileNotFoundError:
+            raise MemsimError(f"{path}: no such trace file") from None
+        except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
             raise MemsimError(f"{path}: corrupt or truncated trace file ({error})") from None
-        return cls(tables["ops"], tables["tensors"], tables["accesses"], meta)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise MemsimError(f"{path}: not a memsim trace (meta.json format is {found!r}, expected {FORMAT!r})")
+        if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+            raise MemsimError(f"{path}: trace format version {meta.get('version')!r} is newer than this memsim "
+                              f"reads ({VERSION}); upgrade memsim")
+        missing = [f"{name}.parquet" for name in TABLES if f"{name}.parquet" not in members]
+        if missing:
+            raise MemsimError(f"{path}: corrupt or truncated trace file (missing {', '.join(missing)})")
+        return cls(None, None, None, meta, source=path)
+
+
+def _read_table(path: Path, name: str) -> pd.DataFrame:
+    """One table of a trace file, checked against its column list."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            table = pq.read_table(pa.BufferReader(archive.read(f"{name}.parquet"))).to_pandas()
+    except (zipfile.BadZipFile, KeyError, OSError, pa.ArrowException) as error:
+        raise MemsimError(f"{path}: corrupt or truncated trace file ({name}.parquet: {error})") from None
+    for column, default in COLUMN_DEFAULTS.get(name, {}).items():
+        if column not in table.columns:
+            table[column] = default
+    missing = [column for column in TABLES[name] if column not in table.columns]
+    if missing:
+        raise MemsimError(f"{path}: {name}.parquet lacks column(s) {', '.join(missing)} "
+                          f"(trace format version {VERSION} expects {', '.join(TABLES[name])})")
+    return table
 
 
 def tensor_live_ranges(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
