@@ -108,3 +108,24 @@ def test_unknown_workload_and_config_key_suggest_close_matches():
         resolve("llama2-7b", {"kv_head": "8"})
     _, cfg = resolve("llama2-7b", {"kv_heads": "8"})
     assert cfg.kv_heads == 8
+
+
+def test_live_bytes_over_time_follow_first_write_and_last_use():
+    from memsim.trace.lifetimes import live_bytes_by_role, peak_memory
+
+    weight = torch.zeros(8, 8, device="meta")  # 256 bytes, there before the step
+
+    def step():
+        a = torch.ones(4, 8, device="meta")  # op 0: 128 bytes, last used by op 1
+        b = a @ weight                      # op 1: 128 bytes, last used by op 2
+        c = b.relu()                        # op 2: 128 bytes, last used by op 3
+        return c.sum()                      # op 3: 4 bytes, returned
+
+    trace = capture(step)
+    assert list(trace.ops.name) == ["aten::ones", "aten::mm", "aten::relu", "aten::sum"]
+    live = live_bytes_by_role(trace)
+    assert list(live["input"]) == [256] * 4
+    assert list(live["activation"]) == [128, 256, 256, 132]
+    peak = peak_memory(trace)
+    assert peak["peak_bytes"] == 512 and peak["peak_op"] == 1
+    assert peak["peak_by_role"] == {"activation": 256, "input": 256}

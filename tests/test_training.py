@@ -130,3 +130,12 @@ def test_peak_from_lifetimes_matches_cuda_max_memory_allocated():
     preexisting = trace.tensors[trace.tensors.preexisting].nbytes.sum()
     predicted = live_bytes_by_role(trace).sum(axis=1).max() - preexisting
     assert predicted == pytest.approx(measured, rel=0.05)
+
+
+def test_meta_and_real_training_steps_do_the_same_ops_and_bytes():
+    spec = dict(phase="train", batch=2, context=16)
+    meta = trace_workload("llama-tiny", StepSpec(**spec))
+    real = trace_workload("llama-tiny", StepSpec(**spec, device="cpu"), mode="real")
+    assert sorted(meta.ops.name) == sorted(real.ops.name)  # backward may order independent ops differently
+    for column in ("bytes_read", "bytes_written", "flops"):
+        assert meta.ops[column].sum() == real.ops[column].sum()

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from memsim.commands.common import key_values
+from memsim.commands.trace import OPTIMIZER_HELP
 
 
 def add_parser(commands) -> None:
@@ -16,6 +17,7 @@ def add_parser(commands) -> None:
     run.add_argument("--context", type=int, default=1024,
                      help="prefill/train: tokens per sequence; decode: tokens already in the cache")
     run.add_argument("--dtype", default=None, help="override the workload's dtype (fp32, bf16, fp16)")
+    run.add_argument("--optimizer", default="adamw", help=OPTIMIZER_HELP)
     run.add_argument("--config", action="append", metavar="KEY=VALUE", help="override a workload config key")
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a hardware key")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -31,7 +33,8 @@ def load_trace_or_workload(args):
 
     if Path(args.workload).is_file():
         return Trace.load(args.workload)
-    spec = StepSpec(phase=args.phase, batch=args.batch, context=args.context, device="meta", dtype=args.dtype)
+    spec = StepSpec(phase=args.phase, batch=args.batch, context=args.context, device="meta", dtype=args.dtype,
+                    optimizer=args.optimizer)
     return trace_workload(args.workload, spec, key_values(args.config, "--config"))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from memsim.commands.common import key_values
 from memsim.errors import MemsimError
 
+OPTIMIZER_HELP = "train: adamw, or adam8bit[:block=N,scale=fp32|bf16|fp16] (see memsim.trace.training)"
+
 
 def add_parser(commands) -> None:
     trace = commands.add_parser("trace", help="trace one step of a workload into a trace file")
@@ -15,7 +17,7 @@ def add_parser(commands) -> None:
                        help="prefill/train: tokens per sequence; decode: tokens already in the cache")
     trace.add_argument("--dtype", default=None, help="override the workload's dtype (fp32, bf16, fp16)")
     trace.add_argument("--optimizer", default="adamw",
-                       help="train: adamw, or adam8bit[:block=N,scale=fp32|bf16|fp16]")
+                       help=OPTIMIZER_HELP)
     trace.add_argument("--mode", default="meta", choices=["meta", "real"],
                        help="meta: shapes only, any size; real: run and time each op")
     trace.add_argument("--device", default=None, help="real mode: cpu or cuda (default: cuda where present)")

@@ -369,8 +369,8 @@ class _FusedAttention(TorchFunctionMode):
         self.timer.resolve(self.recorder, op_id, measured)
 
     def forward(self, query, key, value, rest, kwargs):
-        out, measured = self._run_suppressed(lambda: F.scaled_dot_product_attention(query, key, value, *rest,
-                                                                                    **kwargs))
+        out, measured = self._run_suppressed(
+            lambda: _fused_layout(F.scaled_dot_product_attention(query, key, value, *rest, **kwargs)))
         self._record("aten::_scaled_dot_product_flash_attention", [query, key, value], [out], False, measured,
                      query, key, value, rest, kwargs)
         return out
@@ -382,12 +382,21 @@ class _FusedAttention(TorchFunctionMode):
                 result = F.scaled_dot_product_attention(*leaves, *rest, **kwargs)
                 wanted = [leaf for leaf in leaves if leaf.requires_grad]
                 found = iter(torch.autograd.grad(result, wanted, grad_out))
-                return [next(found) if leaf.requires_grad else None for leaf in leaves]
+                return [_fused_layout(next(found)) if leaf.requires_grad else None for leaf in leaves]
 
         grads, measured = self._run_suppressed(gradients)
         self._record("aten::_scaled_dot_product_flash_attention_backward", [query, key, value, out, grad_out],
                      [g for g in grads if g is not None], True, measured, query, key, value, rest, kwargs)
         return grads
+
+
+def _fused_layout(t: torch.Tensor) -> torch.Tensor:
+    """On meta, give an attention output or gradient the (batch, length, heads, dim) memory
+    layout fused kernels write, so the reshapes around attention copy on meta exactly when
+    they copy on the device."""
+    if t.device.type != "meta" or t.dim() != 4:
+        return t
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
 
 
 class _AttentionWithFusedBackward(torch.autograd.Function):
