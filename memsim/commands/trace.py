@@ -8,7 +8,12 @@ OPTIMIZER_HELP = "train: adamw, or adam8bit[:block=N,scale=fp32|bf16|fp16] (see 
 
 
 def add_parser(commands) -> None:
-    trace = commands.add_parser("trace", help="trace one step of a workload into a trace file")
+    trace = commands.add_parser(
+        "trace", help="trace one step of a workload into a trace file",
+        description="Trace one step of a registered workload, or of your own model, into a trace file "
+                    "(format: memsim.trace.table). Your own model: MODULE:CALLABLE, a no-argument callable "
+                    "returning a torch.nn.Module (inputs from --input), a (module, inputs) pair, or a "
+                    "WorkloadStep; in meta mode it is called under torch.device('meta').")
     trace.add_argument("workload", help="registered workload (see 'memsim workloads') or my_pkg.my_module:build_model")
     trace.add_argument("--config", action="append", metavar="KEY=VALUE", help="override a workload config key")
     trace.add_argument("--phase", default="decode", choices=["prefill", "decode", "train"])

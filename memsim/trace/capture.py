@@ -479,7 +479,6 @@ def capture(step: Callable[[], Any], *, module: torch.nn.Module | None = None, m
 
     hooks = [torch.nn.modules.module.register_module_forward_pre_hook(enter),
              torch.nn.modules.module.register_module_forward_hook(leave, always_call=True)]
-    started = time.perf_counter()
     _ACTIVE.append(recorder)
     try:
         with _FusedAttention(recorder, timer), _DispatchRecorder(recorder, timer):
@@ -489,8 +488,7 @@ def capture(step: Callable[[], Any], *, module: torch.nn.Module | None = None, m
         _ACTIVE.pop()
         for hook in hooks:
             hook.remove()
-    info = {"mode": mode, "device": device, "torch_version": torch.__version__,
-            "capture_s": time.perf_counter() - started, **(meta or {})}
+    info = {"mode": mode, "device": device, "torch_version": torch.__version__, **(meta or {})}
     trace = recorder.finish(info)
     del result
     return trace

@@ -111,11 +111,11 @@ class Trace:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {**self.meta, "format": FORMAT, "version": VERSION}
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-            archive.writestr("meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
+            archive.writestr(_member("meta.json"), json.dumps(meta, indent=1, sort_keys=True, default=str))
             for name in TABLES:
                 sink = pa.BufferOutputStream()
                 pq.write_table(pa.Table.from_pandas(self._table(name), preserve_index=False), sink)
-                archive.writestr(f"{name}.parquet", sink.getvalue().to_pybytes())
+                archive.writestr(_member(f"{name}.parquet"), sink.getvalue().to_pybytes())
         return path
 
     @classmethod
@@ -140,6 +140,11 @@ class Trace:
         if missing:
             raise MemsimError(f"{path}: corrupt or truncated trace file (missing {', '.join(missing)})")
         return cls(None, None, None, meta, source=path)
+
+
+def _member(name: str) -> zipfile.ZipInfo:
+    """An archive member with a fixed timestamp, so the same trace always makes the same file."""
+    return zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
 
 
 def _read_table(path: Path, name: str) -> pd.DataFrame:
