@@ -122,3 +122,18 @@ def test_contiguous_cache_grows_with_context():
 def test_bad_cache_options_are_one_line_errors(options, message):
     with pytest.raises(MemsimError, match=message):
         decode(options, batch=1, context=8)
+
+
+def test_sliding_window_prefill_counts_only_the_pairs_inside_the_window():
+    _, cfg = resolve("llama-tiny", {"sliding_window": "16"})
+    length, window, batch = 64, 16, 2
+    pairs = window * (window + 1) / 2 + (length - window) * window  # 136 on the ramp, then 16 per query
+    expected = cfg.layers * 2 * batch * cfg.heads * pairs * 2 * cfg.head_dim
+    for mode, device in (("meta", "meta"), ("real", "cpu")):
+        trace = trace_workload("llama-tiny", StepSpec(phase="prefill", batch=batch, context=length, device=device),
+                               {"sliding_window": "16"}, mode=mode)
+        attention = trace.ops[trace.ops.category == "attention"]
+        assert attention.flops.sum() == expected
+    train = trace_workload("llama-tiny", StepSpec(phase="train", batch=batch, context=length), {"sliding_window": "16"})
+    attention = train.ops[train.ops.category == "attention"]
+    assert attention.flops.sum() == pytest.approx(expected * 3.5)  # forward, and backward at 2.5 times

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from memsim.errors import MemsimError
-from memsim.trace import tag
+from memsim.trace import attention_window, tag
 from memsim.trace.training import train_step
 from memsim.trace.workload import TORCH_DTYPES, StepSpec, WorkloadStep, register
 
@@ -86,9 +86,16 @@ def window_mask(q_len: int, start: int, kv_len: int, window: int | None, device)
     return visible
 
 
-def sdpa(q, k, v, causal: bool, mask=None):
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
-                                          enable_gqa=k.shape[1] != q.shape[1])
+def sdpa(q, k, v, causal: bool, window: int | None = None):
+    """Fused attention; with a `window`, causal attention to the last `window` keys of each query
+    (the queries being the last of the keys)."""
+    gqa = k.shape[1] != q.shape[1]
+    if window is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+    q_len, kv_len = q.shape[2], k.shape[2]
+    mask = window_mask(q_len, kv_len - q_len, kv_len, window, q.device)
+    with attention_window(window):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
 class ContiguousKV:
@@ -124,7 +131,7 @@ class SlidingWindowKV:
         self.k.index_copy_(2, positions % self.window, k[:, :, -kept:])
         self.v.index_copy_(2, positions % self.window, v[:, :, -kept:])
         if start == 0:
-            return sdpa(q, k, v, causal=True, mask=window_mask(length, 0, length, self.window, q.device))
+            return sdpa(q, k, v, causal=True, window=self.window)
         if length != 1:
             raise ValueError("a sliding-window cache extends one token at a time after prefill")
         filled = min(start + 1, slots)  # every stored token is inside the window of the new one
@@ -288,7 +295,7 @@ class Attention(nn.Module):
         if cache is not None:
             out = cache.attend(q, k, v, start)
         elif cfg.sliding_window is not None:
-            out = sdpa(q, k, v, causal=True, mask=window_mask(length, start, length, cfg.sliding_window, q.device))
+            out = sdpa(q, k, v, causal=True, window=cfg.sliding_window)
         else:
             out = sdpa(q, k, v, causal=length > 1)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, cfg.heads * d))

@@ -31,6 +31,7 @@ from memsim.trace.table import ACCESS_COLUMNS, OP_COLUMNS, TENSOR_COLUMNS, ROLES
 
 _TAGS: dict[int, tuple[StorageWeakRef, str, str]] = {}
 _ACTIVE: list["_Recorder"] = []  # the recorder of the capture in progress, if any
+_WINDOWS: list[int] = []  # sliding windows declared by attention_window, innermost last
 
 DTYPE_NAMES = {
     torch.float64: "fp64", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16",
@@ -69,6 +70,18 @@ def scope(name: str):
         yield
     finally:
         recorder.scope.pop()
+
+
+@contextlib.contextmanager
+def attention_window(window: int):
+    """Declare that the attention inside is causal and sees only the last `window` keys of each
+    query (sliding-window attention). The mask that does this cannot be read on meta tensors,
+    so the FLOPs of the fused attention op are counted from this declaration."""
+    _WINDOWS.append(window)
+    try:
+        yield
+    finally:
+        _WINDOWS.pop()
 
 
 def _tag_of(key: int, ref: StorageWeakRef) -> tuple[str, str] | None:
@@ -339,9 +352,10 @@ class _FusedAttention(TorchFunctionMode):
         if func is not F.scaled_dot_product_attention or self.recorder.suppressed:
             return func(*args, **kwargs)
         query, key, value = args[:3]
+        call = _AttentionCall(args[3:], kwargs, _WINDOWS[-1] if _WINDOWS else None)
         if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value)):
-            return _AttentionWithFusedBackward.apply(self, args[3:], kwargs, query, key, value)
-        return self.forward(query, key, value, args[3:], kwargs)
+            return _AttentionWithFusedBackward.apply(self, call, query, key, value)
+        return self.forward(query, key, value, call)
 
     def _run_suppressed(self, compute):
         self.recorder.suppressed += 1
@@ -352,42 +366,64 @@ class _FusedAttention(TorchFunctionMode):
         finally:
             self.recorder.suppressed -= 1
 
-    def _record(self, name, inputs, produced, backward, measured, query, key, value, rest, kwargs):
-        mask = rest[0] if rest else kwargs.get("attn_mask")
-        causal = bool(rest[2] if len(rest) > 2 else kwargs.get("is_causal", False))
+    def _record(self, name, inputs, produced, backward, measured, query, key, value, call: "_AttentionCall"):
+        mask = call.mask
         *lead, q_len, head_dim = query.shape
         kv_len, value_dim = key.shape[-2], value.shape[-1]
         heads = query.shape[-3] if query.dim() >= 3 else 1
         kv_heads = key.shape[-3] if key.dim() >= 3 else 1
         problems = math.prod(lead)
         batch = problems // max(heads, 1)
-        flops = opinfo.attention_flops(batch, heads, q_len, kv_len, head_dim, value_dim, causal, backward)
+        causal = call.causal or call.window is not None
+        flops = opinfo.attention_flops(batch, heads, q_len, kv_len, head_dim, value_dim, causal, backward,
+                                       window=call.window)
         masked = isinstance(mask, torch.Tensor)
         attrs = {"heads": heads, "kv_heads": kv_heads, "value_dim": value_dim, "causal": causal, "masked": masked}
+        if call.window is not None:
+            attrs["window"] = call.window
         op_id = self.recorder.record(name, "attention", inputs + ([mask] if masked else []), [], produced,
                                      flops, (problems, q_len, kv_len, head_dim), attrs)
         self.timer.resolve(self.recorder, op_id, measured)
 
-    def forward(self, query, key, value, rest, kwargs):
-        out, measured = self._run_suppressed(
-            lambda: _fused_layout(F.scaled_dot_product_attention(query, key, value, *rest, **kwargs)))
+    def forward(self, query, key, value, call: "_AttentionCall"):
+        out, measured = self._run_suppressed(lambda: _fused_layout(call.run(query, key, value)))
         self._record("aten::_scaled_dot_product_flash_attention", [query, key, value], [out], False, measured,
-                     query, key, value, rest, kwargs)
+                     query, key, value, call)
         return out
 
-    def backward(self, query, key, value, out, grad_out, rest, kwargs):
+    def backward(self, query, key, value, out, grad_out, call: "_AttentionCall"):
         def gradients():
             with torch.enable_grad():
                 leaves = [t.detach().requires_grad_(t.requires_grad) for t in (query, key, value)]
-                result = F.scaled_dot_product_attention(*leaves, *rest, **kwargs)
                 wanted = [leaf for leaf in leaves if leaf.requires_grad]
-                found = iter(torch.autograd.grad(result, wanted, grad_out))
+                found = iter(torch.autograd.grad(call.run(*leaves), wanted, grad_out))
                 return [_fused_layout(next(found)) if leaf.requires_grad else None for leaf in leaves]
 
         grads, measured = self._run_suppressed(gradients)
         self._record("aten::_scaled_dot_product_flash_attention_backward", [query, key, value, out, grad_out],
-                     [g for g in grads if g is not None], True, measured, query, key, value, rest, kwargs)
+                     [g for g in grads if g is not None], True, measured, query, key, value, call)
         return grads
+
+
+@dataclass(frozen=True)
+class _AttentionCall:
+    """The arguments of one F.scaled_dot_product_attention call after q, k, v, and the window
+    the workload declared around it (see attention_window)."""
+
+    rest: tuple
+    kwargs: dict
+    window: int | None
+
+    @property
+    def mask(self):
+        return self.rest[0] if self.rest else self.kwargs.get("attn_mask")
+
+    @property
+    def causal(self) -> bool:
+        return bool(self.rest[2] if len(self.rest) > 2 else self.kwargs.get("is_causal", False))
+
+    def run(self, query, key, value):
+        return F.scaled_dot_product_attention(query, key, value, *self.rest, **self.kwargs)
 
 
 def _fused_layout(t: torch.Tensor) -> torch.Tensor:
@@ -403,16 +439,16 @@ class _AttentionWithFusedBackward(torch.autograd.Function):
     """Autograd glue: the forward and the backward each recorded as one fused attention op."""
 
     @staticmethod
-    def forward(ctx, mode, rest, kwargs, query, key, value):
-        out = mode.forward(query, key, value, rest, kwargs)
-        ctx.mode, ctx.rest, ctx.kwargs = mode, rest, kwargs
+    def forward(ctx, mode, call, query, key, value):
+        out = mode.forward(query, key, value, call)
+        ctx.mode, ctx.call = mode, call
         ctx.save_for_backward(query, key, value, out)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         query, key, value, out = ctx.saved_tensors
-        return (None, None, None, *ctx.mode.backward(query, key, value, out, grad_out, ctx.rest, ctx.kwargs))
+        return (None, None, *ctx.mode.backward(query, key, value, out, grad_out, ctx.call))
 
 
 class _Timer:

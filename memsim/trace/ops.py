@@ -114,18 +114,27 @@ def gemm_dims(name: str, shapes: list[tuple[int, ...]]) -> tuple[int, int, int, 
 
 
 def attention_flops(batch: int, heads: int, q_len: int, kv_len: int, head_dim: int, value_dim: int,
-                    causal: bool, backward: bool = False) -> float:
+                    causal: bool, backward: bool = False, window: int | None = None) -> float:
     """FLOPs of scaled-dot-product attention: QK^T and PV over the query-key pairs computed.
 
     With a causal mask the pairs above the diagonal (queries aligned to the end of the keys)
-    are skipped, as fused kernels do.
+    are skipped, as fused kernels do; with a sliding `window` so are keys more than window - 1
+    positions before their query.
     """
     pairs = float(q_len) * kv_len
-    if causal:
+    if causal and window is not None:
+        pairs = _windowed_pairs(kv_len, window) - _windowed_pairs(max(kv_len - q_len, 0), window)
+    elif causal:
         skipped = max(q_len - 1, 0) * q_len / 2.0 if kv_len >= q_len else pairs - kv_len * (kv_len + 1) / 2.0
         pairs -= skipped
     forward = 2.0 * batch * heads * pairs * (head_dim + value_dim)
     return forward * 2.5 if backward else forward
+
+
+def _windowed_pairs(positions: int, window: int) -> float:
+    """Pairs seen by queries at positions 0..positions-1, each seeing min(position + 1, window) keys."""
+    ramp = min(positions, window)
+    return ramp * (ramp + 1) / 2.0 + float(positions - ramp) * window
 
 
 def registered_flops(func, args, kwargs, out) -> float | None:
