@@ -15,9 +15,9 @@ tensors.parquet    the columns of TENSOR_COLUMNS, one row per tensor, tensor_id 
 accesses.parquet   the columns of ACCESS_COLUMNS: op_id and tensor_id refer to the tables above
 
 Units are SI: bytes, FLOP, seconds. `measured_s` is NaN where an op was not timed. A reader
-accepts files of its own version or older and refuses newer ones; columns added by later
-versions of the same version number carry defaults (COLUMN_DEFAULTS), so a file without them
-still loads. Members are stored uncompressed so each table is read on its own: `Trace.load`
+accepts files of its own version or older and refuses newer ones. Columns added to a version
+after files of it were written have defaults (COLUMN_DEFAULTS), so those files still load;
+extra columns (an importer's own, say) are kept. Members are stored uncompressed so each table is read on its own: `Trace.load`
 reads only meta.json and the archive's directory, and each table when it is first used, so
 summarising a large trace never loads its accesses. A truncated or corrupt file is reported
 as one error naming the file and the part that is unreadable.

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -65,27 +65,28 @@ def parse_optimizer(text: str) -> OptimizerSpec:
         key, _, value = item.partition("=")
         if kind != "adam8bit" or key not in ("block", "scale"):
             raise MemsimError(f"optimizer '{text}': unknown option '{key}' (adam8bit takes block=N and scale=DTYPE)")
-        if key == "block":
-            if not value.isdigit() or int(value) < 1:
-                raise MemsimError(f"optimizer '{text}': block must be a positive integer, not {value!r}")
-            spec = OptimizerSpec(kind=kind, block_size=int(value), scale_dtype=spec.scale_dtype)
-        elif value not in ("fp32", "bf16", "fp16"):
+        if key == "block" and not (value.isdigit() and int(value) >= 1):
+            raise MemsimError(f"optimizer '{text}': block must be a positive integer, not {value!r}")
+        if key == "scale" and value not in ("fp32", "bf16", "fp16"):
             raise MemsimError(f"optimizer '{text}': scale must be fp32, bf16 or fp16, not {value!r}")
-        else:
-            spec = OptimizerSpec(kind=kind, block_size=spec.block_size, scale_dtype=value)
+        spec = replace(spec, block_size=int(value)) if key == "block" else replace(spec, scale_dtype=value)
     return spec
 
 
-def adam_update(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
-                step: int, spec: OptimizerSpec) -> None:
-    """Decoupled-weight-decay Adam on fp32 moments (updated in place); `param` is updated in place."""
+def adam_direction(grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, step: int,
+                   spec: OptimizerSpec) -> torch.Tensor:
+    """Update the fp32 moments in place and return the bias-corrected Adam step (times lr)."""
     beta1, beta2 = spec.betas
     exp_avg.lerp_(grad, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     denominator = (exp_avg_sq / (1 - beta2 ** step)).sqrt_().add_(spec.eps)
-    update = exp_avg / denominator * (spec.lr / (1 - beta1 ** step))
+    return exp_avg / denominator * (spec.lr / (1 - beta1 ** step))
+
+
+def apply_update(param: torch.Tensor, update: torch.Tensor, spec: OptimizerSpec) -> None:
+    """Decoupled weight decay and the step, in fp32, written back in the parameter's dtype."""
     master = param.float()  # the parameter itself when it is fp32
-    master.mul_(1 - spec.lr * spec.weight_decay).sub_(update.view_as(master))
+    master.mul_(1 - spec.lr * spec.weight_decay).sub_(update)
     if master is not param:
         param.copy_(master)
 
@@ -104,7 +105,8 @@ class AdamW:
 
     def step(self) -> None:
         for param, exp_avg, exp_avg_sq in self.states:
-            adam_update(param, param.grad.float(), exp_avg, exp_avg_sq, self.step_count, self.spec)
+            apply_update(param, adam_direction(param.grad.float(), exp_avg, exp_avg_sq, self.step_count, self.spec),
+                         self.spec)
         self.step_count += 1
 
 
@@ -145,10 +147,8 @@ class BlockwiseAdam8bit:
             grad = F.pad(param.grad.float().reshape(-1), (0, blocks * block - param.numel())).view(blocks, block)
             exp_avg = self._dequantize(m_codes, m_scales)
             exp_avg_sq = self._dequantize(v_codes, v_scales)
-            flat = param.view(-1)
-            padded = F.pad(flat, (0, blocks * block - param.numel())).view(blocks, block)
-            adam_update(padded, grad, exp_avg, exp_avg_sq, self.step_count, self.spec)
-            flat.copy_(padded.view(-1)[: param.numel()])
+            update = adam_direction(grad, exp_avg, exp_avg_sq, self.step_count, self.spec)
+            apply_update(param, update.view(-1)[: param.numel()].view_as(param), self.spec)
             self._quantize_into(exp_avg, m_codes, m_scales)
             self._quantize_into(exp_avg_sq, v_codes, v_scales)
         self.step_count += 1
