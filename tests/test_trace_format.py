@@ -163,3 +163,22 @@ def test_cli_traces_a_users_own_model(capsys, tmp_path, monkeypatch):
     assert code == 2 and "did you mean build_model" in err
     code, _, err = in_process(capsys, "trace", "my_models:build_model", "--out", out)
     assert code == 2 and "--input SHAPE" in err
+
+
+def test_cli_names_unpriced_ops_in_one_warning_line(capsys, tmp_path, monkeypatch):
+    (tmp_path / "qr_model.py").write_text(textwrap.dedent("""
+        import torch
+
+        class QR(torch.nn.Module):
+            def forward(self, x):
+                return torch.linalg.qr(x)[0] + torch.linalg.qr(x)[1]
+
+        def build():
+            return QR()
+    """))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = in_process(capsys, "trace", "qr_model:build", "--input", "8x8", "--phase", "prefill",
+                                "--out", tmp_path / "qr.memtrace")
+    assert code == 0 and "3 ops" in out
+    assert err.count("memsim: warning:") == 1 and "aten::linalg_qr" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -1,6 +1,9 @@
 """memsim trace: trace one step of a registered workload, or of a user's own model, to a file."""
 from __future__ import annotations
 
+import sys
+import warnings
+
 from memsim.commands.common import key_values
 from memsim.errors import MemsimError
 
@@ -77,8 +80,12 @@ def cmd_trace(args) -> int:
 
     spec = StepSpec(phase=args.phase, batch=args.batch, context=args.context,
                     device=device_for(args.mode, args.device), dtype=args.dtype, optimizer=args.optimizer)
-    with Console(stderr=True).status(f"tracing {args.workload} ({spec.phase}, {args.mode} on {spec.device})"):
+    with Console(stderr=True).status(f"tracing {args.workload} ({spec.phase}, {args.mode} on {spec.device})"), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         trace = trace_target(args, spec)
+    for warning in caught:  # e.g. the ops no cost formula prices: one line each, not a stack frame
+        print(f"memsim: warning: {warning.message}", file=sys.stderr)
     path = trace.save(args.out)
     peak = peak_memory(trace)
     roles = ", ".join(f"{role} {units.format_bytes(size)}"
