@@ -63,6 +63,28 @@ def test_heavy_hitters_keep_the_most_attended_tokens_at_prefill():
         assert torch.allclose(cache.score[0, head], received[expected], atol=1e-5)
 
 
+def test_heavy_hitters_evict_the_least_attended_token_when_full():
+    _, cfg = resolve("llama-tiny", {"kv_budget": "4", "layers": "1"})
+    cache = new_kv_cache(cfg, 1, 7, "cpu", torch.float32)[0]
+    generator = torch.Generator().manual_seed(4)
+    sample = lambda heads, length: torch.randn(1, heads, length, cfg.head_dim, generator=generator)
+    cache.attend(sample(cfg.heads, 6), sample(cfg.kv_heads, 6), sample(cfg.kv_heads, 6), 0)
+    kept, scores = cache.k.clone(), cache.score.clone()
+    q, k, v = sample(cfg.heads, 1), sample(cfg.kv_heads, 1), sample(cfg.kv_heads, 1)
+    cache.attend(q, k, v, 6)
+    group = cfg.heads // cfg.kv_heads
+    for head in range(cfg.kv_heads):
+        keys = torch.cat((kept[0, head], k[0, head]))
+        weights = (q[0, head * group:(head + 1) * group, 0] @ keys.T / math.sqrt(cfg.head_dim)).softmax(-1)
+        received = weights.sum(dim=0)
+        totals = scores[0, head] + received[:4]
+        victim = int(totals.argmin())
+        assert torch.equal(cache.k[0, head, victim], k[0, head, 0])
+        others = [slot for slot in range(4) if slot != victim]
+        assert torch.equal(cache.k[0, head, others], kept[0, head, others])
+        assert cache.score[0, head, victim] == pytest.approx(float(received[4]), abs=1e-6)
+
+
 def kv_tensor_bytes(trace) -> float:
     return trace.tensors[trace.tensors.role == "kv_cache"].nbytes.sum()
 
