@@ -1,5 +1,6 @@
 """The training step: gradient and optimizer-state roles, their sizes from the config, the
 optimizers against torch's, and peak memory from tensor lifetimes."""
+import json
 import math
 
 import pytest
@@ -138,3 +139,14 @@ def test_meta_and_real_training_steps_do_the_same_ops_and_bytes():
     assert sorted(meta.ops.name) == sorted(real.ops.name)  # backward may order independent ops differently
     for column in ("bytes_read", "bytes_written", "flops"):
         assert meta.ops[column].sum() == real.ops[column].sum()
+
+
+def test_memsim_run_phase_train_replays_a_training_step(capsys):
+    from memsim.cli import main
+
+    assert main(["run", "nvidia-h100-sxm", "llama-tiny", "--phase", "train", "--context", "16",
+                 "--optimizer", "adam8bit", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    roles = summary["peak_by_role"]["gpu.hbm"]
+    assert roles["gradient"] == roles["weight"]  # every gradient is alive at the optimizer step
+    assert 0 < roles["optimizer_state"] < roles["weight"]  # 8-bit states: about 2 bytes per fp32 weight
