@@ -98,13 +98,18 @@ def sdpa(q, k, v, causal: bool, window: int | None = None):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
+def kv_pair(shape, layer: int, device, dtype, kind: str = "cache") -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroed K and V tensors of one layer, tagged as KV cache ('layers.3.k_cache', ...)."""
+    return tuple(tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.{part}_{kind}")
+                 for part in ("k", "v"))
+
+
 class ContiguousKV:
     """One (batch, kv_heads, capacity, head_dim) tensor each for K and V."""
 
     def __init__(self, cfg: LlamaConfig, batch: int, capacity: int, layer: int, device, dtype):
         shape = (batch, cfg.kv_heads, capacity, cfg.head_dim)
-        self.k = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.k_cache")
-        self.v = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.v_cache")
+        self.k, self.v = kv_pair(shape, layer, device, dtype)
 
     def attend(self, q, k, v, start: int):
         length = k.shape[2]
@@ -121,8 +126,7 @@ class SlidingWindowKV:
     def __init__(self, cfg: LlamaConfig, batch: int, capacity: int, layer: int, device, dtype):
         self.window = cfg.sliding_window
         shape = (batch, cfg.kv_heads, min(capacity, self.window), cfg.head_dim)
-        self.k = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.k_cache")
-        self.v = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.v_cache")
+        self.k, self.v = kv_pair(shape, layer, device, dtype)
 
     def attend(self, q, k, v, start: int):
         length, slots = k.shape[2], self.k.shape[2]
@@ -150,8 +154,7 @@ class PagedKV:
         self.block_size = cfg.kv_block_size
         per_sequence = math.ceil(capacity / self.block_size)
         shape = (batch * per_sequence, self.block_size, cfg.kv_heads, cfg.head_dim)
-        self.k = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.k_pool")
-        self.v = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.v_pool")
+        self.k, self.v = kv_pair(shape, layer, device, dtype, kind="pool")
         table = torch.arange(per_sequence * batch, device=device).view(per_sequence, batch).t().contiguous()
         self.table = tag(table, "input", f"layers.{layer}.block_table")
 
@@ -179,8 +182,7 @@ class HeavyHitterKV:
     def __init__(self, cfg: LlamaConfig, batch: int, capacity: int, layer: int, device, dtype, filled: int):
         self.budget = cfg.kv_budget
         shape = (batch, cfg.kv_heads, min(capacity, self.budget), cfg.head_dim)
-        self.k = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.k_cache")
-        self.v = tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.v_cache")
+        self.k, self.v = kv_pair(shape, layer, device, dtype)
         self.score = tag(torch.zeros(shape[:3], device=device, dtype=torch.float32), "state",
                          f"layers.{layer}.kv_score")
         self.filled = min(filled, self.budget)
