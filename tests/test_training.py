@@ -51,6 +51,11 @@ def test_train_step_phases_and_fused_attention_backward():
     assert len(forward) == len(backward) == cfg.layers
     assert backward.flops.sum() == pytest.approx(2.5 * forward.flops.sum())
     assert (backward.scope == "backward").all()
+    optimizer = trace.ops[trace.ops.scope == "optimizer"]
+    params = llama_parameter_sizes(cfg)
+    assert list(optimizer.name) == ["memsim::fused_adamw"] * len(params)  # one fused kernel a parameter
+    assert optimizer.bytes_read.sum() == sum(params) * (4 + 4 + 8)  # fp32 weight, gradient, two states
+    assert optimizer.bytes_written.sum() == sum(params) * (4 + 8)
     # no attention matrix is kept for backward: no activation is batch x heads x 16 x 16
     shapes = set(trace.tensors[trace.tensors.role == "activation"].shape)
     assert str([2, cfg.heads, 16, 16]) not in shapes

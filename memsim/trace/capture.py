@@ -30,7 +30,7 @@ from memsim.trace import ops as opinfo
 from memsim.trace.table import ACCESS_COLUMNS, OP_COLUMNS, TENSOR_COLUMNS, ROLES, Trace
 
 _TAGS: dict[int, tuple[StorageWeakRef, str, str]] = {}
-_ACTIVE: list["_Recorder"] = []  # the recorder of the capture in progress, if any
+_ACTIVE: list[tuple["_Recorder", "_Timer"]] = []  # the capture in progress, if any
 _WINDOWS: list[int] = []  # sliding windows declared by attention_window, innermost last
 
 DTYPE_NAMES = {
@@ -54,17 +54,17 @@ def tag(tensor: torch.Tensor, role: str, name: str = "") -> torch.Tensor:
     storage = tensor.untyped_storage()
     _TAGS[storage._cdata] = (StorageWeakRef(storage), role, name)
     if _ACTIVE:  # a tensor made during the step (a gradient, say) gets its role now, not at the end
-        _ACTIVE[-1].retag(storage, role, name)
+        _ACTIVE[-1][0].retag(storage, role, name)
     return tensor
 
 
 @contextlib.contextmanager
 def scope(name: str):
     """Name the scope of the ops run inside (e.g. 'backward', 'optimizer'), where no module does."""
-    recorder = _ACTIVE[-1] if _ACTIVE else None
-    if recorder is None:
+    if not _ACTIVE:
         yield
         return
+    recorder = _ACTIVE[-1][0]
     recorder.scope.append(name)
     try:
         yield
@@ -82,6 +82,30 @@ def attention_window(window: int):
         yield
     finally:
         _WINDOWS.pop()
+
+
+def run_fused(name: str, compute: Callable[[], None], reads: list[torch.Tensor], writes: list[torch.Tensor],
+              flops: float, category: str = "elementwise") -> None:
+    """Run `compute()`, which updates `writes` in place, as the one fused kernel a device runs:
+    it is recorded as a single op reading `reads` and writing `writes` once each, whatever
+    temporaries the torch code makes (a fused kernel keeps them in registers). On meta
+    tensors there is nothing to compute, so `compute` is skipped."""
+    on_meta = any(t.device.type == "meta" for t in (*reads, *writes))
+    if not _ACTIVE:
+        if not on_meta:
+            compute()
+        return
+    recorder, timer = _ACTIVE[-1]
+    recorder.suppressed += 1
+    try:
+        token = timer.start()
+        if not on_meta:
+            compute()
+        measured = timer.stop(token)
+    finally:
+        recorder.suppressed -= 1
+    op_id = recorder.record(name, category, list(reads), [(t, view_bytes(t)) for t in writes], [], flops)
+    timer.resolve(recorder, op_id, measured)
 
 
 def _tag_of(key: int, ref: StorageWeakRef) -> tuple[str, str] | None:
@@ -515,7 +539,7 @@ def capture(step: Callable[[], Any], *, module: torch.nn.Module | None = None, m
 
     hooks = [torch.nn.modules.module.register_module_forward_pre_hook(enter),
              torch.nn.modules.module.register_module_forward_hook(leave, always_call=True)]
-    _ACTIVE.append(recorder)
+    _ACTIVE.append((recorder, timer))
     try:
         with _FusedAttention(recorder, timer), _DispatchRecorder(recorder, timer):
             result = step()

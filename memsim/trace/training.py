@@ -8,6 +8,11 @@ returned WorkloadStep is traced like any other step. Roles in the trace:
 - each parameter's .grad storage is 'gradient', named '<param>.grad';
 - the optimizer's state tensors are 'optimizer_state', named '<param>.<state>'.
 
+Each parameter's update is recorded as one fused kernel (memsim.trace.capture.run_fused), as
+torch's fused AdamW and bitsandbytes' 8-bit kernels run it: it reads the parameter, its
+gradient and its states once and writes the parameter and the states once; the readable torch
+code that computes it runs on real tensors and is skipped on meta ones.
+
 The step is a steady-state step: the optimizer states exist before it (they are created when
 the step is built, as after the first step of a run), and gradients are created by backward
 (as after `zero_grad(set_to_none=True)`). Ops get the module scopes of the forward pass, then
@@ -28,16 +33,21 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from memsim.errors import MemsimError
-from memsim.trace.capture import scope, tag
+from memsim.trace.capture import run_fused, scope, tag
 from memsim.trace.workload import TORCH_DTYPES, StepSpec, WorkloadStep
 
 OPTIMIZERS = ("adamw", "adam8bit")
+# Arithmetic per parameter element: the two moment updates, the bias-corrected step, decay and
+# update (about 14), and for 8-bit states their dequantisation and requantisation (about 8).
+ADAM_FLOPS_PER_ELEMENT = 14
+QUANTIZE_FLOPS_PER_ELEMENT = 8
 
 
 @dataclass(frozen=True)
@@ -103,10 +113,15 @@ class AdamW:
                            f"{name}.{state}") for state in ("exp_avg", "exp_avg_sq")]
             self.states.append((param, *moments))
 
+    def _update(self, param, exp_avg, exp_avg_sq) -> None:
+        apply_update(param, adam_direction(param.grad.float(), exp_avg, exp_avg_sq, self.step_count, self.spec),
+                     self.spec)
+
     def step(self) -> None:
         for param, exp_avg, exp_avg_sq in self.states:
-            apply_update(param, adam_direction(param.grad.float(), exp_avg, exp_avg_sq, self.step_count, self.spec),
-                         self.spec)
+            run_fused("memsim::fused_adamw", partial(self._update, param, exp_avg, exp_avg_sq),
+                      reads=[param, param.grad, exp_avg, exp_avg_sq], writes=[param, exp_avg, exp_avg_sq],
+                      flops=ADAM_FLOPS_PER_ELEMENT * param.numel())
         self.step_count += 1
 
 
@@ -141,16 +156,22 @@ class BlockwiseAdam8bit:
         levels = self._levels(codes)
         codes.copy_((values * (levels / absmax.clamp_min(torch.finfo(torch.float32).tiny)).unsqueeze(1)).round_())
 
+    def _update(self, param, m_codes, m_scales, v_codes, v_scales) -> None:
+        blocks, block = m_codes.shape
+        grad = F.pad(param.grad.float().reshape(-1), (0, blocks * block - param.numel())).view(blocks, block)
+        exp_avg = self._dequantize(m_codes, m_scales)
+        exp_avg_sq = self._dequantize(v_codes, v_scales)
+        update = adam_direction(grad, exp_avg, exp_avg_sq, self.step_count, self.spec)
+        apply_update(param, update.view(-1)[: param.numel()].view_as(param), self.spec)
+        self._quantize_into(exp_avg, m_codes, m_scales)
+        self._quantize_into(exp_avg_sq, v_codes, v_scales)
+
     def step(self) -> None:
-        for param, m_codes, m_scales, v_codes, v_scales in self.states:
-            blocks, block = m_codes.shape
-            grad = F.pad(param.grad.float().reshape(-1), (0, blocks * block - param.numel())).view(blocks, block)
-            exp_avg = self._dequantize(m_codes, m_scales)
-            exp_avg_sq = self._dequantize(v_codes, v_scales)
-            update = adam_direction(grad, exp_avg, exp_avg_sq, self.step_count, self.spec)
-            apply_update(param, update.view(-1)[: param.numel()].view_as(param), self.spec)
-            self._quantize_into(exp_avg, m_codes, m_scales)
-            self._quantize_into(exp_avg_sq, v_codes, v_scales)
+        for state in self.states:
+            param, *moments = state
+            run_fused("memsim::fused_adam8bit_blockwise", partial(self._update, *state),
+                      reads=[param, param.grad, *moments], writes=[param, *moments],
+                      flops=(ADAM_FLOPS_PER_ELEMENT + QUANTIZE_FLOPS_PER_ELEMENT) * param.numel())
         self.step_count += 1
 
 
