@@ -106,6 +106,12 @@ def test_paged_cache_reads_the_blocks_touched():
     per_block = block * cfg.kv_heads * cfg.head_dim * 2  # bf16
     assert kv_bytes_read(trace) == 2 * cfg.layers * batch * blocks * per_block
     assert kv_tensor_bytes(trace) == 2 * cfg.layers * batch * blocks * per_block
+    attention = trace.ops[trace.ops.category == "attention"]  # one fused kernel a layer, no gathered copy
+    query = batch * cfg.heads * cfg.head_dim * 2
+    table = batch * blocks * 8  # the int64 block-table rows it follows
+    assert len(attention) == cfg.layers
+    assert attention.bytes_read.sum() == cfg.layers * (2 * batch * blocks * per_block + query + table)
+    assert attention.bytes_written.sum() == cfg.layers * query
 
 
 @pytest.mark.parametrize("bits", [8, 4])

@@ -7,7 +7,8 @@ The cache layout is a config option, one at a time:
   written one slice per step and read up to the current length, as serving engines do;
 - ``sliding_window=W``: a ring buffer of W slots; attention sees the last W tokens;
 - ``kv_block_size=B``: a paged cache (vLLM style): a pool of B-token blocks and a block table
-  per sequence; attention reads the blocks its sequence touches through the table;
+  per sequence; decode attention is one fused kernel reading the blocks its sequence touches
+  through the table;
 - ``kv_budget=N``: heavy-hitter eviction (H2O style): at most N tokens per layer and head are
   kept; a new token evicts the one with the least accumulated attention;
 - ``kv_bits=8|4``: a quantised cache: int8 codes (int4: two codes packed per byte) with one
@@ -26,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from memsim.errors import MemsimError
-from memsim.trace import attention_window, tag
+from memsim.trace import attention_window, run_fused, tag
+from memsim.trace.ops import attention_flops
 from memsim.trace.training import train_step
 from memsim.trace.workload import TORCH_DTYPES, StepSpec, WorkloadStep, register
 
@@ -168,8 +170,22 @@ class PagedKV:
             return sdpa(q, k, v, causal=length > 1)
         total = start + length
         touched = self.table[:, : math.ceil(total / self.block_size)]
-        keys, values = (pool[touched].flatten(1, 2)[:, :total].transpose(1, 2) for pool in (self.k, self.v))
-        return sdpa(q, keys, values, causal=False)
+        out = torch.empty_like(q)
+
+        def attend_blocks():
+            keys, values = (pool[touched].flatten(1, 2)[:, :total].transpose(1, 2) for pool in (self.k, self.v))
+            out.copy_(sdpa(q, keys, values, causal=False))
+
+        # one kernel reading each touched block once through the table, as vLLM's paged attention
+        block_bytes = touched.numel() * self.k[0].numel() * self.k.element_size()
+        query_heads = q.shape[1]
+        run_fused("memsim::paged_attention", attend_blocks,
+                  reads=[q, (self.k, block_bytes), (self.v, block_bytes), touched], writes=[out],
+                  flops=attention_flops(batch, query_heads, length, total, dim, dim, causal=False),
+                  category="attention", dims=(batch * query_heads, length, total, dim),
+                  attrs={"heads": query_heads, "kv_heads": heads, "value_dim": dim, "causal": False,
+                         "block_size": self.block_size})
+        return out
 
 
 class HeavyHitterKV:

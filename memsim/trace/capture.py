@@ -84,13 +84,19 @@ def attention_window(window: int):
         _WINDOWS.pop()
 
 
-def run_fused(name: str, compute: Callable[[], None], reads: list[torch.Tensor], writes: list[torch.Tensor],
-              flops: float, category: str = "elementwise") -> None:
-    """Run `compute()`, which updates `writes` in place, as the one fused kernel a device runs:
-    it is recorded as a single op reading `reads` and writing `writes` once each, whatever
-    temporaries the torch code makes (a fused kernel keeps them in registers). On meta
-    tensors there is nothing to compute, so `compute` is skipped."""
-    on_meta = any(t.device.type == "meta" for t in (*reads, *writes))
+def run_fused(name: str, compute: Callable[[], None], reads: list, writes: list[torch.Tensor], flops: float,
+              category: str = "elementwise", dims: tuple[int, int, int, int] = (0, 0, 0, 0),
+              attrs: dict | None = None) -> None:
+    """Run `compute()`, which fills `writes` in place, as the one fused kernel a device runs.
+
+    It is recorded as a single op reading `reads` (tensors, or (tensor, bytes read) pairs where
+    the kernel reads only part of one) and writing `writes` once each, whatever temporaries the
+    readable torch code inside makes (a fused kernel keeps them on chip). `dims` and `attrs` are
+    those of the op's category (attention: (batch x heads, q_len, kv_len, head_dim)). On meta
+    tensors there is nothing to compute, so `compute` is skipped.
+    """
+    tensors = [item[0] if isinstance(item, tuple) else item for item in (*reads, *writes)]
+    on_meta = any(t.device.type == "meta" for t in tensors)
     if not _ACTIVE:
         if not on_meta:
             compute()
@@ -104,7 +110,8 @@ def run_fused(name: str, compute: Callable[[], None], reads: list[torch.Tensor],
         measured = timer.stop(token)
     finally:
         recorder.suppressed -= 1
-    op_id = recorder.record(name, category, list(reads), [(t, view_bytes(t)) for t in writes], [], flops)
+    op_id = recorder.record(name, category, list(reads), [(t, view_bytes(t)) for t in writes], [], flops, dims,
+                            attrs)
     timer.resolve(recorder, op_id, measured)
 
 
