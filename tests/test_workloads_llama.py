@@ -123,6 +123,9 @@ def test_quantised_cache_bytes_follow_the_bit_width(bits):
     trace = decode({"kv_bits": str(bits)}, batch, context)
     assert kv_tensor_bytes(trace) == expected
     assert kv_bytes_read(trace) == expected  # decode reads every stored token once
+    attention = trace.ops[trace.ops.category == "attention"]  # dequantised as read: no wide copy
+    query = batch * cfg.heads * cfg.head_dim * 2
+    assert attention.bytes_read.sum() == expected + cfg.layers * query
 
 
 def test_sliding_window_and_budget_bound_the_cache_whatever_the_context():

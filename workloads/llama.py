@@ -12,7 +12,8 @@ The cache layout is a config option, one at a time:
 - ``kv_budget=N``: heavy-hitter eviction (H2O style): at most N tokens per layer and head are
   kept; a new token evicts the one with the least accumulated attention;
 - ``kv_bits=8|4``: a quantised cache: int8 codes (int4: two codes packed per byte) with one
-  scale per token and head in the model dtype, dequantised for attention.
+  scale per token and head in the model dtype; decode attention is one fused kernel that
+  dequantises as it reads.
 
 Training (phase 'train') runs the model over the whole sequence with a next-token loss,
 through memsim.trace.training.
@@ -100,6 +101,25 @@ def sdpa(q, k, v, causal: bool, window: int | None = None):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
+def fused_decode_attention(name: str, q, kv_len: int, keys_values, reads: list, **attrs):
+    """Decode attention as one kernel reading the cache in its stored form (`reads`: blocks
+    through a table, int8 codes and scales), as paged and quantised-KV kernels do, instead of
+    materialising a full-precision copy first. `keys_values()` gives the (keys, values) the
+    readable torch code attends to; it runs on real tensors only."""
+    batch, heads, length, dim = q.shape
+    out = torch.empty_like(q)
+
+    def attend():
+        keys, values = keys_values()
+        out.copy_(sdpa(q, keys, values, causal=False))
+
+    run_fused(name, attend, reads=[q, *reads], writes=[out],
+              flops=attention_flops(batch, heads, length, kv_len, dim, dim, causal=False),
+              category="attention", dims=(batch * heads, length, kv_len, dim),
+              attrs={"heads": heads, "value_dim": dim, "causal": False, **attrs})
+    return out
+
+
 def kv_pair(shape, layer: int, device, dtype, kind: str = "cache") -> tuple[torch.Tensor, torch.Tensor]:
     """Zeroed K and V tensors of one layer, tagged as KV cache ('layers.3.k_cache', ...)."""
     return tuple(tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.{part}_{kind}")
@@ -170,22 +190,12 @@ class PagedKV:
             return sdpa(q, k, v, causal=length > 1)
         total = start + length
         touched = self.table[:, : math.ceil(total / self.block_size)]
-        out = torch.empty_like(q)
-
-        def attend_blocks():
-            keys, values = (pool[touched].flatten(1, 2)[:, :total].transpose(1, 2) for pool in (self.k, self.v))
-            out.copy_(sdpa(q, keys, values, causal=False))
-
-        # one kernel reading each touched block once through the table, as vLLM's paged attention
         block_bytes = touched.numel() * self.k[0].numel() * self.k.element_size()
-        query_heads = q.shape[1]
-        run_fused("memsim::paged_attention", attend_blocks,
-                  reads=[q, (self.k, block_bytes), (self.v, block_bytes), touched], writes=[out],
-                  flops=attention_flops(batch, query_heads, length, total, dim, dim, causal=False),
-                  category="attention", dims=(batch * query_heads, length, total, dim),
-                  attrs={"heads": query_heads, "kv_heads": heads, "value_dim": dim, "causal": False,
-                         "block_size": self.block_size})
-        return out
+        return fused_decode_attention(
+            "memsim::paged_attention", q, total,
+            lambda: (pool[touched].flatten(1, 2)[:, :total].transpose(1, 2) for pool in (self.k, self.v)),
+            reads=[(self.k, block_bytes), (self.v, block_bytes), touched], kv_heads=heads,
+            block_size=self.block_size)
 
 
 class HeavyHitterKV:
@@ -287,9 +297,11 @@ class QuantizedKV:
         if start == 0:  # prefill attends to the exact keys it just computed
             return sdpa(q, k, v, causal=length > 1)
         end = start + length
-        keys, values = (self.dequantize(self.codes[part][:, :, :end], self.scales[part][:, :, :end])
-                        for part in ("k", "v"))
-        return sdpa(q, keys, values, causal=False)
+        stored = [(self.codes[part][:, :, :end], self.scales[part][:, :, :end]) for part in ("k", "v")]
+        return fused_decode_attention(
+            f"memsim::int{self.bits}_kv_attention", q, end,
+            lambda: (self.dequantize(codes, scales) for codes, scales in stored),
+            reads=[tensor for pair in stored for tensor in pair], kv_heads=k.shape[1], kv_bits=self.bits)
 
 
 class Attention(nn.Module):
