@@ -1,0 +1,95 @@
+"""The recurrent and memory families: fast forms equal their slow references, prefill then
+decode equals a longer prefill, the decode state has the size its config says, and every
+registered config traces on meta tensors."""
+import pytest
+import torch
+
+from memsim.trace.workload import StepSpec, resolve, trace_workload, workloads
+from memsim.workloads import mamba, mamba2
+
+FP32 = dict(rtol=1e-4, atol=1e-5)
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def prefill_then_decode_vs_longer_prefill(model, prompt: int, batch: int = 2, steps: int = 1):
+    """Logits of `steps` decode steps after a prefill, and of prefills that end at the same tokens."""
+    model = model.float().eval()
+    tokens = torch.randint(0, model.embed.num_embeddings, (batch, prompt + steps))
+    with torch.no_grad():
+        states = model.new_states(batch, prompt + steps, "cpu", torch.float32)
+        model(tokens[:, :prompt], states, 0)
+        decoded = [model(tokens[:, prompt + i:prompt + i + 1], states, prompt + i) for i in range(steps)]
+        prefilled = []
+        for i in range(steps):
+            fresh = model.new_states(batch, prompt + i + 1, "cpu", torch.float32)
+            prefilled.append(model(tokens[:, :prompt + i + 1], fresh, 0))
+    return torch.cat(decoded, 1), torch.cat(prefilled, 1)
+
+
+def decode_state(name: str, context: int, role: str = "state"):
+    """The decode trace of a full-size config and its tensors of one role."""
+    trace = trace_workload(name, StepSpec(phase="decode", batch=2, context=context))
+    tensors = trace.tensors[trace.tensors.role == role]
+    return trace, tensors
+
+
+def assert_read_and_written_whole(trace, tensors):
+    """Each state tensor is read whole and written whole by the decode step."""
+    accesses = trace.accesses[trace.accesses.tensor_id.isin(tensors.tensor_id)]
+    size = tensors.set_index("tensor_id").nbytes
+    read = accesses[~accesses.write].groupby("tensor_id").nbytes.max()
+    written = accesses[accesses.write].groupby("tensor_id").nbytes.max()
+    assert (read.reindex(size.index, fill_value=0) == size).all()
+    assert (written.reindex(size.index, fill_value=0) == size).all()
+
+
+# --- Mamba ---------------------------------------------------------------------------------
+
+def test_mamba_parallel_scan_equals_the_recurrence():
+    seeded()
+    decay = torch.rand(2, 37, 5, 3) * 0.5 + 0.5
+    drive = torch.randn(2, 37, 5, 3)
+    reference = mamba.sequential_scan(decay, drive, torch.zeros(2, 5, 3))
+    assert torch.allclose(mamba.parallel_scan(decay, drive), reference, **FP32)
+
+
+@pytest.mark.parametrize("module, name", [(mamba, "mamba-tiny"), (mamba2, "mamba2-tiny")])
+def test_ssm_prefill_then_decode_equals_longer_prefill(module, name):
+    seeded()
+    _, cfg = resolve(name)
+    model = mamba.mamba_model(cfg) if module is mamba else mamba2.mamba2_model(cfg)
+    decoded, prefilled = prefill_then_decode_vs_longer_prefill(model, prompt=9, steps=3)
+    assert torch.allclose(decoded, prefilled, **FP32)
+
+
+def test_mamba2_chunked_ssd_equals_the_recurrence():
+    seeded()
+    b, l, h, p, n = 2, 11, 3, 4, 5  # 11 tokens: two whole chunks of 4 and a padded one
+    X, B, C = torch.randn(b, l, h, p), torch.randn(b, l, h, n), torch.randn(b, l, h, n)
+    A = -torch.rand(b, l, h)
+    initial = torch.randn(b, h, p, n)
+    state = initial.clone()
+    reference = torch.stack([mamba2.ssd_step(X[:, t], A[:, t], B[:, t], C[:, t], state) for t in range(l)], 1)
+    Y, final = mamba2.ssd_chunked(X, A, B, C, 4, initial)
+    assert torch.allclose(Y, reference, **FP32)
+    assert torch.allclose(final, state, **FP32)
+
+
+@pytest.mark.parametrize("name", ["mamba-2.8b", "mamba2-2.7b"])
+def test_ssm_decode_state_is_constant_in_context_and_matches_the_config(name):
+    _, cfg = resolve(name)
+    batch, bf16 = 2, 2
+    if name.startswith("mamba2"):
+        per_layer = cfg.conv_channels * (cfg.conv_kernel - 1) + cfg.heads * cfg.head_dim * cfg.state_size
+    else:
+        per_layer = cfg.expand * cfg.hidden * (cfg.conv_kernel - 1 + cfg.state_size)
+    expected = cfg.layers * batch * per_layer * bf16
+    for context in (128, 8192):
+        trace, states = decode_state(name, context)
+        assert states.nbytes.sum() == expected
+        assert len(states) == 2 * cfg.layers
+        assert_read_and_written_whole(trace, states)
