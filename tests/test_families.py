@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from memsim.trace.workload import StepSpec, resolve, trace_workload, workloads
-from memsim.workloads import mamba, mamba2
+from memsim.workloads import linear_attention, mamba, mamba2
 
 FP32 = dict(rtol=1e-4, atol=1e-5)
 
@@ -92,4 +92,57 @@ def test_ssm_decode_state_is_constant_in_context_and_matches_the_config(name):
         trace, states = decode_state(name, context)
         assert states.nbytes.sum() == expected
         assert len(states) == 2 * cfg.layers
+        assert_read_and_written_whole(trace, states)
+
+
+# --- gated linear attention and the gated delta rule ----------------------------------------
+
+@pytest.mark.parametrize("rank_one", [False, True])
+@pytest.mark.parametrize("per_dimension_decay", [False, True])
+def test_chunked_linear_attention_equals_the_recurrence(rank_one, per_dimension_decay):
+    seeded()
+    B, H, L, dk, dv = 2, 3, 19, 6, 5  # 19 tokens: chunks of 8 with a padded last one
+    r, k = torch.randn(B, H, L, dk), torch.randn(B, H, L, dk)
+    v = torch.randn(B, H, L, dv)
+    log_w = -torch.rand(B, H, L, dk if per_dimension_decay else 1) * 0.5
+    a = torch.nn.functional.normalize(torch.randn(B, H, L, dk), dim=-1) if rank_one else None
+    b = -torch.rand(B, H, L, 1) * a if rank_one else None
+    initial = torch.randn(B, H, dk, dv)
+    state = initial.clone()
+    pick = lambda t, i: None if t is None else t[:, :, i]
+    reference = torch.stack([linear_attention.recurrent_step(r[:, :, i], k[:, :, i], v[:, :, i], log_w[:, :, i],
+                                                             state, pick(a, i), pick(b, i)) for i in range(L)], 2)
+    chunked_state = initial.clone()
+    out = linear_attention.chunked(r, k, v, log_w, chunked_state, 8, a, b)
+    assert torch.allclose(out, reference, **FP32)
+    assert torch.allclose(chunked_state, state, **FP32)
+
+
+def test_unit_lower_inverse_inverts():
+    seeded()
+    strict = torch.randn(4, 13, 13).tril(-1)
+    eye = torch.eye(13)
+    assert torch.allclose(linear_attention.unit_lower_inverse(strict) @ (eye - strict), eye.expand(4, 13, 13),
+                          atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["gla-tiny", "gated-deltanet-tiny"])
+def test_linear_attention_prefill_then_decode_equals_longer_prefill(name):
+    seeded()
+    _, cfg = resolve(name)
+    decoded, prefilled = prefill_then_decode_vs_longer_prefill(linear_attention.linear_attention_model(cfg),
+                                                               prompt=10, steps=3)
+    assert torch.allclose(decoded, prefilled, **FP32)
+
+
+@pytest.mark.parametrize("name", ["gla-1.3b", "gated-deltanet-1.3b"])
+def test_linear_attention_decode_state_is_dk_by_dv_per_head(name):
+    _, cfg = resolve(name)
+    batch, bf16 = 2, 2
+    per_layer = cfg.heads * cfg.key_dim * cfg.value_dim
+    if cfg.rule == "delta":
+        per_layer += cfg.heads * (2 * cfg.key_dim + cfg.value_dim) * (cfg.conv_kernel - 1)
+    for context in (128, 8192):
+        trace, states = decode_state(name, context)
+        assert states.nbytes.sum() == cfg.layers * batch * per_layer * bf16
         assert_read_and_written_whole(trace, states)
