@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from memsim.trace.workload import StepSpec, resolve, trace_workload, workloads
-from memsim.workloads import linear_attention, mamba, mamba2
+from memsim.workloads import linear_attention, mamba, mamba2, xlstm
 
 FP32 = dict(rtol=1e-4, atol=1e-5)
 
@@ -145,4 +145,43 @@ def test_linear_attention_decode_state_is_dk_by_dv_per_head(name):
     for context in (128, 8192):
         trace, states = decode_state(name, context)
         assert states.nbytes.sum() == cfg.layers * batch * per_layer * bf16
+        assert_read_and_written_whole(trace, states)
+
+
+# --- xLSTM ---------------------------------------------------------------------------------
+
+def test_mlstm_parallel_equals_the_recurrence():
+    seeded()
+    B, H, L, d = 2, 3, 12, 5
+    q, k, v = torch.randn(B, H, L, d), torch.randn(B, H, L, d) / d ** 0.5, torch.randn(B, H, L, d)
+    log_f = torch.nn.functional.logsigmoid(torch.randn(B, H, L) + 2)
+    i_pre = torch.randn(B, H, L)
+    state = (torch.zeros(B, H, d, d), torch.zeros(B, H, d), torch.zeros(B, H))
+    reference = torch.stack([xlstm.mlstm_step(q[:, :, t], k[:, :, t], v[:, :, t], log_f[..., t], i_pre[..., t], state)
+                             for t in range(L)], 2)
+    h, (C, n, m) = xlstm.mlstm_parallel(q, k, v, log_f, i_pre)
+    assert torch.allclose(h, reference, **FP32)
+    # the stabilisers may differ; the unstabilised memories agree
+    unscale = lambda x, stabiliser: x * torch.exp(stabiliser).reshape(*stabiliser.shape, *(1,) * (x.dim() - 2))
+    assert torch.allclose(unscale(C, m), unscale(state[0], state[2]), **FP32)
+    assert torch.allclose(unscale(n, m), unscale(state[1], state[2]), **FP32)
+
+
+def test_xlstm_prefill_then_decode_equals_longer_prefill():
+    seeded()
+    _, cfg = resolve("xlstm-tiny")
+    decoded, prefilled = prefill_then_decode_vs_longer_prefill(xlstm.xlstm_model(cfg), prompt=7, steps=3)
+    assert torch.allclose(decoded, prefilled, **FP32)
+
+
+def test_xlstm_decode_state_is_constant_in_context_and_matches_the_config():
+    _, cfg = resolve("xlstm-1.3b")
+    batch, bf16, d = 2, 2, cfg.inner // cfg.heads
+    mlstm = cfg.heads * (d * d + d + 1) + cfg.inner * (cfg.conv_kernel - 1)
+    slstm = 4 * cfg.hidden
+    n_slstm = cfg.layers // cfg.slstm_every
+    expected = batch * bf16 * ((cfg.layers - n_slstm) * mlstm + n_slstm * slstm)
+    for context in (128, 8192):
+        trace, states = decode_state("xlstm-1.3b", context)
+        assert states.nbytes.sum() == expected
         assert_read_and_written_whole(trace, states)
