@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from memsim.trace.workload import StepSpec, resolve, trace_workload, workloads
-from memsim.workloads import linear_attention, mamba, mamba2, xlstm
+from memsim.workloads import linear_attention, mamba, mamba2, rwkv, xlstm
 
 FP32 = dict(rtol=1e-4, atol=1e-5)
 
@@ -184,4 +184,23 @@ def test_xlstm_decode_state_is_constant_in_context_and_matches_the_config():
     for context in (128, 8192):
         trace, states = decode_state("xlstm-1.3b", context)
         assert states.nbytes.sum() == expected
+        assert_read_and_written_whole(trace, states)
+
+
+# --- RWKV-7 --------------------------------------------------------------------------------
+
+def test_rwkv7_chunked_prefill_then_decode_equals_longer_prefill():
+    seeded()
+    _, cfg = resolve("rwkv7-tiny")  # chunks of 4: prompts of 9..11 tokens end mid-chunk
+    decoded, prefilled = prefill_then_decode_vs_longer_prefill(rwkv.rwkv7_model(cfg), prompt=9, steps=3)
+    assert torch.allclose(decoded, prefilled, **FP32)
+
+
+def test_rwkv7_decode_state_is_constant_in_context_and_matches_the_config():
+    _, cfg = resolve("rwkv7-1.5b")
+    batch, bf16 = 2, 2
+    per_layer = 2 * cfg.hidden + cfg.heads * cfg.head_size ** 2  # two token shifts and the wkv matrices
+    for context in (128, 8192):
+        trace, states = decode_state("rwkv7-1.5b", context)
+        assert states.nbytes.sum() == cfg.layers * batch * per_layer * bf16
         assert_read_and_written_whole(trace, states)

@@ -7,3 +7,4 @@ from memsim.workloads import mamba  # noqa: F401
 from memsim.workloads import mamba2  # noqa: F401
 from memsim.workloads import linear_attention  # noqa: F401
 from memsim.workloads import xlstm  # noqa: F401
+from memsim.workloads import rwkv  # noqa: F401
