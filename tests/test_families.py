@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from memsim.trace.workload import StepSpec, resolve, trace_workload, workloads
-from memsim.workloads import linear_attention, mamba, mamba2, rwkv, xlstm
+from memsim.workloads import linear_attention, mamba, mamba2, memory_transformer, rwkv, xlstm
 
 FP32 = dict(rtol=1e-4, atol=1e-5)
 
@@ -204,3 +204,37 @@ def test_rwkv7_decode_state_is_constant_in_context_and_matches_the_config():
         trace, states = decode_state("rwkv7-1.5b", context)
         assert states.nbytes.sum() == cfg.layers * batch * per_layer * bf16
         assert_read_and_written_whole(trace, states)
+
+
+# --- segment-recurrent memory transformer --------------------------------------------------
+
+def test_memory_transformer_prefill_then_decode_equals_longer_prefill_across_a_memory_write():
+    seeded()
+    _, cfg = resolve("memformer-tiny")  # segments of 4: decoding tokens 9..12 completes the third one
+    decoded, prefilled = prefill_then_decode_vs_longer_prefill(memory_transformer.memory_transformer_model(cfg),
+                                                               prompt=9, steps=4)
+    assert torch.allclose(decoded, prefilled, **FP32)
+
+
+def test_memory_transformer_writes_memory_only_when_a_segment_completes():
+    _, cfg = resolve("memformer-7b")
+    for context, writes in ((cfg.segment * 3 + 5, False), (cfg.segment * 3 - 1, True)):
+        trace, memory = decode_state("memformer-7b", context, role="memory")
+        slots = memory[memory.name.str.endswith(".memory")]
+        written = trace.accesses[trace.accesses.write & trace.accesses.tensor_id.isin(slots.tensor_id)]
+        assert written.tensor_id.nunique() == (cfg.layers if writes else 0)
+
+
+def test_memory_transformer_decode_state_is_constant_in_context_and_matches_the_config():
+    _, cfg = resolve("memformer-7b")
+    batch, bf16 = 2, 2
+    memory = batch * cfg.layers * 2 * cfg.memory_slots * cfg.hidden * bf16   # the slots' keys and values
+    kv = batch * cfg.layers * 2 * cfg.segment * cfg.hidden * bf16
+    for context in (100, 10_000):  # mid-segment: the slots themselves are not touched, their keys and values are
+        trace, slots = decode_state("memformer-7b", context, role="memory")
+        cache = trace.tensors[trace.tensors.role == "kv_cache"]
+        assert slots.nbytes.sum() == memory
+        assert cache.nbytes.sum() == kv
+        attention = trace.ops[trace.ops.category == "attention"]
+        keys = cfg.memory_slots + context % cfg.segment + 1
+        assert attention.bytes_read.sum() == pytest.approx(cfg.layers * batch * (2 * keys + 1) * cfg.hidden * bf16)
