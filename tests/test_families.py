@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from memsim.trace.workload import StepSpec, resolve, trace_workload, workloads
-from memsim.workloads import linear_attention, mamba, mamba2, memory_transformer, rwkv, xlstm
+from memsim.workloads import linear_attention, mamba, mamba2, memory_transformer, rwkv, titans, xlstm
 
 FP32 = dict(rtol=1e-4, atol=1e-5)
 
@@ -238,3 +238,61 @@ def test_memory_transformer_decode_state_is_constant_in_context_and_matches_the_
         attention = trace.ops[trace.ops.category == "attention"]
         keys = cfg.memory_slots + context % cfg.segment + 1
         assert attention.bytes_read.sum() == pytest.approx(cfg.layers * batch * (2 * keys + 1) * cfg.hidden * bf16)
+
+
+# --- Titans (memory as context) ------------------------------------------------------------
+
+def test_titans_memory_update_is_a_hand_derived_gradient_step_with_momentum_and_decay():
+    seeded()
+    _, cfg = resolve("titans-tiny")
+    memory = titans.NeuralMemory(cfg)
+    B, T, d, dm = 2, 4, cfg.hidden, cfg.memory_hidden
+    w1, w2 = torch.randn(B, d, dm) * 0.3, torch.randn(B, dm, d) * 0.3
+    s1, s2 = torch.randn(B, d, dm) * 0.1, torch.randn(B, dm, d) * 0.1
+    segment = torch.randn(B, T, d)
+    weights, momentum = (w1.clone(), w2.clone()), (s1.clone(), s2.clone())
+    with torch.no_grad():
+        memory.update(weights, momentum, segment)
+        # the gradient of mean_t ||silu(k W1) W2 - v||^2, by hand
+        k, v = torch.nn.functional.normalize(memory.key(segment), dim=-1), memory.value(segment)
+        pre = k @ w1
+        hidden = torch.nn.functional.silu(pre)
+        error = 2 * (hidden @ w2 - v) / T
+        silu_slope = torch.sigmoid(pre) * (1 + pre * (1 - torch.sigmoid(pre)))
+        g2 = hidden.transpose(1, 2) @ error
+        g1 = k.transpose(1, 2) @ ((error @ w2.transpose(1, 2)) * silu_slope)
+        lr, eta, alpha = (torch.sigmoid(memory.gates(segment.mean(1)))[:, i, None, None] for i in range(3))
+    for w, s, g, new_w, new_s in ((w1, s1, g1, weights[0], momentum[0]), (w2, s2, g2, weights[1], momentum[1])):
+        expected_s = eta * s - cfg.memory_lr * lr * g
+        assert torch.allclose(new_s, expected_s, **FP32)
+        assert torch.allclose(new_w, (1 - alpha) * w + expected_s, **FP32)
+
+
+def test_titans_prefill_then_decode_equals_longer_prefill_across_a_memory_update():
+    seeded()
+    _, cfg = resolve("titans-tiny")  # segments of 4: decoding tokens 9..12 runs the third segment's update
+    decoded, prefilled = prefill_then_decode_vs_longer_prefill(titans.titans_model(cfg), prompt=9, steps=4)
+    assert torch.allclose(decoded, prefilled, **FP32)
+
+
+def test_titans_decode_state_is_constant_and_the_segment_end_runs_backward_and_update():
+    _, cfg = resolve("titans-mac-0.8b")
+    batch, bf16 = 2, 2
+    weights = batch * cfg.layers * 2 * cfg.hidden * cfg.memory_hidden * bf16
+    cache = batch * cfg.layers * 4 * cfg.segment * cfg.hidden * bf16
+    for context in (100, 10_000):
+        trace, memory = decode_state("titans-mac-0.8b", context, role="memory")
+        assert memory.nbytes.sum() == weights
+        assert trace.tensors[trace.tensors.role == "kv_cache"].nbytes.sum() == cache
+        assert not trace.tensors.name.str.contains("momentum").any()  # mid-segment: no update
+    mid, _ = decode_state("titans-mac-0.8b", 2 * cfg.segment)
+    end, memory = decode_state("titans-mac-0.8b", 3 * cfg.segment - 1, role="memory")
+    written = end.accesses[end.accesses.write & end.accesses.tensor_id.isin(memory.tensor_id)]
+    assert written.tensor_id.nunique() == 2 * cfg.layers
+    momentum = end.tensors[end.tensors.name.str.contains("momentum")]
+    assert momentum.nbytes.sum() == weights
+    # the update adds, over the segment's tokens, the memory MLP's two forward matmuls and three
+    # backward ones (the gradients of both weights and of the hidden layer), T * params FLOPs each
+    segment_gemm = lambda t: t.ops[(t.ops.category == "gemm") & t.ops.scope.str.endswith("attn")].flops.sum()
+    params = weights / bf16
+    assert segment_gemm(end) - segment_gemm(mid) == pytest.approx(5 * cfg.segment * params, rel=1e-9)

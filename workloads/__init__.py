@@ -9,3 +9,4 @@ from memsim.workloads import linear_attention  # noqa: F401
 from memsim.workloads import xlstm  # noqa: F401
 from memsim.workloads import rwkv  # noqa: F401
 from memsim.workloads import memory_transformer  # noqa: F401
+from memsim.workloads import titans  # noqa: F401

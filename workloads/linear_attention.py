@@ -22,7 +22,7 @@ from memsim.errors import MemsimError
 from memsim.trace.workload import StepSpec, WorkloadStep, register
 from memsim.workloads.llama import MLP, RMSNorm
 from memsim.workloads.mamba import causal_conv
-from memsim.workloads.stack import StackLM, build_stack_step, tagged_zeros
+from memsim.workloads.stack import AttentionBlock, StackLM, build_stack_step, tagged_zeros
 
 
 def recurrent_step(r, k, v, log_w, state, a=None, b=None):
@@ -181,24 +181,8 @@ class LinearAttention(nn.Module):
         return self.o_proj(o)
 
 
-class LinearAttentionBlock(nn.Module):
-    def __init__(self, cfg: LinearAttentionConfig):
-        super().__init__()
-        self.attn_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
-        self.attn = LinearAttention(cfg)
-        self.mlp_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
-        self.mlp = MLP(cfg)
-
-    def new_state(self, batch, length, device, dtype, name):
-        return self.attn.new_state(batch, length, device, dtype, name)
-
-    def forward(self, x, state, start):
-        x = x + self.attn(self.attn_norm(x), state, start)
-        return x + self.mlp(self.mlp_norm(x))
-
-
 def linear_attention_model(cfg: LinearAttentionConfig) -> StackLM:
-    blocks = [LinearAttentionBlock(cfg) for _ in range(cfg.layers)]
+    blocks = [AttentionBlock(cfg.hidden, cfg.norm_eps, LinearAttention(cfg), MLP(cfg)) for _ in range(cfg.layers)]
     return StackLM(cfg.vocab_size, cfg.hidden, blocks, cfg.norm_eps)
 
 

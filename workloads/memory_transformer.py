@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from memsim.trace.workload import StepSpec, WorkloadStep, register
-from memsim.workloads.llama import MLP, RMSNorm
-from memsim.workloads.stack import StackLM, build_stack_step, tagged_zeros
+from memsim.workloads.llama import MLP
+from memsim.workloads.stack import AttentionBlock, StackLM, build_stack_step, tagged_zeros
 
 
 @dataclass(frozen=True)
@@ -105,24 +105,9 @@ class MemoryAttention(nn.Module):
         return self.o_proj(out.transpose(1, 2).flatten(2))
 
 
-class MemoryBlock(nn.Module):
-    def __init__(self, cfg: MemoryTransformerConfig):
-        super().__init__()
-        self.input_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
-        self.attn = MemoryAttention(cfg)
-        self.post_attn_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
-        self.mlp = MLP(cfg)
-
-    def new_state(self, batch, length, device, dtype, name):
-        return self.attn.new_state(batch, length, device, dtype, name)
-
-    def forward(self, x, state, start):
-        x = x + self.attn(self.input_norm(x), state, start)
-        return x + self.mlp(self.post_attn_norm(x))
-
-
 def memory_transformer_model(cfg: MemoryTransformerConfig) -> StackLM:
-    return StackLM(cfg.vocab_size, cfg.hidden, [MemoryBlock(cfg) for _ in range(cfg.layers)], cfg.norm_eps)
+    blocks = [AttentionBlock(cfg.hidden, cfg.norm_eps, MemoryAttention(cfg), MLP(cfg)) for _ in range(cfg.layers)]
+    return StackLM(cfg.vocab_size, cfg.hidden, blocks, cfg.norm_eps)
 
 
 def build(cfg: MemoryTransformerConfig, spec: StepSpec) -> WorkloadStep:

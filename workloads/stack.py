@@ -39,6 +39,24 @@ class Residual(nn.Module):
         return x + self.mixer(self.norm(x), state, start)
 
 
+class AttentionBlock(nn.Module):
+    """x + attn(norm(x)), then x + mlp(norm(x)): a transformer block whose attention keeps the state."""
+
+    def __init__(self, hidden: int, norm_eps: float, attn: nn.Module, mlp: nn.Module):
+        super().__init__()
+        self.input_norm = RMSNorm(hidden, norm_eps)
+        self.attn = attn
+        self.post_attn_norm = RMSNorm(hidden, norm_eps)
+        self.mlp = mlp
+
+    def new_state(self, batch, length, device, dtype, name):
+        return self.attn.new_state(batch, length, device, dtype, name)
+
+    def forward(self, x, state, start: int):
+        x = x + self.attn(self.input_norm(x), state, start)
+        return x + self.mlp(self.post_attn_norm(x))
+
+
 class StackLM(nn.Module):
     def __init__(self, vocab_size: int, hidden: int, blocks: Sequence[nn.Module], norm_eps: float = 1e-5):
         super().__init__()
