@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from memsim.trace.workload import StepSpec, resolve, trace_workload, workloads
-from memsim.workloads import linear_attention, mamba, mamba2, memory_transformer, rwkv, titans, xlstm
+from memsim.workloads import linear_attention, mamba, mamba2, memory_transformer, rwkv, samba, titans, xlstm
 
 FP32 = dict(rtol=1e-4, atol=1e-5)
 
@@ -296,3 +296,25 @@ def test_titans_decode_state_is_constant_and_the_segment_end_runs_backward_and_u
     segment_gemm = lambda t: t.ops[(t.ops.category == "gemm") & t.ops.scope.str.endswith("attn")].flops.sum()
     params = weights / bf16
     assert segment_gemm(end) - segment_gemm(mid) == pytest.approx(5 * cfg.segment * params, rel=1e-9)
+
+
+# --- Samba ---------------------------------------------------------------------------------
+
+def test_samba_prefill_then_decode_equals_longer_prefill_past_the_window():
+    seeded()
+    _, cfg = resolve("samba-tiny")  # window 6: the prompt of 9 already wraps the ring buffer
+    decoded, prefilled = prefill_then_decode_vs_longer_prefill(samba.samba_model(cfg), prompt=9, steps=3)
+    assert torch.allclose(decoded, prefilled, **FP32)
+
+
+def test_samba_kv_cache_grows_to_the_window_and_the_mamba_state_is_constant():
+    _, cfg = resolve("samba-1.7b")
+    batch, bf16 = 2, 2
+    attention_layers = cfg.layers // 2
+    mamba_state = batch * (cfg.layers - attention_layers) * cfg.inner * (cfg.conv_kernel - 1 + cfg.state_size) * bf16
+    for context in (100, cfg.window, 4 * cfg.window):
+        trace, states = decode_state("samba-1.7b", context)
+        cache = trace.tensors[trace.tensors.role == "kv_cache"]
+        kept = min(context + 1, cfg.window)
+        assert cache.nbytes.sum() == batch * attention_layers * 2 * cfg.kv_heads * kept * cfg.head_dim * bf16
+        assert states.nbytes.sum() == mamba_state

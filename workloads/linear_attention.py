@@ -22,7 +22,7 @@ from memsim.errors import MemsimError
 from memsim.trace.workload import StepSpec, WorkloadStep, register
 from memsim.workloads.llama import MLP, RMSNorm
 from memsim.workloads.mamba import causal_conv
-from memsim.workloads.stack import AttentionBlock, StackLM, build_stack_step, tagged_zeros
+from memsim.workloads.stack import MixerBlock, StackLM, build_stack_step, tagged_zeros
 
 
 def recurrent_step(r, k, v, log_w, state, a=None, b=None):
@@ -182,7 +182,7 @@ class LinearAttention(nn.Module):
 
 
 def linear_attention_model(cfg: LinearAttentionConfig) -> StackLM:
-    blocks = [AttentionBlock(cfg.hidden, cfg.norm_eps, LinearAttention(cfg), MLP(cfg)) for _ in range(cfg.layers)]
+    blocks = [MixerBlock(cfg.hidden, cfg.norm_eps, LinearAttention(cfg), MLP(cfg)) for _ in range(cfg.layers)]
     return StackLM(cfg.vocab_size, cfg.hidden, blocks, cfg.norm_eps)
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from memsim.trace.workload import StepSpec, WorkloadStep, register
 from memsim.workloads.llama import MLP
-from memsim.workloads.stack import AttentionBlock, StackLM, build_stack_step, tagged_zeros
+from memsim.workloads.stack import MixerBlock, StackLM, build_stack_step, tagged_zeros
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class MemoryAttention(nn.Module):
 
 
 def memory_transformer_model(cfg: MemoryTransformerConfig) -> StackLM:
-    blocks = [AttentionBlock(cfg.hidden, cfg.norm_eps, MemoryAttention(cfg), MLP(cfg)) for _ in range(cfg.layers)]
+    blocks = [MixerBlock(cfg.hidden, cfg.norm_eps, MemoryAttention(cfg), MLP(cfg)) for _ in range(cfg.layers)]
     return StackLM(cfg.vocab_size, cfg.hidden, blocks, cfg.norm_eps)
 
 

@@ -39,8 +39,9 @@ class Residual(nn.Module):
         return x + self.mixer(self.norm(x), state, start)
 
 
-class AttentionBlock(nn.Module):
-    """x + attn(norm(x)), then x + mlp(norm(x)): a transformer block whose attention keeps the state."""
+class MixerBlock(nn.Module):
+    """x + attn(norm(x)), then x + mlp(norm(x)): a transformer block whose token mixer (attention
+    or a recurrent layer) keeps the state."""
 
     def __init__(self, hidden: int, norm_eps: float, attn: nn.Module, mlp: nn.Module):
         super().__init__()
@@ -55,6 +56,14 @@ class AttentionBlock(nn.Module):
     def forward(self, x, state, start: int):
         x = x + self.attn(self.input_norm(x), state, start)
         return x + self.mlp(self.post_attn_norm(x))
+
+
+def rotary(start: int, length: int, head_dim: int, theta: float, device, dtype):
+    """cos and sin of the rotary angles of positions start..start+length, (length, head_dim)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(start, start + length, device=device, dtype=torch.float32), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
 class StackLM(nn.Module):

@@ -20,7 +20,7 @@ from torch import nn
 from memsim.trace.workload import StepSpec, WorkloadStep, register
 from memsim.workloads.llama import MLP
 from memsim.workloads.memory_transformer import segment_mask
-from memsim.workloads.stack import AttentionBlock, StackLM, build_stack_step, tagged_zeros
+from memsim.workloads.stack import MixerBlock, StackLM, build_stack_step, tagged_zeros
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class MemoryAsContext(nn.Module):
 
 
 def titans_model(cfg: TitansConfig) -> StackLM:
-    blocks = [AttentionBlock(cfg.hidden, cfg.norm_eps, MemoryAsContext(cfg), MLP(cfg)) for _ in range(cfg.layers)]
+    blocks = [MixerBlock(cfg.hidden, cfg.norm_eps, MemoryAsContext(cfg), MLP(cfg)) for _ in range(cfg.layers)]
     return StackLM(cfg.vocab_size, cfg.hidden, blocks, cfg.norm_eps)
 
 
