@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from memsim.trace.workload import StepSpec, resolve, trace_workload, workloads
-from memsim.workloads import linear_attention, mamba, mamba2, memory_transformer, rwkv, samba, titans, xlstm
+from memsim.workloads import linear_attention, mamba, mamba2, memory_transformer, moe, rwkv, samba, titans, xlstm
 
 FP32 = dict(rtol=1e-4, atol=1e-5)
 
@@ -318,3 +318,70 @@ def test_samba_kv_cache_grows_to_the_window_and_the_mamba_state_is_constant():
         kept = min(context + 1, cfg.window)
         assert cache.nbytes.sum() == batch * attention_layers * 2 * cfg.kv_heads * kept * cfg.head_dim * bf16
         assert states.nbytes.sum() == mamba_state
+
+
+# --- mixture of experts and product-key memory ---------------------------------------------
+
+def test_moe_dispatch_and_gather_equal_every_expert_on_every_token():
+    seeded()
+    _, cfg = resolve("moe-tiny")  # capacity factor experts / top_k: no token is dropped
+    layer = moe.MixtureOfExperts(cfg)
+    with torch.no_grad():
+        for count in (2, 29):
+            tokens = torch.randn(count, cfg.hidden)
+            weights, chosen = layer.route(tokens)
+            every = torch.stack([layer.expert_mlp(tokens, layer.w_gate[e], layer.w_up[e], layer.w_down[e])
+                                 for e in range(cfg.experts)], dim=1)                   # (T, E, d)
+            picked = every.gather(1, chosen.unsqueeze(-1).expand(-1, -1, cfg.hidden))
+            reference = (picked * weights.unsqueeze(-1)).sum(1)
+            assert torch.allclose(layer.dispatched(tokens, weights, chosen), reference, **FP32)
+            assert torch.allclose(layer.gathered(tokens, weights, chosen), reference, **FP32)
+
+
+def test_product_keys_find_the_same_top_k_as_scoring_every_key():
+    seeded()
+    heads, n, half, k = 3, 7, 4, 5
+    query, subkeys = torch.randn(6, heads, 2, half), torch.randn(heads, 2, n, half)
+    scores, rows = moe.product_key_topk(query, subkeys, k)
+    full_keys = torch.cat((subkeys[:, 0].repeat_interleave(n, 1), subkeys[:, 1].repeat(1, n, 1)), -1)  # (H, n*n, dk)
+    every = torch.einsum("thd,hnd->thn", query.flatten(-2), full_keys)
+    best, best_rows = every.topk(k, dim=-1)
+    assert torch.allclose(scores, best, **FP32)
+    assert torch.equal(rows, best_rows)
+
+
+@pytest.mark.parametrize("name", ["moe-tiny", "pkm-tiny"])
+def test_sparse_prefill_then_decode_equals_longer_prefill(name):
+    seeded()
+    _, cfg = resolve(name)
+    decoded, prefilled = prefill_then_decode_vs_longer_prefill(moe.sparse_model(cfg), prompt=8, steps=2)
+    assert torch.allclose(decoded, prefilled, **FP32)
+
+
+def kv_bytes(cfg, batch: int, context: int, bf16: int = 2) -> int:
+    return batch * cfg.layers * 2 * cfg.kv_heads * (context + 1) * cfg.head_dim * bf16
+
+
+def test_moe_decode_loads_top_k_experts_and_a_growing_kv_cache():
+    _, cfg = resolve("mixtral-8x7b")
+    bf16 = 2
+    for context in (128, 4096):
+        trace = trace_workload("mixtral-8x7b", StepSpec(phase="decode", batch=1, context=context))
+        assert trace.tensors[trace.tensors.role == "kv_cache"].nbytes.sum() == kv_bytes(cfg, 1, context)
+        experts = trace.tensors[trace.tensors.name.str.contains(r"mlp\.w_(?:gate|up|down)$")]
+        reads = trace.accesses[~trace.accesses.write & trace.accesses.tensor_id.isin(experts.tensor_id)]
+        assert reads.nbytes.sum() == cfg.layers * 3 * cfg.top_k * cfg.hidden * cfg.intermediate * bf16
+        assert experts.nbytes.sum() == cfg.layers * 3 * cfg.experts * cfg.hidden * cfg.intermediate * bf16
+
+
+def test_pkm_decode_reads_top_k_rows_of_the_value_table_and_a_growing_kv_cache():
+    _, cfg = resolve("pkm-12l")
+    batch, bf16 = 2, 2
+    for context in (128, 4096):
+        trace = trace_workload("pkm-12l", StepSpec(phase="decode", batch=batch, context=context))
+        assert trace.tensors[trace.tensors.role == "kv_cache"].nbytes.sum() == kv_bytes(cfg, batch, context)
+        table = trace.tensors[trace.tensors.name == f"layers.{cfg.memory_layer}.mlp.values.weight"]
+        assert table.role.item() == "weight"
+        assert table.nbytes.item() == cfg.memory_keys ** 2 * cfg.hidden * bf16
+        reads = trace.accesses[~trace.accesses.write & (trace.accesses.tensor_id == table.tensor_id.item())]
+        assert reads.nbytes.sum() == batch * cfg.memory_heads * cfg.memory_topk * cfg.hidden * bf16

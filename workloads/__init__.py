@@ -11,3 +11,4 @@ from memsim.workloads import rwkv  # noqa: F401
 from memsim.workloads import memory_transformer  # noqa: F401
 from memsim.workloads import titans  # noqa: F401
 from memsim.workloads import samba  # noqa: F401
+from memsim.workloads import moe  # noqa: F401
