@@ -385,3 +385,32 @@ def test_pkm_decode_reads_top_k_rows_of_the_value_table_and_a_growing_kv_cache()
         assert table.nbytes.item() == cfg.memory_keys ** 2 * cfg.hidden * bf16
         reads = trace.accesses[~trace.accesses.write & (trace.accesses.tensor_id == table.tensor_id.item())]
         assert reads.nbytes.sum() == batch * cfg.memory_heads * cfg.memory_topk * cfg.hidden * bf16
+
+
+# --- every registered config ---------------------------------------------------------------
+
+FAMILIES = ("mamba", "mamba2", "gla", "gated-deltanet", "xlstm", "rwkv7", "titans", "memformer", "samba", "moe", "pkm")
+CONFIGS = sorted(name for name, (family, _) in workloads().items() if family.name in FAMILIES)
+
+
+def test_every_family_has_a_tiny_config_and_a_full_size_one():
+    families = {family.name: [] for family, _ in workloads().values()}
+    for name in CONFIGS:
+        families[workloads()[name][0].name].append(name)
+    for family in FAMILIES:
+        assert any(name.endswith("-tiny") for name in families[family]), family
+        assert any(not name.endswith("-tiny") for name in families[family]), family
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_traces(name):
+    """Tiny configs run for real on the CPU (prefill and decode); full-size ones decode on meta."""
+    if name.endswith("-tiny"):
+        for phase in ("prefill", "decode"):
+            trace = trace_workload(name, StepSpec(phase=phase, batch=2, context=9, device="cpu"), mode="real")
+            assert (trace.ops.measured_s > 0).all()
+    else:
+        trace = trace_workload(name, StepSpec(phase="decode", context=64))
+        assert trace.ops.measured_s.isna().all()
+    assert trace.total_flops > 0
+    assert trace.tensors.role.isin(["state", "kv_cache", "memory"]).any()
