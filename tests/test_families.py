@@ -30,9 +30,14 @@ def prefill_then_decode_vs_longer_prefill(model, prompt: int, batch: int = 2, st
     return torch.cat(decoded, 1), torch.cat(prefilled, 1)
 
 
-def decode_state(name: str, context: int, role: str = "state"):
-    """The decode trace of a full-size config and its tensors of one role."""
-    trace = trace_workload(name, StepSpec(phase="decode", batch=2, context=context))
+SHALLOW = {"layers": "4"}
+"""Full-width layers, but only a few of them: state formulas are per layer, and this is quicker
+(test_config_traces decodes every full-size config with all its layers)."""
+
+
+def decode_state(name: str, context: int, role: str = "state", overrides=SHALLOW):
+    """The decode trace of a full-width config and its tensors of one role."""
+    trace = trace_workload(name, StepSpec(phase="decode", batch=2, context=context), overrides)
     tensors = trace.tensors[trace.tensors.role == role]
     return trace, tensors
 
@@ -81,7 +86,7 @@ def test_mamba2_chunked_ssd_equals_the_recurrence():
 
 @pytest.mark.parametrize("name", ["mamba-2.8b", "mamba2-2.7b"])
 def test_ssm_decode_state_is_constant_in_context_and_matches_the_config(name):
-    _, cfg = resolve(name)
+    _, cfg = resolve(name, SHALLOW)
     batch, bf16 = 2, 2
     if name.startswith("mamba2"):
         per_layer = cfg.conv_channels * (cfg.conv_kernel - 1) + cfg.heads * cfg.head_dim * cfg.state_size
@@ -137,7 +142,7 @@ def test_linear_attention_prefill_then_decode_equals_longer_prefill(name):
 
 @pytest.mark.parametrize("name", ["gla-1.3b", "gated-deltanet-1.3b"])
 def test_linear_attention_decode_state_is_dk_by_dv_per_head(name):
-    _, cfg = resolve(name)
+    _, cfg = resolve(name, SHALLOW)
     batch, bf16 = 2, 2
     per_layer = cfg.heads * cfg.key_dim * cfg.value_dim
     if cfg.rule == "delta":
@@ -175,14 +180,15 @@ def test_xlstm_prefill_then_decode_equals_longer_prefill():
 
 
 def test_xlstm_decode_state_is_constant_in_context_and_matches_the_config():
-    _, cfg = resolve("xlstm-1.3b")
+    eight = {"layers": "8"}  # one sLSTM block in eight
+    _, cfg = resolve("xlstm-1.3b", eight)
     batch, bf16, d = 2, 2, cfg.inner // cfg.heads
     mlstm = cfg.heads * (d * d + d + 1) + cfg.inner * (cfg.conv_kernel - 1)
     slstm = 4 * cfg.hidden
     n_slstm = cfg.layers // cfg.slstm_every
     expected = batch * bf16 * ((cfg.layers - n_slstm) * mlstm + n_slstm * slstm)
     for context in (128, 8192):
-        trace, states = decode_state("xlstm-1.3b", context)
+        trace, states = decode_state("xlstm-1.3b", context, overrides=eight)
         assert states.nbytes.sum() == expected
         assert_read_and_written_whole(trace, states)
 
@@ -197,7 +203,7 @@ def test_rwkv7_chunked_prefill_then_decode_equals_longer_prefill():
 
 
 def test_rwkv7_decode_state_is_constant_in_context_and_matches_the_config():
-    _, cfg = resolve("rwkv7-1.5b")
+    _, cfg = resolve("rwkv7-1.5b", SHALLOW)
     batch, bf16 = 2, 2
     per_layer = 2 * cfg.hidden + cfg.heads * cfg.head_size ** 2  # two token shifts and the wkv matrices
     for context in (128, 8192):
@@ -217,7 +223,7 @@ def test_memory_transformer_prefill_then_decode_equals_longer_prefill_across_a_m
 
 
 def test_memory_transformer_writes_memory_only_when_a_segment_completes():
-    _, cfg = resolve("memformer-7b")
+    _, cfg = resolve("memformer-7b", SHALLOW)
     for context, writes in ((cfg.segment * 3 + 5, False), (cfg.segment * 3 - 1, True)):
         trace, memory = decode_state("memformer-7b", context, role="memory")
         slots = memory[memory.name.str.endswith(".memory")]
@@ -226,7 +232,7 @@ def test_memory_transformer_writes_memory_only_when_a_segment_completes():
 
 
 def test_memory_transformer_decode_state_is_constant_in_context_and_matches_the_config():
-    _, cfg = resolve("memformer-7b")
+    _, cfg = resolve("memformer-7b", SHALLOW)
     batch, bf16 = 2, 2
     memory = batch * cfg.layers * 2 * cfg.memory_slots * cfg.hidden * bf16   # the slots' keys and values
     kv = batch * cfg.layers * 2 * cfg.segment * cfg.hidden * bf16
@@ -276,7 +282,7 @@ def test_titans_prefill_then_decode_equals_longer_prefill_across_a_memory_update
 
 
 def test_titans_decode_state_is_constant_and_the_segment_end_runs_backward_and_update():
-    _, cfg = resolve("titans-mac-0.8b")
+    _, cfg = resolve("titans-mac-0.8b", SHALLOW)
     batch, bf16 = 2, 2
     weights = batch * cfg.layers * 2 * cfg.hidden * cfg.memory_hidden * bf16
     cache = batch * cfg.layers * 4 * cfg.segment * cfg.hidden * bf16
@@ -308,7 +314,7 @@ def test_samba_prefill_then_decode_equals_longer_prefill_past_the_window():
 
 
 def test_samba_kv_cache_grows_to_the_window_and_the_mamba_state_is_constant():
-    _, cfg = resolve("samba-1.7b")
+    _, cfg = resolve("samba-1.7b", SHALLOW)
     batch, bf16 = 2, 2
     attention_layers = cfg.layers // 2
     mamba_state = batch * (cfg.layers - attention_layers) * cfg.inner * (cfg.conv_kernel - 1 + cfg.state_size) * bf16
@@ -363,10 +369,10 @@ def kv_bytes(cfg, batch: int, context: int, bf16: int = 2) -> int:
 
 
 def test_moe_decode_loads_top_k_experts_and_a_growing_kv_cache():
-    _, cfg = resolve("mixtral-8x7b")
+    _, cfg = resolve("mixtral-8x7b", SHALLOW)
     bf16 = 2
     for context in (128, 4096):
-        trace = trace_workload("mixtral-8x7b", StepSpec(phase="decode", batch=1, context=context))
+        trace = trace_workload("mixtral-8x7b", StepSpec(phase="decode", batch=1, context=context), SHALLOW)
         assert trace.tensors[trace.tensors.role == "kv_cache"].nbytes.sum() == kv_bytes(cfg, 1, context)
         experts = trace.tensors[trace.tensors.name.str.contains(r"mlp\.w_(?:gate|up|down)$")]
         reads = trace.accesses[~trace.accesses.write & trace.accesses.tensor_id.isin(experts.tensor_id)]
