@@ -123,12 +123,13 @@ def test_chunked_linear_attention_equals_the_recurrence(rank_one, per_dimension_
     assert torch.allclose(chunked_state, state, **FP32)
 
 
-def test_unit_lower_inverse_inverts():
+@pytest.mark.parametrize("size", [1, 2, 13, 16])
+def test_unit_lower_solve_solves(size):
     seeded()
-    strict = torch.randn(4, 13, 13).tril(-1)
-    eye = torch.eye(13)
-    assert torch.allclose(linear_attention.unit_lower_inverse(strict) @ (eye - strict), eye.expand(4, 13, 13),
-                          atol=1e-3)
+    strict = torch.randn(4, size, size).tril(-1) * 0.5
+    rhs = torch.randn(4, size, 3)
+    solution = linear_attention.unit_lower_solve(strict, rhs)
+    assert torch.allclose((torch.eye(size) - strict) @ solution, rhs, **FP32)
 
 
 @pytest.mark.parametrize("name", ["gla-tiny", "gated-deltanet-tiny"])
@@ -397,6 +398,13 @@ def test_pkm_decode_reads_top_k_rows_of_the_value_table_and_a_growing_kv_cache()
 
 FAMILIES = ("mamba", "mamba2", "gla", "gated-deltanet", "xlstm", "rwkv7", "titans", "memformer", "samba", "moe", "pkm")
 CONFIGS = sorted(name for name, (family, _) in workloads().items() if family.name in FAMILIES)
+
+
+@pytest.mark.parametrize("name, key", [("gla-tiny", "rule"), ("pkm-tiny", "sparse")])
+def test_an_unknown_variant_is_one_line_and_exit_2(run_cli, name, key):
+    proc = run_cli("run", "nvidia-h100-sxm", name, "--config", f"{key}=lstm")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and f"config key '{key}' is 'lstm'; expected one of" in proc.stderr
 
 
 def test_every_family_has_a_tiny_config_and_a_full_size_one():

@@ -7,7 +7,7 @@ Both are one recurrence, which RWKV-7 shares (so it lives here, once):
 
 GLA has no rank-one term (a = b = 0) and a decay per key dimension. The gated delta rule has a
 scalar decay per head and a = k, b = -alpha beta k. Prefill uses the chunked form: inside a chunk
-everything is matmuls (the rank-one terms through a unit-lower-triangular inverse), across chunks
+everything is matmuls (the rank-one terms through a unit-lower-triangular solve), across chunks
 the state is carried; decode applies the recurrence once.
 """
 from __future__ import annotations
@@ -18,11 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memsim.errors import MemsimError
 from memsim.trace.workload import StepSpec, WorkloadStep, register
 from memsim.workloads.llama import MLP, RMSNorm
 from memsim.workloads.mamba import causal_conv
-from memsim.workloads.stack import MixerBlock, StackLM, build_stack_step, tagged_zeros
+from memsim.workloads.stack import MixerBlock, StackLM, build_stack_step, require_choice, tagged_zeros
 
 
 def recurrent_step(r, k, v, log_w, state, a=None, b=None):
@@ -35,17 +34,16 @@ def recurrent_step(r, k, v, log_w, state, a=None, b=None):
     return torch.einsum("bhk,bhkv->bhv", r, state)
 
 
-def unit_lower_inverse(strict_lower: torch.Tensor) -> torch.Tensor:
-    """(I - N)^-1 for strictly lower-triangular N (..., C, C): I + N + N^2 + ..., which ends at
-    N^(C-1), summed as (I + N)(I + N^2)(I + N^4)... in log2(C) matmuls."""
-    size = strict_lower.shape[-1]
-    eye = torch.eye(size, dtype=strict_lower.dtype, device=strict_lower.device)
-    inverse, power, terms = eye + strict_lower, strict_lower, 2
-    while terms < size:
-        power = power @ power
-        inverse = inverse + inverse @ power
+def unit_lower_solve(strict_lower: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Y with (I - N) Y = rhs, for strictly lower-triangular N (..., C, C): Y = (I + N + N^2 + ...) rhs,
+    which ends at N^(C-1), applied as (I + N)(I + N^2)(I + N^4)... in 2 log2(C) matmuls."""
+    power, terms = strict_lower, 1
+    while terms < strict_lower.shape[-1]:
+        rhs = rhs + power @ rhs
         terms *= 2
-    return inverse
+        if terms < strict_lower.shape[-1]:
+            power = power @ power
+    return rhs
 
 
 def chunked(r, k, v, log_w, state, chunk: int, a=None, b=None):
@@ -74,9 +72,11 @@ def chunked(r, k, v, log_w, state, chunk: int, a=None, b=None):
     if a is not None:
         strict = torch.ones(chunk, chunk, dtype=torch.bool, device=k.device).tril(-1)
         a_bar, b_hat = a * torch.exp(G - log_w), b * torch.exp(-G)
-        inverse = unit_lower_inverse((a_bar @ b_hat.transpose(-1, -2)).masked_fill(~strict, 0))
-        reads_state = inverse @ a_bar                                     # u = reads_state M + u_alone
-        u_alone = inverse @ ((a_bar @ k_hat.transpose(-1, -2)).masked_fill(~strict, 0) @ v)
+        # u = reads_state M + u_alone: what the rank-one terms read, from the state and from the chunk
+        rank_one = (a_bar @ b_hat.transpose(-1, -2)).masked_fill(~strict, 0)
+        from_chunk = (a_bar @ k_hat.transpose(-1, -2)).masked_fill(~strict, 0) @ v
+        reads_state, u_alone = unit_lower_solve(rank_one, torch.cat((a_bar, from_chunk), -1)).split(
+            (a_bar.shape[-1], v.shape[-1]), dim=-1)
         r_to_b = (r_hat @ b_hat.transpose(-1, -2)).masked_fill(~causal, 0)
         b_end = (b * torch.exp(G_end - G)).transpose(-1, -2)
     out = []
@@ -187,8 +187,7 @@ def linear_attention_model(cfg: LinearAttentionConfig) -> StackLM:
 
 
 def build(cfg: LinearAttentionConfig, spec: StepSpec) -> WorkloadStep:
-    if cfg.rule not in RULES:
-        raise MemsimError(f"linear attention: config key 'rule' is {cfg.rule!r}; expected one of {', '.join(RULES)}")
+    require_choice("linear attention", "rule", cfg.rule, RULES)
     return build_stack_step(lambda: linear_attention_model(cfg), cfg.dtype, spec)
 
 

@@ -91,7 +91,7 @@ class MambaMixer(nn.Module):
         u = F.silu(causal_conv(u.transpose(1, 2), conv_state, self.conv1d)).transpose(1, 2)
         dt, B, C = self.x_proj(u).split((cfg.dt_rank, cfg.state_size, cfg.state_size), dim=-1)
         dt = F.softplus(self.dt_proj(dt))                               # (batch, L, inner)
-        A = -torch.exp(self.A_log.float()).to(u.dtype)                  # (inner, N)
+        A = -torch.exp(self.A_log)                                      # (inner, N)
         decay = torch.exp(dt.unsqueeze(-1) * A)                         # (batch, L, inner, N)
         drive = (dt * u).unsqueeze(-1) * B.unsqueeze(2)
         if x.shape[1] == 1:  # decode: one recurrent step
@@ -105,7 +105,8 @@ class MambaMixer(nn.Module):
 
 
 def mamba_model(cfg: MambaConfig) -> StackLM:
-    return StackLM(cfg.vocab_size, cfg.hidden, [Residual(cfg.hidden, cfg.norm_eps, MambaMixer(cfg)) for _ in range(cfg.layers)], cfg.norm_eps)
+    blocks = [Residual(cfg.hidden, cfg.norm_eps, MambaMixer(cfg)) for _ in range(cfg.layers)]
+    return StackLM(cfg.vocab_size, cfg.hidden, blocks, cfg.norm_eps)
 
 
 def build(cfg: MambaConfig, spec: StepSpec) -> WorkloadStep:

@@ -136,7 +136,8 @@ class Mamba2Mixer(nn.Module):
 
 
 def mamba2_model(cfg: Mamba2Config) -> StackLM:
-    return StackLM(cfg.vocab_size, cfg.hidden, [Residual(cfg.hidden, cfg.norm_eps, Mamba2Mixer(cfg)) for _ in range(cfg.layers)], cfg.norm_eps)
+    blocks = [Residual(cfg.hidden, cfg.norm_eps, Mamba2Mixer(cfg)) for _ in range(cfg.layers)]
+    return StackLM(cfg.vocab_size, cfg.hidden, blocks, cfg.norm_eps)
 
 
 def build(cfg: Mamba2Config, spec: StepSpec) -> WorkloadStep:

@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memsim.errors import MemsimError
 from memsim.trace.workload import StepSpec, WorkloadStep, register
 from memsim.workloads.llama import MLP, Attention
-from memsim.workloads.stack import MixerBlock, StackLM, build_stack_step, rotary, tagged_zeros
+from memsim.workloads.stack import MixerBlock, StackLM, build_stack_step, require_choice, rotary, tagged_zeros
 
 LAYERS = ("moe", "pkm")
 
@@ -114,7 +113,8 @@ class MixtureOfExperts(nn.Module):
         kept = rank < capacity
         slot = picks * capacity + rank.clamp(max=capacity - 1)
         sent = tokens.repeat_interleave(cfg.top_k, dim=0) * kept.unsqueeze(-1)
-        buffer = tokens.new_zeros(cfg.experts * capacity, d).index_add_(0, slot, sent)
+        buffer = torch.zeros(cfg.experts * capacity, d, device=tokens.device, dtype=tokens.dtype)
+        buffer.index_add_(0, slot, sent)
         out = self.expert_mlp(buffer.view(cfg.experts, capacity, d), self.w_gate, self.w_up, self.w_down)
         routed = out.flatten(0, 1).index_select(0, slot) * (weights.flatten() * kept).unsqueeze(-1)
         return routed.view(count, cfg.top_k, d).sum(1)
@@ -161,8 +161,7 @@ def sparse_model(cfg: SparseConfig) -> StackLM:
 
 
 def build(cfg: SparseConfig, spec: StepSpec) -> WorkloadStep:
-    if cfg.sparse not in LAYERS:
-        raise MemsimError(f"sparse model: config key 'sparse' is {cfg.sparse!r}; expected one of {', '.join(LAYERS)}")
+    require_choice("sparse model", "sparse", cfg.sparse, LAYERS)
     return build_stack_step(lambda: sparse_model(cfg), cfg.dtype, spec)
 
 

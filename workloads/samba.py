@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from memsim.trace.workload import StepSpec, WorkloadStep, register
-from memsim.workloads.llama import MLP, rotate_half
+from memsim.workloads.llama import MLP, Attention, rotate_half
 from memsim.workloads.mamba import MambaMixer
 from memsim.workloads.stack import MixerBlock, StackLM, build_stack_step, rotary, tagged_zeros
 
@@ -46,15 +45,8 @@ class SambaConfig:
         return self.hidden // self.heads
 
 
-class SlidingWindowAttention(nn.Module):
-    def __init__(self, cfg: SambaConfig):
-        super().__init__()
-        self.cfg = cfg
-        d = cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden, cfg.heads * d, bias=False)
-        self.k_proj = nn.Linear(cfg.hidden, cfg.kv_heads * d, bias=False)
-        self.v_proj = nn.Linear(cfg.hidden, cfg.kv_heads * d, bias=False)
-        self.o_proj = nn.Linear(cfg.heads * d, cfg.hidden, bias=False)
+class SlidingWindowAttention(Attention):
+    """Llama's projections; a ring-buffer KV cache of the last `window` tokens."""
 
     def new_state(self, batch: int, length: int, device, dtype, name: str):
         cfg = self.cfg

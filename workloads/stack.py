@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from memsim.errors import MemsimError
 from memsim.trace import tag
 from memsim.trace.workload import TORCH_DTYPES, StepSpec, WorkloadStep
 from memsim.workloads.llama import RMSNorm
@@ -84,6 +85,12 @@ class StackLM(nn.Module):
         for layer, state in zip(self.layers, states):
             x = layer(x, state, start)
         return self.lm_head(self.norm(x[:, -1:, :]))
+
+
+def require_choice(family: str, key: str, value: str, choices: Sequence[str]) -> None:
+    """A config key that names one of a few variants: anything else is a user error."""
+    if value not in choices:
+        raise MemsimError(f"{family}: config key '{key}' is {value!r}; expected one of {', '.join(choices)}")
 
 
 def build_stack_step(make_model: Callable[[], StackLM], dtype_name: str, spec: StepSpec) -> WorkloadStep:

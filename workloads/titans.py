@@ -97,8 +97,10 @@ class MemoryAsContext(nn.Module):
         d, dm = cfg.hidden, cfg.memory_hidden
         zeros = lambda shape, role, part: tagged_zeros(shape, role, f"{name}.{part}", device, dtype)
         cache = (batch, cfg.heads, cfg.segment, d // cfg.heads)
-        return {"weights": (zeros((batch, d, dm), "memory", "memory_w1"), zeros((batch, dm, d), "memory", "memory_w2")),
-                "momentum": (zeros((batch, d, dm), "state", "momentum_w1"), zeros((batch, dm, d), "state", "momentum_w2")),
+        return {"weights": (zeros((batch, d, dm), "memory", "memory_w1"),
+                            zeros((batch, dm, d), "memory", "memory_w2")),
+                "momentum": (zeros((batch, d, dm), "state", "momentum_w1"),
+                             zeros((batch, dm, d), "state", "momentum_w2")),
                 "cache": tuple(zeros(cache, "kv_cache", part) for part in ("recalled_k", "recalled_v", "k", "v")),
                 "pending": zeros((batch, cfg.segment, d), "state", "pending")}
 
@@ -116,8 +118,10 @@ class MemoryAsContext(nn.Module):
             tokens = x[:, position - start:position - start + span]
             end = slot + span
             recalled = recall(weights, self.memory.query(tokens))
-            recalled_k[:, :, slot:end], recalled_v[:, :, slot:end] = self.heads(self.k_proj(recalled)), self.heads(self.v_proj(recalled))
-            k_cache[:, :, slot:end], v_cache[:, :, slot:end] = self.heads(self.k_proj(tokens)), self.heads(self.v_proj(tokens))
+            recalled_k[:, :, slot:end] = self.heads(self.k_proj(recalled))
+            recalled_v[:, :, slot:end] = self.heads(self.v_proj(recalled))
+            k_cache[:, :, slot:end] = self.heads(self.k_proj(tokens))
+            v_cache[:, :, slot:end] = self.heads(self.v_proj(tokens))
             persistent = lambda p: p.expand(batch, -1, -1, -1)
             keys = torch.cat((persistent(self.persistent_k), recalled_k[:, :, :end], k_cache[:, :, :end]), dim=2)
             values = torch.cat((persistent(self.persistent_v), recalled_v[:, :, :end], v_cache[:, :, :end]), dim=2)
