@@ -106,7 +106,7 @@ class MambaMixer(nn.Module):
 
 def mamba_model(cfg: MambaConfig) -> StackLM:
     blocks = [Residual(cfg.hidden, cfg.norm_eps, MambaMixer(cfg)) for _ in range(cfg.layers)]
-    return StackLM(cfg.vocab_size, cfg.hidden, blocks, cfg.norm_eps)
+    return StackLM(cfg.vocab_size, cfg.hidden, blocks, cfg.norm_eps, tie_embeddings=True)
 
 
 def build(cfg: MambaConfig, spec: StepSpec) -> WorkloadStep:

@@ -137,7 +137,7 @@ class Mamba2Mixer(nn.Module):
 
 def mamba2_model(cfg: Mamba2Config) -> StackLM:
     blocks = [Residual(cfg.hidden, cfg.norm_eps, Mamba2Mixer(cfg)) for _ in range(cfg.layers)]
-    return StackLM(cfg.vocab_size, cfg.hidden, blocks, cfg.norm_eps)
+    return StackLM(cfg.vocab_size, cfg.hidden, blocks, cfg.norm_eps, tie_embeddings=True)
 
 
 def build(cfg: Mamba2Config, spec: StepSpec) -> WorkloadStep:

@@ -68,12 +68,15 @@ def rotary(start: int, length: int, head_dim: int, theta: float, device, dtype):
 
 
 class StackLM(nn.Module):
-    def __init__(self, vocab_size: int, hidden: int, blocks: Sequence[nn.Module], norm_eps: float = 1e-5):
+    def __init__(self, vocab_size: int, hidden: int, blocks: Sequence[nn.Module], norm_eps: float = 1e-5,
+                 tie_embeddings: bool = False):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, hidden)
         self.layers = nn.ModuleList(blocks)
         self.norm = RMSNorm(hidden, norm_eps)
         self.lm_head = nn.Linear(hidden, vocab_size, bias=False)
+        if tie_embeddings:  # one table serves as embedding and output head
+            self.lm_head.weight = self.embed.weight
 
     def new_states(self, batch: int, length: int, device, dtype) -> list:
         return [layer.new_state(batch, length, device, dtype, f"layers.{index}")
