@@ -34,15 +34,16 @@ class MambaConfig:
         return self.expand * self.hidden
 
 
-def parallel_scan(decay: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
+def parallel_scan(decay: torch.Tensor, drive: torch.Tensor, apply=torch.mul) -> torch.Tensor:
     """Every h_t of h_t = decay_t * h_{t-1} + drive_t (h_{-1} = 0) along dim 1, in log2(L) steps.
 
     Step j combines each position with the one 2^j earlier: (a, b) o (a', b') = (a a', a b' + b).
+    `apply` is how a decay acts: elementwise, or torch.matmul for a linear map per step.
     """
     length, offset = decay.shape[1], 1
     while offset < length:
-        drive = torch.cat((drive[:, :offset], drive[:, offset:] + decay[:, offset:] * drive[:, :-offset]), dim=1)
-        decay = torch.cat((decay[:, :offset], decay[:, offset:] * decay[:, :-offset]), dim=1)
+        drive = torch.cat((drive[:, :offset], drive[:, offset:] + apply(decay[:, offset:], drive[:, :-offset])), dim=1)
+        decay = torch.cat((decay[:, :offset], apply(decay[:, offset:], decay[:, :-offset])), dim=1)
         offset *= 2
     return drive
 
