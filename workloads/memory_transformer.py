@@ -45,6 +45,17 @@ def segment_mask(prefix: int, blocks: int, length: int, device) -> torch.Tensor:
     return torch.cat((visible, *(causal,) * blocks), dim=1)
 
 
+def segment_pieces(start: int, length: int, segment: int):
+    """Split positions start..start+length at segment boundaries: (first slot in the segment,
+    slot after the last, slice of the input) for each piece."""
+    position = start
+    while position < start + length:
+        slot = position % segment
+        span = min(segment - slot, start + length - position)
+        yield slot, slot + span, slice(position - start, position - start + span)
+        position += span
+
+
 class MemoryAttention(nn.Module):
     def __init__(self, cfg: MemoryTransformerConfig):
         super().__init__()
@@ -85,22 +96,17 @@ class MemoryAttention(nn.Module):
             state["slot_k"].copy_(self.heads(self.k_proj(state["slots"])))
             state["slot_v"].copy_(self.heads(self.v_proj(state["slots"])))
         outputs = []
-        position = start
-        while position < start + length:
-            slot = position % cfg.segment
-            span = min(cfg.segment - slot, start + length - position)
-            part = slice(position - start, position - start + span)
-            state["k"][:, :, slot:slot + span] = k[:, :, part]
-            state["v"][:, :, slot:slot + span] = v[:, :, part]
-            keys = torch.cat((state["slot_k"], state["k"][:, :, :slot + span]), dim=2)
-            values = torch.cat((state["slot_v"], state["v"][:, :, :slot + span]), dim=2)
+        for slot, end, part in segment_pieces(start, length, cfg.segment):
+            state["k"][:, :, slot:end] = k[:, :, part]
+            state["v"][:, :, slot:end] = v[:, :, part]
+            keys = torch.cat((state["slot_k"], state["k"][:, :, :end]), dim=2)
+            values = torch.cat((state["slot_v"], state["v"][:, :, :end]), dim=2)
             mask = None
-            if span > 1:  # several new tokens: causal among them (all earlier ones are visible)
-                mask = segment_mask(cfg.memory_slots + slot, 1, span, x.device)
+            if end - slot > 1:  # several new tokens: causal among them (all earlier ones are visible)
+                mask = segment_mask(cfg.memory_slots + slot, 1, end - slot, x.device)
             outputs.append(F.scaled_dot_product_attention(q[:, :, part], keys, values, attn_mask=mask))
-            if slot + span == cfg.segment:
+            if end == cfg.segment:
                 self.write(state, state["k"], state["v"])
-            position += span
         out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
         return self.o_proj(out.transpose(1, 2).flatten(2))
 

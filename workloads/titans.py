@@ -19,7 +19,7 @@ from torch import nn
 
 from memsim.trace.workload import StepSpec, WorkloadStep, register
 from memsim.workloads.llama import MLP
-from memsim.workloads.memory_transformer import segment_mask
+from memsim.workloads.memory_transformer import segment_mask, segment_pieces
 from memsim.workloads.stack import MixerBlock, StackLM, build_stack_step, tagged_zeros
 
 
@@ -111,20 +111,18 @@ class MemoryAsContext(nn.Module):
         recalled_k, recalled_v, k_cache, v_cache = state["cache"]
         if start == 0:
             self.memory.reset(weights, momentum)
-        outputs, position = [], start
-        while position < start + length:  # prefill starts segments at slot 0; decode adds one token
-            slot = position % cfg.segment
-            span = min(cfg.segment - slot, start + length - position)
-            tokens = x[:, position - start:position - start + span]
-            end = slot + span
+        persistent_k, persistent_v = (p.expand(batch, -1, -1, -1) for p in (self.persistent_k, self.persistent_v))
+        outputs = []
+        for slot, end, part in segment_pieces(start, length, cfg.segment):  # prefill: slot 0; decode: one token
+            tokens = x[:, part]
+            span = end - slot
             recalled = recall(weights, self.memory.query(tokens))
             recalled_k[:, :, slot:end] = self.heads(self.k_proj(recalled))
             recalled_v[:, :, slot:end] = self.heads(self.v_proj(recalled))
             k_cache[:, :, slot:end] = self.heads(self.k_proj(tokens))
             v_cache[:, :, slot:end] = self.heads(self.v_proj(tokens))
-            persistent = lambda p: p.expand(batch, -1, -1, -1)
-            keys = torch.cat((persistent(self.persistent_k), recalled_k[:, :, :end], k_cache[:, :, :end]), dim=2)
-            values = torch.cat((persistent(self.persistent_v), recalled_v[:, :, :end], v_cache[:, :, :end]), dim=2)
+            keys = torch.cat((persistent_k, recalled_k[:, :, :end], k_cache[:, :, :end]), dim=2)
+            values = torch.cat((persistent_v, recalled_v[:, :, :end], v_cache[:, :, :end]), dim=2)
             mask = segment_mask(cfg.persistent, 2, span, x.device) if span > 1 else None
             y = F.scaled_dot_product_attention(self.heads(self.q_proj(tokens)), keys, values, attn_mask=mask)
             y = self.o_proj(y.transpose(1, 2).flatten(2))
@@ -132,7 +130,6 @@ class MemoryAsContext(nn.Module):
             state["pending"][:, slot:end] = y
             if end == cfg.segment:
                 self.memory.update(weights, momentum, state["pending"])
-            position += span
         return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
 
 
