@@ -44,7 +44,8 @@ FILL_OPS = {"aten::fill_", "aten::zero_", "aten::zeros", "aten::ones", "aten::fu
             "aten::ones_like", "aten::full_like", "aten::arange", "aten::scalar_tensor", "aten::normal_",
             "aten::uniform_", "aten::randn", "aten::rand", "aten::bernoulli_", "aten::random_"}
 # Pointwise ops that torch does not tag as pointwise.
-UNTAGGED_POINTWISE_OPS = {"aten::floor_divide", "aten::floor_divide_", "aten::remainder", "aten::remainder_"}
+UNTAGGED_POINTWISE_OPS = {"aten::floor_divide", "aten::floor_divide_", "aten::remainder", "aten::remainder_",
+                          "aten::log_sigmoid_forward", "aten::log_sigmoid_backward"}
 # Ops that only allocate: they create a tensor but move no data.
 ALLOC_OPS = {"aten::empty", "aten::empty_like", "aten::empty_strided", "aten::new_empty",
              "aten::new_empty_strided", "aten::resize_", "aten::set_"}
