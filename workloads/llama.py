@@ -133,6 +133,13 @@ class ContiguousKV:
         shape = (batch, cfg.kv_heads, capacity, cfg.head_dim)
         self.k, self.v = kv_pair(shape, layer, device, dtype)
 
+    @classmethod
+    def over(cls, k: torch.Tensor, v: torch.Tensor) -> "ContiguousKV":
+        """A cache over K and V tensors made (and tagged) by another model."""
+        cache = cls.__new__(cls)
+        cache.k, cache.v = k, v
+        return cache
+
     def attend(self, q, k, v, start: int):
         length = k.shape[2]
         self.k[:, :, start:start + length] = k

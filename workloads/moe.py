@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from memsim.trace.workload import StepSpec, WorkloadStep, register
-from memsim.workloads.llama import MLP, Attention
+from memsim.workloads.llama import MLP, Attention, ContiguousKV
 from memsim.workloads.stack import MixerBlock, StackLM, build_stack_step, require_choice, rotary, tagged_zeros
 
 LAYERS = ("moe", "pkm")
@@ -57,8 +57,8 @@ class CachedAttention(Attention):
 
     def new_state(self, batch: int, length: int, device, dtype, name: str):
         shape = (batch, self.cfg.kv_heads, length, self.cfg.head_dim)
-        return (tagged_zeros(shape, "kv_cache", f"{name}.k_cache", device, dtype),
-                tagged_zeros(shape, "kv_cache", f"{name}.v_cache", device, dtype))
+        return ContiguousKV.over(tagged_zeros(shape, "kv_cache", f"{name}.k_cache", device, dtype),
+                                 tagged_zeros(shape, "kv_cache", f"{name}.v_cache", device, dtype))
 
     def forward(self, x, state, start: int):
         cos, sin = rotary(start, x.shape[1], self.cfg.head_dim, self.cfg.rope_theta, x.device, x.dtype)
