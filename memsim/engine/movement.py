@@ -1,0 +1,218 @@
+"""Movement of data between tiers: the copies a plan implies, added to the task graph.
+
+Walking the ops in order (the warm-up pass PatrickStar makes), for each op:
+- a tensor that lives in another tier than the op's compute tier is staged: the bytes the op
+  reads are fetched before it, the bytes it writes are written back after it, and the staging
+  buffer is held from the fetch's start to the op's (or the write-back's) end;
+- a tensor that lives in the compute tier but was evicted is fetched back from the spill tier;
+- when the compute tier would overflow and the plan has an eviction policy, resident tensors the
+  op does not touch are evicted (LRU or furthest next use) to the spill tier, written back
+  unless the spill tier already holds a clean copy.
+Fetches run on copy engines ahead of compute, at most `prefetch_depth` consumers ahead: the
+fetch for the k-th op that needs one starts once the (k - depth)-th has started. With two or
+more copy engines the last one carries write-backs and evictions (device to host), the others
+take fetches in turn (host to device), as a GPU's copy engines do.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from memsim.engine.tasks import GraphBuilder
+from memsim.engine.topology import Topology
+from memsim.plan.placement import victim_order
+from memsim.plan.schema import Plan
+from memsim.trace.table import Trace
+
+
+@dataclass
+class Movement:
+    """Bytes moved by kind ('fetch', 'writeback', 'evict', 'refetch') and by route."""
+
+    bytes_by_kind: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    bytes_by_route: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    evictions: int = 0
+
+
+class Mover:
+    def __init__(self, builder: GraphBuilder, topo: Topology, plan: Plan):
+        self.builder, self.topo, self.plan = builder, topo, plan
+        self.moved = Movement()
+        self._slots: dict[str, list[int]] = defaultdict(list)   # per device: consumer op tasks in order
+        self._fetch_count: dict[str, int] = defaultdict(int)
+
+    def engine(self, device: str, outbound: bool) -> str:
+        engines = self.plan.copy_engines
+        if engines == 1:
+            return f"{device}.copy0"
+        if outbound:
+            return f"{device}.copy{engines - 1}"
+        index = self._fetch_count[device] % (engines - 1)
+        self._fetch_count[device] += 1
+        return f"{device}.copy{index}"
+
+    def copy(self, kind: str, label: str, source: str, target: str, nbytes: float, stream: str) -> int:
+        hops, latency = self.topo.route(source, target)
+        task = self.builder.add_task(label, kind, stream, overhead_s=latency)
+        self.builder.add_flows(task, nbytes, hops, self.topo.slowest(hops))
+        self.moved.bytes_by_kind[kind] += nbytes
+        self.moved.bytes_by_route[f"{source}->{target}"] += nbytes
+        return task
+
+    def fetch_slot(self, device: str, consumer: int, previous_op: int | None) -> list[int]:
+        """Register `consumer` as the next op waiting for fetches; returns what its fetches wait on."""
+        slots = self._slots[device]
+        if not slots or slots[-1] != consumer:
+            slots.append(consumer)
+        k = len(slots) - 1
+        depth = self.plan.prefetch_depth
+        if depth == 0:
+            return [] if previous_op is None else [previous_op]
+        return [] if k - depth < 0 else [-1 - slots[k - depth]]   # negative: a start dependency
+
+
+def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan, op_task: np.ndarray,
+                 op_device: np.ndarray, home: np.ndarray) -> Movement:
+    """Add the copies `plan` implies to `builder`; returns the bytes they move."""
+    mover = Mover(builder, topo, plan)
+    tensors = trace.tensors
+    row_of = {int(t): row for row, t in enumerate(tensors["tensor_id"].to_numpy())}
+    nbytes = tensors["nbytes"].to_numpy(float)
+    last_op = tensors["last_op"].to_numpy()
+    first_op = tensors["first_op"].to_numpy()
+    kept = (tensors["preexisting"] | tensors["alive_at_end"]).to_numpy()
+    preexisting = tensors["preexisting"].to_numpy()
+    compute_tier = {device: topo.compute_tier(device) for device in set(op_device)}
+    access = trace.accesses
+    op_rows = access["op_id"].map(dict(zip(trace.ops["op_id"], range(len(trace.ops))))).to_numpy()
+    rows = np.fromiter((row_of[int(t)] for t in access["tensor_id"].to_numpy()), np.int64, len(access))
+    writes = access["write"].to_numpy()
+    sizes = access["nbytes"].to_numpy(float)
+    order = np.argsort(op_rows, kind="stable")
+    bounds = np.searchsorted(op_rows[order], np.arange(len(trace.ops) + 1))
+
+    uses: dict[int, list[int]] = defaultdict(list)
+    for op, row in zip(op_rows[order], rows[order]):
+        if not uses[row] or uses[row][-1] != op:
+            uses[row].append(int(op))
+    eviction = plan.eviction != "none"
+    resident: dict[int, float] = {}
+    occupied: dict[str, float] = defaultdict(float)
+    if eviction:
+        for row in np.flatnonzero(preexisting):
+            tier = home[row]
+            if tier in compute_tier.values():
+                resident[row] = nbytes[row]
+                occupied[tier] += nbytes[row]
+    evicted: dict[int, int] = {}        # tensor row -> the evict task that moved it out
+    clean_copy: set[int] = set()         # evicted tensors whose spill copy is still valid
+    dirty: set[int] = set()
+    last_use: dict[int, int] = {}
+    previous_on_device: dict[str, int] = {}
+
+    for op in range(len(trace.ops)):
+        device = op_device[op]
+        ctier = compute_tier[device]
+        task = int(op_task[op])
+        here = order[bounds[op]:bounds[op + 1]]
+        staged_reads: dict[str, float] = defaultdict(float)
+        staged_writes: dict[str, float] = defaultdict(float)
+        touched = []
+        refetch = []
+        for index in here:
+            row = int(rows[index])
+            tier = home[row]
+            if tier != ctier:
+                (staged_writes if writes[index] else staged_reads)[tier] += sizes[index]
+                continue
+            touched.append(row)
+            if writes[index]:
+                dirty.add(row)
+            if row in evicted and row not in refetch:
+                refetch.append(row)
+        wait = mover.fetch_slot(device, task, previous_on_device.get(device)) \
+            if staged_reads or refetch else []
+
+        if eviction:
+            created = [row for row in set(touched) if first_op[row] == op and not preexisting[row]
+                       and row not in resident]
+            need = sum(nbytes[row] for row in created + refetch) + sum(staged_reads.values()) \
+                + sum(staged_writes.values())
+            capacity = topo.tier_capacity(ctier)
+            if occupied[ctier] + need > capacity:
+                spill = plan.spill_tier or _nearest_other_tier(topo, ctier)
+                candidates = [row for row in resident if row not in touched and home[row] == ctier]
+                next_use = {row: _next_use(uses[row], op) for row in candidates}
+                for row in victim_order(plan.eviction, candidates, last_use, next_use):
+                    if occupied[ctier] + need <= capacity:
+                        break
+                    if next_use[row] == np.inf and not kept[row]:
+                        continue   # freed after its last use anyway
+                    out = mover.copy("evict", f"evict t{row}", ctier, spill, 0.0 if row in clean_copy
+                                     else nbytes[row], mover.engine(device, outbound=True))
+                    if row in last_use:
+                        builder.depend(op_task[last_use[row]], out)
+                    builder.free(out, ctier, nbytes[row])
+                    if row not in clean_copy:
+                        builder.allocate(out, spill, nbytes[row])
+                    builder.depend(out, task)
+                    occupied[ctier] -= nbytes[row]
+                    del resident[row]
+                    evicted[row] = out
+                    clean_copy.add(row)
+                    dirty.discard(row)
+                    mover.moved.evictions += 1
+            for row in created + refetch:
+                resident[row] = nbytes[row]
+            occupied[ctier] += sum(nbytes[row] for row in created + refetch)
+
+        for row in refetch:
+            spill = plan.spill_tier or _nearest_other_tier(topo, ctier)
+            back = mover.copy("refetch", f"refetch t{row}", spill, ctier, nbytes[row], mover.engine(device, False))
+            builder.depend(evicted.pop(row), back)
+            _wait(builder, wait, back)
+            builder.allocate(back, ctier, nbytes[row], row)
+            builder.depend(back, task)
+        for tier, size in sorted(staged_reads.items()):
+            fetch = mover.copy("fetch", f"fetch {trace.ops['name'].iat[op]}", tier, ctier, size,
+                               mover.engine(device, False))
+            _wait(builder, wait, fetch)
+            builder.allocate(fetch, ctier, size)
+            builder.depend(fetch, task)
+            if tier not in staged_writes:
+                builder.free(task, ctier, size)
+        for tier, size in sorted(staged_writes.items()):
+            if tier not in staged_reads:
+                builder.allocate(task, ctier, size)
+            back = mover.copy("writeback", f"write back {trace.ops['name'].iat[op]}", ctier, tier, size,
+                              mover.engine(device, outbound=True))
+            builder.depend(task, back)
+            builder.free(back, ctier, size + staged_reads.get(tier, 0.0))
+
+        for row in touched:
+            last_use[row] = op
+            if eviction and last_op[row] == op and not kept[row] and row in resident:
+                occupied[ctier] -= resident.pop(row)
+        previous_on_device[device] = task
+    return mover.moved
+
+
+def _wait(builder: GraphBuilder, wait: list[int], task: int) -> None:
+    for before in wait:
+        if before < 0:
+            builder.depend_on_start(-1 - before, task)
+        else:
+            builder.depend(before, task)
+
+
+def _next_use(uses: list[int], op: int) -> float:
+    position = int(np.searchsorted(uses, op, side="right"))
+    return float(uses[position]) if position < len(uses) else np.inf
+
+
+def _nearest_other_tier(topo: Topology, tier: str) -> str:
+    """The tier one link away from `tier` (host DDR for a GPU's HBM): where evicted data goes."""
+    neighbours = topo.neighbours(tier)
+    return neighbours[0] if neighbours else tier
