@@ -34,6 +34,8 @@ class Movement:
     bytes_by_kind: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     bytes_by_route: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     evictions: int = 0
+    starts_in: dict[int, str] = field(default_factory=dict)
+    """Tensors (rows) that exist before the step but do not fit their tier: they start in the spill tier."""
 
 
 class Mover:
@@ -100,14 +102,22 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
     eviction = plan.eviction != "none"
     resident: dict[int, float] = {}
     occupied: dict[str, float] = defaultdict(float)
+    evicted: dict[int, int | None] = {}  # tensor row -> the evict task that moved it out (None: never in)
+    clean_copy: set[int] = set()          # evicted tensors whose spill copy is still valid
     if eviction:
-        for row in np.flatnonzero(preexisting):
+        # What exists before the step fills its tier in order of first use; the rest starts spilled.
+        first_use = {row: (found[0] if (found := uses.get(row)) else len(trace.ops)) for row in range(len(nbytes))}
+        for row in sorted(np.flatnonzero(preexisting), key=lambda r: (first_use[r], r)):
             tier = home[row]
-            if tier in compute_tier.values():
+            if tier not in compute_tier.values():
+                continue
+            if occupied[tier] + nbytes[row] <= topo.tier_capacity(tier):
                 resident[row] = nbytes[row]
                 occupied[tier] += nbytes[row]
-    evicted: dict[int, int] = {}        # tensor row -> the evict task that moved it out
-    clean_copy: set[int] = set()         # evicted tensors whose spill copy is still valid
+            else:
+                mover.moved.starts_in[row] = plan.spill_tier or _nearest_other_tier(topo, tier)
+                evicted[row] = None
+                clean_copy.add(row)
     dirty: set[int] = set()
     last_use: dict[int, int] = {}
     previous_on_device: dict[str, int] = {}
@@ -134,6 +144,7 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
                 refetch.append(row)
         wait = mover.fetch_slot(device, task, previous_on_device.get(device)) \
             if staged_reads or refetch else []
+        room = []   # evictions that make room for this op: its fetches wait for them
 
         if eviction:
             created = [row for row in set(touched) if first_op[row] == op and not preexisting[row]
@@ -158,6 +169,7 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
                     if row not in clean_copy:
                         builder.allocate(out, spill, nbytes[row])
                     builder.depend(out, task)
+                    room.append(out)
                     occupied[ctier] -= nbytes[row]
                     del resident[row]
                     evicted[row] = out
@@ -171,14 +183,15 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
         for row in refetch:
             spill = plan.spill_tier or _nearest_other_tier(topo, ctier)
             back = mover.copy("refetch", f"refetch t{row}", spill, ctier, nbytes[row], mover.engine(device, False))
-            builder.depend(evicted.pop(row), back)
-            _wait(builder, wait, back)
+            if (out := evicted.pop(row)) is not None:
+                builder.depend(out, back)
+            _wait(builder, wait + room, back)
             builder.allocate(back, ctier, nbytes[row], row)
             builder.depend(back, task)
         for tier, size in sorted(staged_reads.items()):
             fetch = mover.copy("fetch", f"fetch {trace.ops['name'].iat[op]}", tier, ctier, size,
                                mover.engine(device, False))
-            _wait(builder, wait, fetch)
+            _wait(builder, wait + room, fetch)
             builder.allocate(fetch, ctier, size)
             builder.depend(fetch, task)
             if tier not in staged_writes:

@@ -99,7 +99,7 @@ class Built:
     home: np.ndarray
     """Per tensor, the tier it lives in (for tensor-parallel ops, the first device's share)."""
     shares: list[tuple[np.ndarray, float]]
-    """Where each tensor's bytes are, as (tier per tensor, fraction of its bytes)."""
+    """Where each tensor's bytes are at the start, as (tier per tensor, fraction of its bytes)."""
     movement: Movement
     op_tier: np.ndarray
 
@@ -140,6 +140,10 @@ def build_graph(trace: Trace, system: System, plan: Plan, topo: Topology) -> Bui
     for tiers, fraction in shares:
         add_tensor_lifetimes(builder, trace, op_task, tiers, fraction)
     movement = add_movement(trace, builder, topo, plan, op_task, op_device, home) if plan.moves_data else Movement()
+    if movement.starts_in:   # tensors that did not fit start in the spill tier (no tensor-parallel here)
+        starts = home.copy()
+        starts[list(movement.starts_in)] = list(movement.starts_in.values())
+        shares = [(starts, 1.0)]
     return Built(builder.build(), home, shares, movement, op_tier)
 
 
