@@ -47,16 +47,20 @@ class Result:
 
     def time_shares(self) -> dict[str, float]:
         """Share of the step the ops spent bound by compute, by memory, in per-op overhead, and
-        waiting for the host to issue them (summed over compute streams)."""
+        with their stream idle: waiting for the host to issue them, or for data (copies, other
+        streams, other devices). Summed over compute streams."""
         t = self.ops
         busy = t["end_s"] - t["start_s"] - t["overhead_s"]
         total = self.step_time_s or 1.0
-        previous_end = t.groupby("stream", sort=False)["end_s"].shift(fill_value=0.0) if "stream" in t else 0.0
-        host_wait = ((t["start_s"] - previous_end).clip(lower=0.0)[t.get("waited", "") == "host"]).sum()
-        return {"compute_bound": float(busy[t["bound"] == "compute"].sum() / total),
-                "memory_bound": float(busy[t["bound"].isin(["memory", "link"])].sum() / total),
-                "overhead": float(t["overhead_s"].sum() / total),
-                "host_wait": float(host_wait / total)}
+        shares = {"compute_bound": float(busy[t["bound"] == "compute"].sum() / total),
+                  "memory_bound": float(busy[t["bound"].isin(["memory", "link"])].sum() / total),
+                  "overhead": float(t["overhead_s"].sum() / total)}
+        if "waited" in t:
+            idle = (t["start_s"] - t.groupby("stream", sort=False)["end_s"].shift(fill_value=0.0)).clip(lower=0.0)
+            host = t["waited"] == "host"
+            shares["host_wait"] = float(idle[host].sum() / total)
+            shares["data_wait"] = float(idle[~host].sum() / total)
+        return shares
 
     def peak_bytes(self) -> dict[str, float]:
         """The most each tier held at any moment of the step."""

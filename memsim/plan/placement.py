@@ -29,13 +29,13 @@ def home_tiers(tensors: pd.DataFrame, plan: Plan, default: np.ndarray, known_tie
     ids = tensors["tensor_id"].to_numpy()
     for index, rule in enumerate(plan.placement):
         if rule.tier not in known_tiers:
-            raise MemsimError(f"plan key placement.{index}.tier: '{rule.tier}' names no tier "
+            raise MemsimError(f"{plan.origin}: plan key placement.{index}.tier: '{rule.tier}' names no tier "
                               f"(known tiers: {', '.join(known_tiers)})")
         match = ~assigned
         if rule.role is not None:
             match &= roles == rule.role
         if rule.name is not None:
-            match &= names.str.match(fnmatch.translate(rule.name)).to_numpy()
+            match &= np.array([fnmatch.fnmatchcase(name, rule.name) for name in names], dtype=bool)
         if rule.layer is not None:
             match &= np.isin(layers, list(parse_layers(rule.layer)))
         if rule.tensor is not None:

@@ -101,6 +101,8 @@ class Plan(Spec):
     compute_streams: Annotated[int, Field(ge=1)] = 1
     stages: list[Stage] = Field(default_factory=list)
     tensor_parallel: TensorParallel | None = None
+    origin: str = Field(default="plan", exclude=True)
+    """Where the plan came from (its file), for error messages."""
 
     @property
     def moves_data(self) -> bool:
@@ -126,8 +128,8 @@ def load_plan(source: str | Path | dict | Plan | None) -> Plan:
         if not isinstance(source, dict):
             raise MemsimError(f"{path}: a plan is a mapping of keys (placement, prefetch_depth, eviction, ...)")
     try:
-        return Plan.model_validate(source)
+        return Plan.model_validate(source).model_copy(update={"origin": origin})
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise MemsimError(f"{origin}: plan key {where}: {first['msg']}") from None
+        where = [str(part) for part in first["loc"]] + [str(first.get("ctx", {}).get("key", ""))]
+        raise MemsimError(f"{origin}: plan key {'.'.join(part for part in where if part)}: {first['msg']}") from None
