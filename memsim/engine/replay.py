@@ -21,7 +21,7 @@ from memsim.cost import price_ops
 from memsim.engine.core import NO_OVERFLOW, run_tasks
 from memsim.engine.devices import (add_allreduces, add_op_flows, add_transfers_between_devices,
                                    assign_devices)
-from memsim.engine.memory import default_placement, occupancy
+from memsim.engine.memory import occupancy
 from memsim.engine.movement import Movement, add_movement
 from memsim.engine.result import Result
 from memsim.engine.tasks import GraphBuilder, TaskGraph
@@ -111,18 +111,21 @@ def build_graph(trace: Trace, system: System, plan: Plan, topo: Topology) -> Bui
     builder = GraphBuilder(list(topo.tier_channel))
     costs = price_ops(ops, system.device)
     op_device = assign_devices(trace, system, plan)
-    stream_names = pd.Series(op_device, dtype=object) + ".compute" + pd.Series(
-        ops["stream"].to_numpy() % plan.compute_streams).astype(str)
-    stream_index = np.array([builder.stream(name) for name in stream_names], dtype=np.int64)
+    device_code, devices = pd.factorize(op_device, sort=True)
+    lane = device_code * plan.compute_streams + ops["stream"].to_numpy() % plan.compute_streams
+    lanes, lane_code = np.unique(lane, return_inverse=True)
+    stream_of_lane = np.array([builder.stream(f"{devices[code // plan.compute_streams]}.compute"
+                                              f"{code % plan.compute_streams}") for code in lanes], dtype=np.int64)
+    stream_index = stream_of_lane[lane_code] if n else np.zeros(0, np.int64)
     # Each device has its own host process issuing its ops in order.
-    rank_on_device = pd.Series(op_device).groupby(op_device).cumcount().to_numpy()
-    issue = dispatch_overhead(system.device) * (rank_on_device + 1)
-    op_task = builder.add_tasks(ops["name"].to_numpy(), "op", stream_index, op_row=np.arange(n), issue_s=issue,
+    rank_on_device = np.arange(n) if len(devices) <= 1 else pd.Series(device_code).groupby(device_code).cumcount()
+    issue = dispatch_overhead(system.device) * (np.asarray(rank_on_device) + 1)
+    op_task = builder.add_tasks(n, "op", stream_index, op_row=np.arange(n), issue_s=issue,
                                 overhead_s=costs["overhead_s"].to_numpy())
-    compute_tier = {device: topo.compute_tier(device) for device in set(op_device)}
-    op_tier = np.array([compute_tier[device] for device in op_device], dtype=object)
+    compute_tier = {device: topo.compute_tier(device) for device in devices}
+    op_tier = np.array([compute_tier[device] for device in devices], dtype=object)[device_code]
     first_use = np.clip(trace.tensors["first_op"].to_numpy(), 0, max(n - 1, 0))
-    default = op_tier[first_use] if n else default_placement(trace, system)
+    default = op_tier[first_use] if n else np.full(len(trace.tensors), topo.compute_tier(system.main_instance))
     home = home_tiers(trace.tensors, plan, default, list(topo.tier_channel))
     shares = [(home, 1.0)]
     if plan.tensor_parallel is not None:
@@ -151,19 +154,27 @@ def data_pairs(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(producer op row, consumer op row, tensor row): each access paired with the last earlier write
     of its tensor, so an op waits for what it reads and does not overwrite what is being written."""
     access = trace.accesses
-    empty = np.zeros(0, np.int64)
-    if not len(access):
-        return empty, empty, empty
-    row_of_op = pd.Series(np.arange(len(trace.ops)), index=trace.ops["op_id"].to_numpy())
+    n_ops = len(trace.ops)
+    row_of_op = pd.Series(np.arange(n_ops), index=trace.ops["op_id"].to_numpy())
     row_of_tensor = pd.Series(np.arange(len(trace.tensors)), index=trace.tensors["tensor_id"].to_numpy())
-    frame = pd.DataFrame({"key": row_of_op.loc[access["op_id"].to_numpy()].to_numpy(),
-                          "tensor": row_of_tensor.loc[access["tensor_id"].to_numpy()].to_numpy(),
-                          "write": access["write"].to_numpy()}).sort_values(["key", "tensor"], kind="stable")
-    writes = frame.loc[frame["write"], ["key", "tensor"]].assign(producer=lambda f: f["key"])
-    paired = pd.merge_asof(frame, writes, on="key", by="tensor", allow_exact_matches=False)
-    paired = paired.dropna(subset=["producer"])
-    return (paired["producer"].to_numpy(np.int64), paired["key"].to_numpy(np.int64),
-            paired["tensor"].to_numpy(np.int64))
+    op = row_of_op.loc[access["op_id"].to_numpy()].to_numpy()
+    tensor = row_of_tensor.loc[access["tensor_id"].to_numpy()].to_numpy()
+    order = np.lexsort((op, tensor))
+    op, tensor, write = op[order], tensor[order], access["write"].to_numpy()[order]
+    m = len(op)
+    if not m:
+        return op, op, tensor
+    group = np.cumsum(np.r_[True, tensor[1:] != tensor[:-1]]) - 1
+    # The last write at or before each access, within its tensor: a running max that restarts per tensor.
+    offset = group * (n_ops + 2)
+    last_write = np.maximum.accumulate(offset + np.where(write, op, -1) + 1) - offset - 1
+    # An op does not wait for itself: look just before the first access of its (tensor, op) block.
+    block = np.r_[True, (tensor[1:] != tensor[:-1]) | (op[1:] != op[:-1])]
+    before = np.maximum.accumulate(np.where(block, np.arange(m), 0)) - 1
+    safe = np.maximum(before, 0)
+    producer = np.where((before >= 0) & (group[safe] == group), last_write[safe], -1)
+    keep = producer >= 0
+    return producer[keep], op[keep], tensor[keep]
 
 
 def add_tensor_lifetimes(builder: GraphBuilder, trace: Trace, op_task: np.ndarray, home: np.ndarray,
@@ -214,28 +225,36 @@ def overflow_error(trace: Trace, home: np.ndarray, tier: str, capacity: float, t
 
 
 def make_timeline(trace: Trace, graph: TaskGraph, topo: Topology, start, end, last_flow) -> pd.DataFrame:
-    """One row per task: op, stream, device, start, end, and what bound it."""
+    """One row per task: op, stream, device, start, end, and what bound it. Op tasks come first,
+    in trace order, so their text columns are the trace's own (no per-row Python strings)."""
     ops = trace.ops
-    row = graph.op_row
-    is_op = row >= 0
-    pick = lambda column, fill: np.where(is_op, ops[column].to_numpy()[np.maximum(row, 0)], fill)  # noqa: E731
-    label = np.where(last_flow >= 0, graph.flow_label[np.maximum(last_flow, 0)], "overhead")
-    channel_kind = {name: kind for name, kind in zip(topo.names, topo.kind)}
-    bound = np.array(["compute" if lab == "compute" else "overhead" if lab == "overhead" else
-                      "memory" if channel_kind.get(lab) == "memory" else "link" for lab in label], dtype=object)
-    streams = np.array(graph.streams, dtype=object)[graph.stream]
-    costs_overhead = graph.overhead_s
-    return pd.DataFrame({
-        "op_id": pick("op_id", -1).astype(np.int64), "name": graph.name, "kind": graph.kind,
-        "category": pick("category", "memcpy"), "scope": pick("scope", ""),
-        "stream": streams, "device": pd.Series(streams).str.rsplit(".", n=1).str[0].to_numpy(),
-        "issue_s": graph.issue_s, "start_s": start, "end_s": end, "overhead_s": costs_overhead,
-        "waited": np.where(is_op & (start == graph.issue_s) & (graph.issue_s > 0), "host", ""),
-        "bound": bound, "bound_by": label,
-        "flops": pick("flops", 0.0).astype(float),
-        "bytes": np.where(is_op, (ops["bytes_read"] + ops["bytes_written"]).to_numpy()[np.maximum(row, 0)],
-                          _task_bytes(graph)).astype(float),
-    })
+    n_ops = len(ops)
+    added = slice(n_ops, len(graph))
+    text = pd.concat([
+        ops[["op_id", "name", "category", "scope"]].reset_index(drop=True),
+        pd.DataFrame({"op_id": np.full(len(graph) - n_ops, -1, np.int64), "name": graph.name[added],
+                      "category": np.where(graph.kind[added] == "collective", "collective", "memcpy"),
+                      "scope": ""}).astype({"name": ops["name"].dtype, "category": ops["category"].dtype,
+                                            "scope": ops["scope"].dtype}),
+    ], ignore_index=True)
+    channel_kind = dict(zip(topo.names, topo.kind))
+    labels = np.array(graph.labels + ["overhead"], dtype=object)
+    bounds = np.array(["compute" if label == "compute" else "overhead" if label == "overhead" else
+                       "memory" if channel_kind.get(label) == "memory" else "link" for label in labels], dtype=object)
+    code = np.where(last_flow >= 0, graph.flow_label[np.maximum(last_flow, 0)], len(labels) - 1)
+    streams = np.array(graph.streams, dtype=object)
+    devices = np.array([stream.rsplit(".", 1)[0] for stream in graph.streams], dtype=object)
+    is_op = graph.op_row >= 0
+    op_bytes = (ops["bytes_read"] + ops["bytes_written"]).to_numpy(float)
+    return text.assign(
+        kind=graph.kind, stream=streams[graph.stream], device=devices[graph.stream],
+        issue_s=graph.issue_s, start_s=start, end_s=end, overhead_s=graph.overhead_s,
+        waited=np.where(is_op & (start == graph.issue_s) & (graph.issue_s > 0), "host", ""),
+        bound=bounds[code], bound_by=labels[code],
+        flops=np.r_[ops["flops"].to_numpy(float), np.zeros(len(graph) - n_ops)],
+        bytes=np.r_[op_bytes, _task_bytes(graph)[added]])[
+        ["op_id", "name", "kind", "category", "scope", "stream", "device", "issue_s", "start_s", "end_s",
+         "overhead_s", "waited", "bound", "bound_by", "flops", "bytes"]]
 
 
 def _task_bytes(graph: TaskGraph) -> np.ndarray:

@@ -26,7 +26,9 @@ class TaskGraph:
     flow_ptr: np.ndarray
     flow_volume: np.ndarray
     flow_label: np.ndarray
-    """Per flow, what bounds it when it is the last to end: 'compute', a tier, or a link."""
+    """Per flow, an index into `labels`: what bounds it when it is the last to end."""
+    labels: list[str]
+    """'compute', a tier or a link channel's name."""
     hop_ptr: np.ndarray
     hop_channel: np.ndarray
     hop_weight: np.ndarray
@@ -72,10 +74,11 @@ class GraphBuilder:
     def stream(self, name: str) -> int:
         return self.streams.setdefault(name, len(self.streams))
 
-    def add_tasks(self, names, kind: str, stream, op_row=None, issue_s=0.0, overhead_s=0.0) -> np.ndarray:
-        """Add tasks in bulk; returns their ids. Scalars are broadcast."""
-        names = np.asarray(names, dtype=object)
-        n = len(names)
+    def add_tasks(self, n: int, kind: str, stream, names=None, op_row=None, issue_s=0.0,
+                  overhead_s=0.0) -> np.ndarray:
+        """Add n tasks in bulk; returns their ids. Scalars are broadcast. Op tasks need no names
+        (the timeline takes them from the trace)."""
+        names = np.full(n, None, dtype=object) if names is None else np.asarray(names, dtype=object)
         ids = np.arange(self._count, self._count + n)
         self._count += n
         full = lambda value, dtype: np.broadcast_to(np.asarray(value, dtype=dtype), (n,)).copy()  # noqa: E731
@@ -85,7 +88,7 @@ class GraphBuilder:
         return ids
 
     def add_task(self, name: str, kind: str, stream: str, overhead_s: float = 0.0) -> int:
-        return int(self.add_tasks([name], kind, self.stream(stream), overhead_s=overhead_s)[0])
+        return int(self.add_tasks(1, kind, self.stream(stream), names=[name], overhead_s=overhead_s)[0])
 
     def add_flows(self, tasks, volumes, hops: list[Hop], label: str) -> None:
         """One flow per task, all over the same hops (e.g. every op's compute, or one copy)."""
@@ -123,8 +126,10 @@ class GraphBuilder:
 
         flow_task = np.concatenate([f[0] for f in self._flows]) if self._flows else np.zeros(0, np.int64)
         volume = np.concatenate([f[1] for f in self._flows]) if self._flows else np.zeros(0)
-        label = np.concatenate([np.full(len(f[0]), f[3], dtype=object) for f in self._flows]) \
-            if self._flows else np.zeros(0, dtype=object)
+        labels = sorted({f[3] for f in self._flows})
+        code = {name: index for index, name in enumerate(labels)}
+        label = np.concatenate([np.full(len(f[0]), code[f[3]]) for f in self._flows]) \
+            if self._flows else np.zeros(0, np.int64)
         hop_count = np.concatenate([np.full(len(f[0]), len(f[2])) for f in self._flows]) \
             if self._flows else np.zeros(0, np.int64)
         hop_channel = np.concatenate([np.tile([h.channel for h in f[2]], len(f[0])) for f in self._flows]) \
@@ -149,7 +154,7 @@ class GraphBuilder:
         alloc_ptr, alloc_tier, alloc_bytes, alloc_tensor = _table_csr(self._allocs, n, 4)
         free_ptr, free_tier, free_bytes = _table_csr(self._frees, n, 3)
         return TaskGraph(name, kind, stream, list(self.streams), op_row, issue, overhead, flow_ptr,
-                         volume[order], label[order], hop_ptr, hop_channel[gather].astype(np.int64),
+                         volume[order], label[order], labels, hop_ptr, hop_channel[gather].astype(np.int64),
                          hop_weight[gather].astype(float), succ_ptr, succ, start_succ_ptr, start_succ,
                          indegree.astype(np.int64), alloc_ptr, alloc_tier.astype(np.int64), alloc_bytes,
                          alloc_tensor, free_ptr, free_tier.astype(np.int64), free_bytes)
@@ -162,7 +167,8 @@ def _edges_csr(edges: list[tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.n
         after = np.concatenate([e[1] for e in edges])
     else:
         before = after = np.zeros(0, np.int64)
-    keys = np.unique(before * n + after)
+    keys = np.sort(before * n + after)
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
     before, after = keys // n, keys % n
     ptr = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(before, minlength=n), out=ptr[1:])

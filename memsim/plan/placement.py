@@ -25,7 +25,7 @@ def home_tiers(tensors: pd.DataFrame, plan: Plan, default: np.ndarray, known_tie
     assigned = np.zeros(len(tensors), dtype=bool)
     names = tensors["name"].fillna("")
     roles = tensors["role"].to_numpy()
-    layers = layer_numbers(names)
+    layers = layer_numbers(names) if any(rule.layer is not None for rule in plan.placement) else None
     ids = tensors["tensor_id"].to_numpy()
     for index, rule in enumerate(plan.placement):
         if rule.tier not in known_tiers:
