@@ -143,3 +143,18 @@ def test_same_inputs_give_a_bit_identical_timeline_with_movement(llama7b_decode)
     assert first.timeline.equals(second.timeline)
     assert np.array_equal(first.timeline["end_s"].to_numpy(), second.timeline["end_s"].to_numpy())
     assert first.occupancy_over_time.equals(second.occupancy_over_time)
+
+
+def test_two_compute_streams_share_the_compute_unit_and_a_consumer_waits_for_both():
+    # Two independent GEMMs of 1 ms each (1e12 FLOPs at 1000 TFLOP/s) on two streams, issued at 5
+    # and 10 us, computing after a 1 us launch: the first runs alone from 6 to 11 us (995 us left),
+    # then both at half speed; the first ends 2 x 995 us later (2001 us), the second has 5 us left,
+    # alone again (2006 us). The third op reads both outputs: 2006 + 1 + 1000 = 3007 us.
+    ops = [{"category": "gemm", "flops": 1e12, "stream": 0}, {"category": "gemm", "flops": 1e12, "stream": 1},
+           {"category": "gemm", "flops": 1e12, "stream": 0}]
+    trace = synthetic_trace(ops, [{"nbytes": 1e3}, {"nbytes": 1e3}, {"nbytes": 1e3}],
+                            [(0, 0, True), (1, 1, True), (2, 0, False), (2, 1, False), (2, 2, True)])
+    result = simulate(trace, validate_system(gpu_system()), {"compute_streams": 2})
+    end = result.ops["end_s"].to_numpy()
+    assert end == pytest.approx([2001e-6, 2006e-6, 3007e-6], rel=1e-6)
+    assert list(result.ops["stream"]) == ["gpu.compute0", "gpu.compute1", "gpu.compute0"]

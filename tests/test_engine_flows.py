@@ -33,7 +33,8 @@ def run(transfers, system=SYSTEM):
     builder = GraphBuilder(list(topo.tier_channel))
     for index, (source, target, nbytes, at) in enumerate(transfers):
         hops, _ = topo.route(source, target)
-        task = int(builder.add_tasks(1, "copy", builder.stream(f"engine{index}"), names=[f"copy {index}"], issue_s=at)[0])
+        stream = builder.stream(f"engine{index}")
+        task = int(builder.add_tasks(1, "copy", stream, names=[f"copy {index}"], issue_s=at)[0])
         builder.add_flows(task, nbytes, hops, topo.slowest(hops))
     graph = builder.build()
     tiers = list(topo.tier_channel)

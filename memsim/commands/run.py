@@ -39,6 +39,8 @@ def load_trace_or_workload(args):
 
 
 def cmd_run(args) -> int:
+    from rich.console import Console
+
     from memsim.engine import simulate
     from memsim.hardware import load_system
     from memsim.plan import load_plan
@@ -48,7 +50,8 @@ def cmd_run(args) -> int:
     system = load_system(args.hardware, key_values(args.set, "--set"))
     plan = load_plan(args.plan)
     trace = load_trace_or_workload(args)
-    result = simulate(trace, system, plan)
+    with Console(stderr=True).status(f"simulating {len(trace.ops):,} ops on {system.name}"):
+        result = simulate(trace, system, plan)
     summary = result.summary()
     if args.perfetto:
         summary["perfetto_file"] = str(write_perfetto(result, args.perfetto))

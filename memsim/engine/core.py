@@ -23,7 +23,7 @@ NO_OVERFLOW = -1
 
 @numba.njit(cache=True)
 def fair_rates(active, n_active, hop_ptr, hop_channel, hop_weight, capacity, rate, cap_left, wsum, frozen, touched):
-    """Max-min fair rates of the active flows by progressive filling; returns channels touched."""
+    """Max-min fair rates of the active flows by progressive filling (written into `rate`)."""
     n_touched = 0
     for i in range(n_active):
         f = active[i]
@@ -72,7 +72,6 @@ def fair_rates(active, n_active, hop_ptr, hop_channel, hop_weight, capacity, rat
                     cap_left[hop_channel[h]] -= hop_weight[h] * best
     for j in range(n_touched):
         wsum[touched[j]] = 0.0
-    return n_touched
 
 
 @numba.njit(cache=True)
@@ -127,12 +126,16 @@ def run_tasks(issue_s, overhead_s, flow_ptr, flow_volume, hop_ptr, hop_channel, 
               succ_ptr, succ, start_succ_ptr, start_succ, indegree,
               alloc_ptr, alloc_tier, alloc_bytes, free_ptr, free_tier, free_bytes,
               capacity, tier_capacity, tier_initial):
-    """Run every task to its end. Returns per-task times, per-channel work, and samples."""
+    """Run every task to its end (or to the first tier overflow).
+
+    Returns per task: start, end, the flow that ended last; per channel: the work done (units
+    moved); samples of tier occupancy (time, tier, bytes) and of channel load (time, channel,
+    share); and the overflowing tier and task, or NO_OVERFLOW and -1.
+    """
     n_tasks = issue_s.shape[0]
     n_flows = flow_volume.shape[0]
     n_channels = capacity.shape[0]
     start = np.full(n_tasks, np.nan)
-    flows_at = np.full(n_tasks, np.nan)
     end = np.full(n_tasks, np.nan)
     last_flow = np.full(n_tasks, -1, np.int64)
     pending = indegree.copy()
@@ -217,7 +220,6 @@ def run_tasks(issue_s, overhead_s, flow_ptr, flow_volume, hop_ptr, hop_channel, 
                 stack[n_stack] = t
                 n_stack += 1
                 continue
-            flows_at[t] = now
             for f in range(flow_ptr[t], flow_ptr[t + 1]):
                 if remaining[f] > 0.0:
                     active[n_active] = f
@@ -294,9 +296,9 @@ def run_tasks(issue_s, overhead_s, flow_ptr, flow_volume, hop_ptr, hop_channel, 
             else:
                 i += 1
 
-    return (start, flows_at, end, last_flow, work, sample_time[:n_samples], sample_tier[:n_samples],
+    return (start, end, last_flow, work, sample_time[:n_samples], sample_tier[:n_samples],
             sample_bytes[:n_samples], bw_time[:n_bw], bw_channel[:n_bw], bw_load[:n_bw],
-            overflow_tier, overflow_task, now)
+            overflow_tier, overflow_task)
 
 
 @numba.njit(cache=True)

@@ -32,14 +32,16 @@ def assign_devices(trace: Trace, system: System, plan: Plan) -> np.ndarray:
     def check(name: str, key: str) -> str:
         if name not in instances or not instances[name].compute:
             known = [d for d, dev in instances.items() if dev.compute]
-            raise MemsimError(f"{plan.origin}: plan key {key}: '{name}' names no device with compute (known: {', '.join(known)})")
+            raise MemsimError(f"{plan.origin}: plan key {key}: '{name}' names no device with compute "
+                              f"(known: {', '.join(known)})")
         return name
 
     if plan.tensor_parallel is not None:
         for index, name in enumerate(plan.tensor_parallel.devices):
             check(name, f"tensor_parallel.devices.{index}")
         if plan.moves_data or plan.stages:
-            raise MemsimError(f"{plan.origin}: tensor_parallel cannot yet be combined with placement, eviction or stages")
+            raise MemsimError(f"{plan.origin}: tensor_parallel cannot yet be combined with placement, "
+                              f"eviction or stages")
         return np.full(n, plan.tensor_parallel.devices[0], dtype=object)
     if not plan.stages:
         return np.full(n, system.main_instance, dtype=object)

@@ -85,12 +85,11 @@ def simulate(trace: Trace, system: System, plan: Plan | dict | str | None = None
 
 def run_graph(graph: TaskGraph, topo: Topology, tier_capacity: np.ndarray, initial: np.ndarray) -> tuple:
     """Run the compiled event loop over a built graph (what the benchmark times)."""
-    (start, _, end, last_flow, work, *samples) = run_tasks(
+    return run_tasks(
         graph.issue_s, graph.overhead_s, graph.flow_ptr, graph.flow_volume, graph.hop_ptr, graph.hop_channel,
         graph.hop_weight, graph.succ_ptr, graph.succ, graph.start_succ_ptr, graph.start_succ, graph.indegree,
         graph.alloc_ptr, graph.alloc_tier, graph.alloc_bytes, graph.free_ptr, graph.free_tier, graph.free_bytes,
         topo.capacities(), tier_capacity, initial)
-    return (start, end, last_flow, work, *samples[:-1])
 
 
 @dataclass
