@@ -12,6 +12,10 @@ Fetches run on copy engines ahead of compute, at most `prefetch_depth` consumers
 fetch for the k-th op that needs one starts once the (k - depth)-th has started. With two or
 more copy engines the last one carries write-backs and evictions (device to host), the others
 take fetches in turn (host to device), as a GPU's copy engines do.
+
+The eviction pass counts each op's own staging buffers, not those of fetches running ahead of
+it; the run itself tracks every tier over time and stops with the overflow error if prefetching
+ever overfills one.
 """
 from __future__ import annotations
 
@@ -142,12 +146,13 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
                 dirty.add(row)
             if row in evicted and row not in refetch:
                 refetch.append(row)
+        staged_writes = {tier: size for tier, size in staged_writes.items() if size > 0}
         wait = mover.fetch_slot(device, task, previous_on_device.get(device)) \
             if staged_reads or refetch else []
         room = []   # evictions that make room for this op: its fetches wait for them
 
         if eviction:
-            created = [row for row in set(touched) if first_op[row] == op and not preexisting[row]
+            created = [row for row in sorted(set(touched)) if first_op[row] == op and not preexisting[row]
                        and row not in resident]
             need = sum(nbytes[row] for row in created + refetch) + sum(staged_reads.values()) \
                 + sum(staged_writes.values())

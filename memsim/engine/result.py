@@ -105,11 +105,13 @@ class Result:
         }
 
     def write_timeline(self, folder: str | Path, fmt: str = "csv") -> Path:
+        """Write timeline.<fmt> (and occupancy.<fmt>, each tier's bytes over time) into `folder`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"timeline.{fmt}"
-        if fmt == "parquet":
-            self.timeline.to_parquet(path, index=False)
-        else:
-            self.timeline.to_csv(path, index=False)
-        return path
+        for name, table in (("timeline", self.timeline), ("occupancy", self.occupancy_over_time)):
+            path = folder / f"{name}.{fmt}"
+            if fmt == "parquet":
+                table.to_parquet(path, index=False)
+            else:
+                table.to_csv(path, index=False)
+        return folder / f"timeline.{fmt}"

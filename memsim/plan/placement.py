@@ -49,8 +49,9 @@ def victim_order(policy: str, candidates: list[int], last_use: dict[int, int], n
     """Resident tensors in the order an eviction policy gives them up.
 
     lru: least recently used first. next_use: the one needed furthest in the future first
-    (PatrickStar's policy, with next uses known from the trace, its warm-up pass). Ties by id.
+    (PatrickStar's policy, with next uses known from the trace, its warm-up pass). Ties by id;
+    a tensor not used yet counts as used before the step.
     """
     if policy == "lru":
-        return sorted(candidates, key=lambda t: (last_use[t], t))
+        return sorted(candidates, key=lambda t: (last_use.get(t, -1), t))
     return sorted(candidates, key=lambda t: (-next_use[t], t))
