@@ -81,3 +81,14 @@ def test_a_plan_naming_an_unknown_device_is_a_clear_error():
     with pytest.raises(MemsimError, match="plan key stages.1.device: 'gpu9' names no device"):
         simulate(two_layers(1e3), validate_system(node(2)),
                  {"stages": [{"layers": "0", "device": "gpu0"}, {"layers": "1", "device": "gpu9"}]})
+
+
+def test_memsim_run_pipelines_a_model_over_two_gpus_of_the_hgx_node(run_cli, tmp_path):
+    import json
+    plan = tmp_path / "pipeline.yaml"
+    plan.write_text("stages:\n  - {layers: '0', device: gpu0}\n  - {layers: '1', device: gpu1}\n")
+    summary = json.loads(run_cli("run", "nvidia-hgx-h100-8gpu", "llama-tiny", "--context", "16", "--plan", plan,
+                                 "--json", check=True).stdout)
+    # llama-tiny's hidden state is 64 fp32 values: at least that crosses from gpu0 to gpu1.
+    assert summary["movement"]["bytes_by_route"]["gpu0.hbm->gpu1.hbm"] >= 64 * 4
+    assert set(summary["peak_bytes"]) == {"gpu0.hbm", "gpu1.hbm"}

@@ -15,6 +15,7 @@ import fnmatch
 import numpy as np
 import pandas as pd
 
+from memsim.engine.movement import Movement
 from memsim.engine.tasks import GraphBuilder
 from memsim.engine.topology import Hop, Topology
 from memsim.errors import MemsimError
@@ -73,7 +74,8 @@ def add_op_flows(builder: GraphBuilder, topo: Topology, plan: Plan, op_task: np.
                               topo.names[tier])
 
 
-def add_allreduces(builder: GraphBuilder, topo: Topology, plan: Plan, trace: Trace, op_task: np.ndarray) -> None:
+def add_allreduces(builder: GraphBuilder, topo: Topology, plan: Plan, trace: Trace, op_task: np.ndarray,
+                   moved: Movement) -> None:
     """A ring all-reduce of the output of every op whose scope matches `allreduce_after`."""
     if plan.tensor_parallel is None or not plan.tensor_parallel.allreduce_after:
         return
@@ -86,10 +88,12 @@ def add_allreduces(builder: GraphBuilder, topo: Topology, plan: Plan, trace: Tra
         matched |= np.array([fnmatch.fnmatchcase(scope, pattern) for scope in scopes], dtype=bool)
     for op in np.flatnonzero(matched):
         task = builder.add_task(f"all-reduce {scopes[op]}", "collective", f"{members[0]}.collective")
+        share = 2 * (n - 1) / n * written[op]
         for rank, member in enumerate(members):
-            neighbour = members[(rank + 1) % n]
-            hops, _ = topo.route(topo.compute_tier(member), topo.compute_tier(neighbour))
-            builder.add_flows(task, 2 * (n - 1) / n * written[op], hops, topo.slowest(hops))
+            source, target = topo.compute_tier(member), topo.compute_tier(members[(rank + 1) % n])
+            hops, _ = topo.route(source, target)
+            builder.add_flows(task, share, hops, topo.slowest(hops))
+            moved.add("allreduce", source, target, share)
         builder.depend(op_task[op], task)
         if op + 1 < len(op_task):
             builder.depend(task, op_task[op + 1])
@@ -97,7 +101,7 @@ def add_allreduces(builder: GraphBuilder, topo: Topology, plan: Plan, trace: Tra
 
 def add_transfers_between_devices(builder: GraphBuilder, topo: Topology, trace: Trace, op_task: np.ndarray,
                                   op_device: np.ndarray, producer: np.ndarray, consumer: np.ndarray,
-                                  tensor_row: np.ndarray) -> None:
+                                  tensor_row: np.ndarray, moved: Movement) -> None:
     """A tensor written on one device and read on another is sent once per (producer, tensor, device)."""
     cross = op_device[producer] != op_device[consumer]
     if not cross.any():
@@ -110,6 +114,7 @@ def add_transfers_between_devices(builder: GraphBuilder, topo: Topology, trace: 
         hops, latency = topo.route(topo.compute_tier(source), topo.compute_tier(target))
         task = builder.add_task(f"send t{tensor} {source}->{target}", "p2p", f"{source}.p2p", overhead_s=latency)
         builder.add_flows(task, sizes[tensor], hops, topo.slowest(hops))
+        moved.add("p2p", topo.compute_tier(source), topo.compute_tier(target), sizes[tensor])
         builder.depend(op_task[source_op], task)
         builder.depend(task, op_task[group["consumer"].to_numpy()])
         builder.allocate(task, topo.compute_tier(target), sizes[tensor], tensor)

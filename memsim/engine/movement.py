@@ -41,11 +41,14 @@ class Movement:
     starts_in: dict[int, str] = field(default_factory=dict)
     """Tensors (rows) that exist before the step but do not fit their tier: they start in the spill tier."""
 
+    def add(self, kind: str, source: str, target: str, nbytes: float) -> None:
+        self.bytes_by_kind[kind] += nbytes
+        self.bytes_by_route[f"{source}->{target}"] += nbytes
+
 
 class Mover:
-    def __init__(self, builder: GraphBuilder, topo: Topology, plan: Plan):
-        self.builder, self.topo, self.plan = builder, topo, plan
-        self.moved = Movement()
+    def __init__(self, builder: GraphBuilder, topo: Topology, plan: Plan, moved: Movement):
+        self.builder, self.topo, self.plan, self.moved = builder, topo, plan, moved
         self._slots: dict[str, list[int]] = defaultdict(list)   # per device: consumer op tasks in order
         self._fetch_count: dict[str, int] = defaultdict(int)
 
@@ -63,8 +66,7 @@ class Mover:
         hops, latency = self.topo.route(source, target)
         task = self.builder.add_task(label, kind, stream, overhead_s=latency)
         self.builder.add_flows(task, nbytes, hops, self.topo.slowest(hops))
-        self.moved.bytes_by_kind[kind] += nbytes
-        self.moved.bytes_by_route[f"{source}->{target}"] += nbytes
+        self.moved.add(kind, source, target, nbytes)
         return task
 
     def fetch_slot(self, device: str, consumer: int, previous_op: int | None) -> list[int]:
@@ -80,9 +82,9 @@ class Mover:
 
 
 def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan, op_task: np.ndarray,
-                 op_device: np.ndarray, home: np.ndarray) -> Movement:
-    """Add the copies `plan` implies to `builder`; returns the bytes they move."""
-    mover = Mover(builder, topo, plan)
+                 op_device: np.ndarray, home: np.ndarray, moved: Movement) -> None:
+    """Add the copies `plan` implies to `builder`, counting the bytes they move in `moved`."""
+    mover = Mover(builder, topo, plan, moved)
     tensors = trace.tensors
     row_of = {int(t): row for row, t in enumerate(tensors["tensor_id"].to_numpy())}
     nbytes = tensors["nbytes"].to_numpy(float)
@@ -91,6 +93,7 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
     kept = (tensors["preexisting"] | tensors["alive_at_end"]).to_numpy()
     preexisting = tensors["preexisting"].to_numpy()
     compute_tier = {device: topo.compute_tier(device) for device in set(op_device)}
+    device_tiers = set(compute_tier.values())
     access = trace.accesses
     op_rows = access["op_id"].map(dict(zip(trace.ops["op_id"], range(len(trace.ops))))).to_numpy()
     rows = np.fromiter((row_of[int(t)] for t in access["tensor_id"].to_numpy()), np.int64, len(access))
@@ -139,6 +142,8 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
             row = int(rows[index])
             tier = home[row]
             if tier != ctier:
+                if tier in device_tiers and not preexisting[row]:
+                    continue   # made on another device during the step: sent point to point
                 (staged_writes if writes[index] else staged_reads)[tier] += sizes[index]
                 continue
             touched.append(row)
@@ -214,7 +219,6 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
             if eviction and last_op[row] == op and not kept[row] and row in resident:
                 occupied[ctier] -= resident.pop(row)
         previous_on_device[device] = task
-    return mover.moved
 
 
 def _wait(builder: GraphBuilder, wait: list[int], task: int) -> None:

@@ -137,11 +137,13 @@ def build_graph(trace: Trace, system: System, plan: Plan, topo: Topology) -> Bui
     same_device = op_device[producer] == op_device[consumer]
     cross_stream = same_device & (stream_index[producer] != stream_index[consumer])
     builder.depend(op_task[producer[cross_stream]], op_task[consumer[cross_stream]])
-    add_transfers_between_devices(builder, topo, trace, op_task, op_device, producer, consumer, tensor_row)
-    add_allreduces(builder, topo, plan, trace, op_task)
+    movement = Movement()
+    add_transfers_between_devices(builder, topo, trace, op_task, op_device, producer, consumer, tensor_row, movement)
+    add_allreduces(builder, topo, plan, trace, op_task, movement)
     for tiers, fraction in shares:
         add_tensor_lifetimes(builder, trace, op_task, tiers, fraction)
-    movement = add_movement(trace, builder, topo, plan, op_task, op_device, home) if plan.moves_data else Movement()
+    if plan.moves_data:
+        add_movement(trace, builder, topo, plan, op_task, op_device, home, movement)
     if movement.starts_in:   # tensors that did not fit start in the spill tier (no tensor-parallel here)
         starts = home.copy()
         starts[list(movement.starts_in)] = list(movement.starts_in.values())

@@ -99,13 +99,12 @@ class GraphBuilder:
             self._flows.append((tasks[keep], volumes[keep].copy(), hops, label))
 
     def depend(self, before, after) -> None:
-        """`after` starts only when `before` has ended."""
-        self._edges.append((np.atleast_1d(np.asarray(before, np.int64)), np.atleast_1d(np.asarray(after, np.int64))))
+        """`after` starts only when `before` has ended (either side may be one task or many)."""
+        self._edges.append(_pairs(before, after))
 
     def depend_on_start(self, before, after) -> None:
         """`after` starts only when `before` has begun."""
-        self._start_edges.append((np.atleast_1d(np.asarray(before, np.int64)),
-                                  np.atleast_1d(np.asarray(after, np.int64))))
+        self._start_edges.append(_pairs(before, after))
 
     def allocate(self, tasks, tier: str, nbytes, tensors=-1) -> None:
         """When each task begins, `nbytes` appear in `tier` (tensor ids kept for error messages)."""
@@ -158,6 +157,12 @@ class GraphBuilder:
                          hop_weight[gather].astype(float), succ_ptr, succ, start_succ_ptr, start_succ,
                          indegree.astype(np.int64), alloc_ptr, alloc_tier.astype(np.int64), alloc_bytes,
                          alloc_tensor, free_ptr, free_tier.astype(np.int64), free_bytes)
+
+
+def _pairs(before, after) -> tuple[np.ndarray, np.ndarray]:
+    before, after = np.broadcast_arrays(np.atleast_1d(np.asarray(before, np.int64)),
+                                        np.atleast_1d(np.asarray(after, np.int64)))
+    return before.copy(), after.copy()
 
 
 def _edges_csr(edges: list[tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -106,7 +106,8 @@ class Plan(Spec):
 
     @property
     def moves_data(self) -> bool:
-        return bool(self.placement) or self.eviction != "none"
+        """Whether tensors can be used away from where they live (so copies must be planned)."""
+        return bool(self.placement) or self.eviction != "none" or bool(self.stages)
 
 
 def load_plan(source: str | Path | dict | Plan | None) -> Plan:
