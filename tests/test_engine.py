@@ -158,3 +158,27 @@ def test_two_compute_streams_share_the_compute_unit_and_a_consumer_waits_for_bot
     end = result.ops["end_s"].to_numpy()
     assert end == pytest.approx([2001e-6, 2006e-6, 3007e-6], rel=1e-6)
     assert list(result.ops["stream"]) == ["gpu.compute0", "gpu.compute1", "gpu.compute0"]
+
+
+def test_an_evicted_tensor_written_since_it_came_back_is_written_out_again():
+    # A and B fit; C starts in DDR (a clean copy there). op2 brings C back (40) and evicts A, which
+    # has no copy (40 out). op3 writes C. op4 brings A back (40), evicting B (no copy: 40 out).
+    # op5 brings B back (40), evicting C: written at op3, so its DDR copy is stale (40 out).
+    weights = [{"nbytes": 40 * MB, "role": "weight", "preexisting": True, "alive_at_end": True, "name": name}
+               for name in ("A", "B", "C")]
+    trace = synthetic_trace([{"category": "gemm", "flops": 1e6} for _ in range(6)], weights,
+                            [(0, 0, False), (1, 1, False), (2, 2, False), (3, 2, True), (4, 0, False), (5, 1, False)])
+    result = simulate(trace, validate_system(gpu_system(hbm="100 MiB")), {"eviction": "lru"})
+    assert result.movement["bytes_by_kind"]["refetch"] == pytest.approx(120 * MB)
+    assert result.movement["bytes_by_kind"]["evict"] == pytest.approx(120 * MB)
+    assert result.movement["evictions"] == 3
+
+
+def test_a_calibrated_dispatch_overhead_overrides_the_datasheet_one():
+    n = 100
+    trace = synthetic_trace([{"flops": 1e3} for _ in range(n)], [{"nbytes": 4096} for _ in range(n)],
+                            [(i, i, True) for i in range(n)])
+    config = gpu_system(dispatch="5 us")
+    config["devices"]["gpu"]["calibration"] = {"source": "a test", "dispatch_overhead": "20 us"}
+    result = simulate(trace, validate_system(config))
+    assert result.step_time_s == pytest.approx(n * 20e-6 + 1e-6 + 4096 / 1000e9, rel=1e-9)

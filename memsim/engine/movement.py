@@ -110,7 +110,7 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
     resident: dict[int, float] = {}
     occupied: dict[str, float] = defaultdict(float)
     evicted: dict[int, int | None] = {}  # tensor row -> the evict task that moved it out (None: never in)
-    clean_copy: set[int] = set()          # evicted tensors whose spill copy is still valid
+    clean_copy: set[int] = set()          # tensors whose spill copy is valid (not written since it was made)
     if eviction:
         # What exists before the step fills its tier in order of first use; the rest starts spilled.
         first_use = {row: (found[0] if (found := uses.get(row)) else len(trace.ops)) for row in range(len(nbytes))}
@@ -125,7 +125,6 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
                 mover.moved.starts_in[row] = plan.spill_tier or _nearest_other_tier(topo, tier)
                 evicted[row] = None
                 clean_copy.add(row)
-    dirty: set[int] = set()
     last_use: dict[int, int] = {}
     previous_on_device: dict[str, int] = {}
 
@@ -148,7 +147,7 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
                 continue
             touched.append(row)
             if writes[index]:
-                dirty.add(row)
+                clean_copy.discard(row)
             if row in evicted and row not in refetch:
                 refetch.append(row)
         staged_writes = {tier: size for tier, size in staged_writes.items() if size > 0}
@@ -184,7 +183,6 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
                     del resident[row]
                     evicted[row] = out
                     clean_copy.add(row)
-                    dirty.discard(row)
                     mover.moved.evictions += 1
             for row in created + refetch:
                 resident[row] = nbytes[row]
