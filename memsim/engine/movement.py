@@ -99,6 +99,7 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
     rows = np.fromiter((row_of[int(t)] for t in access["tensor_id"].to_numpy()), np.int64, len(access))
     writes = access["write"].to_numpy()
     sizes = access["nbytes"].to_numpy(float)
+    op_names = trace.ops["name"].tolist()
     order = np.argsort(op_rows, kind="stable")
     bounds = np.searchsorted(op_rows[order], np.arange(len(trace.ops) + 1))
 
@@ -173,7 +174,7 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
                     out = mover.copy("evict", f"evict t{row}", ctier, spill, 0.0 if row in clean_copy
                                      else nbytes[row], mover.engine(device, outbound=True))
                     if row in last_use:
-                        builder.depend(op_task[last_use[row]], out)
+                        builder.depend(int(op_task[last_use[row]]), out)
                     builder.free(out, ctier, nbytes[row])
                     if row not in clean_copy:
                         builder.allocate(out, spill, nbytes[row])
@@ -197,7 +198,7 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
             builder.allocate(back, ctier, nbytes[row], row)
             builder.depend(back, task)
         for tier, size in sorted(staged_reads.items()):
-            fetch = mover.copy("fetch", f"fetch {trace.ops['name'].iat[op]}", tier, ctier, size,
+            fetch = mover.copy("fetch", f"fetch {op_names[op]}", tier, ctier, size,
                                mover.engine(device, False))
             _wait(builder, wait + room, fetch)
             builder.allocate(fetch, ctier, size)
@@ -207,7 +208,7 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
         for tier, size in sorted(staged_writes.items()):
             if tier not in staged_reads:
                 builder.allocate(task, ctier, size)
-            back = mover.copy("writeback", f"write back {trace.ops['name'].iat[op]}", ctier, tier, size,
+            back = mover.copy("writeback", f"write back {op_names[op]}", ctier, tier, size,
                               mover.engine(device, outbound=True))
             builder.depend(task, back)
             builder.free(back, ctier, size + staged_reads.get(tier, 0.0))

@@ -12,6 +12,9 @@ import numpy as np
 
 from memsim.engine.topology import Hop
 
+ONE = (int, np.integer)
+"""A single task id (the builder's cheap path) rather than an array of them."""
+
 
 @dataclass
 class TaskGraph:
@@ -58,18 +61,28 @@ def _csr(owner: np.ndarray, n: int, *columns: np.ndarray):
 
 
 class GraphBuilder:
-    """Collects tasks, flows, dependencies and allocations; `build` packs them into a TaskGraph."""
+    """Collects tasks, flows, dependencies and allocations; `build` packs them into a TaskGraph.
+
+    Bulk calls take arrays (one entry per task); calls about a single task (an int) go to plain
+    lists, which are packed once at build, so adding copies one by one stays cheap.
+    """
 
     def __init__(self, tiers: list[str]):
         self.tiers = {tier: index for index, tier in enumerate(tiers)}
         self.streams: dict[str, int] = {}
-        self._tasks: list[tuple] = []
         self._count = 0
+        self._tasks: list[tuple] = []
+        self._single_tasks: list[tuple] = []
         self._flows: list[tuple] = []
+        self._single_flows: list[tuple] = []
         self._edges: list[tuple[np.ndarray, np.ndarray]] = []
+        self._single_edges: list[tuple[int, int]] = []
         self._start_edges: list[tuple[np.ndarray, np.ndarray]] = []
+        self._single_start_edges: list[tuple[int, int]] = []
         self._allocs: list[tuple] = []
+        self._single_allocs: list[tuple] = []
         self._frees: list[tuple] = []
+        self._single_frees: list[tuple] = []
 
     def stream(self, name: str) -> int:
         return self.streams.setdefault(name, len(self.streams))
@@ -78,6 +91,7 @@ class GraphBuilder:
                   overhead_s=0.0) -> np.ndarray:
         """Add n tasks in bulk; returns their ids. Scalars are broadcast. Op tasks need no names
         (the timeline takes them from the trace)."""
+        self._flush_tasks()
         names = np.full(n, None, dtype=object) if names is None else np.asarray(names, dtype=object)
         ids = np.arange(self._count, self._count + n)
         self._count += n
@@ -88,10 +102,25 @@ class GraphBuilder:
         return ids
 
     def add_task(self, name: str, kind: str, stream: str, overhead_s: float = 0.0) -> int:
-        return int(self.add_tasks(1, kind, self.stream(stream), names=[name], overhead_s=overhead_s)[0])
+        self._single_tasks.append((name, kind, self.stream(stream), overhead_s))
+        self._count += 1
+        return self._count - 1
+
+    def _flush_tasks(self) -> None:
+        if self._single_tasks:
+            names, kinds, streams, overheads = zip(*self._single_tasks)
+            n = len(names)
+            self._tasks.append((np.array(names, dtype=object), np.array(kinds, dtype=object),
+                                np.array(streams, np.int64), np.full(n, -1, np.int64), np.zeros(n),
+                                np.array(overheads, float)))
+            self._single_tasks = []
 
     def add_flows(self, tasks, volumes, hops: list[Hop], label: str) -> None:
         """One flow per task, all over the same hops (e.g. every op's compute, or one copy)."""
+        if isinstance(tasks, ONE):
+            if volumes > 0:
+                self._single_flows.append((int(tasks), float(volumes), hops, label))
+            return
         tasks = np.atleast_1d(np.asarray(tasks, np.int64))
         volumes = np.broadcast_to(np.asarray(volumes, float), tasks.shape)
         keep = volumes > 0
@@ -100,14 +129,23 @@ class GraphBuilder:
 
     def depend(self, before, after) -> None:
         """`after` starts only when `before` has ended (either side may be one task or many)."""
-        self._edges.append(_pairs(before, after))
+        if isinstance(before, ONE) and isinstance(after, ONE):
+            self._single_edges.append((int(before), int(after)))
+        else:
+            self._edges.append(_pairs(before, after))
 
     def depend_on_start(self, before, after) -> None:
         """`after` starts only when `before` has begun."""
-        self._start_edges.append(_pairs(before, after))
+        if isinstance(before, ONE) and isinstance(after, ONE):
+            self._single_start_edges.append((int(before), int(after)))
+        else:
+            self._start_edges.append(_pairs(before, after))
 
     def allocate(self, tasks, tier: str, nbytes, tensors=-1) -> None:
         """When each task begins, `nbytes` appear in `tier` (tensor ids kept for error messages)."""
+        if isinstance(tasks, ONE):
+            self._single_allocs.append((int(tasks), self.tiers[tier], float(nbytes), int(tensors)))
+            return
         tasks = np.atleast_1d(np.asarray(tasks, np.int64))
         self._allocs.append((tasks, np.full(len(tasks), self.tiers[tier]),
                              np.broadcast_to(np.asarray(nbytes, float), tasks.shape).copy(),
@@ -115,28 +153,47 @@ class GraphBuilder:
 
     def free(self, tasks, tier: str, nbytes) -> None:
         """When each task ends, `nbytes` leave `tier`."""
+        if isinstance(tasks, ONE):
+            self._single_frees.append((int(tasks), self.tiers[tier], float(nbytes)))
+            return
         tasks = np.atleast_1d(np.asarray(tasks, np.int64))
         self._frees.append((tasks, np.full(len(tasks), self.tiers[tier]),
                             np.broadcast_to(np.asarray(nbytes, float), tasks.shape).copy()))
 
+    def _pack_singles(self) -> None:
+        """Turn the one-task lists into array chunks like the bulk ones."""
+        self._flush_tasks()
+        for single, chunks in ((self._single_edges, self._edges), (self._single_start_edges, self._start_edges)):
+            if single:
+                pairs = np.array(single, np.int64)
+                chunks.append((pairs[:, 0].copy(), pairs[:, 1].copy()))
+                single.clear()
+        for single, chunks, types in ((self._single_allocs, self._allocs, (np.int64, np.int64, float, np.int64)),
+                                      (self._single_frees, self._frees, (np.int64, np.int64, float))):
+            if single:
+                chunks.append(tuple(np.array(column, dtype) for column, dtype in zip(zip(*single), types)))
+                single.clear()
+
     def build(self) -> TaskGraph:
+        self._pack_singles()
         n = self._count
         name, kind, stream, op_row, issue, overhead = (np.concatenate(parts) for parts in zip(*self._tasks))
 
-        flow_task = np.concatenate([f[0] for f in self._flows]) if self._flows else np.zeros(0, np.int64)
-        volume = np.concatenate([f[1] for f in self._flows]) if self._flows else np.zeros(0)
-        labels = sorted({f[3] for f in self._flows})
+        labels = sorted({f[3] for f in self._flows} | {f[3] for f in self._single_flows})
         code = {name: index for index, name in enumerate(labels)}
-        label = np.concatenate([np.full(len(f[0]), code[f[3]]) for f in self._flows]) \
-            if self._flows else np.zeros(0, np.int64)
-        hop_count = np.concatenate([np.full(len(f[0]), len(f[2])) for f in self._flows]) \
-            if self._flows else np.zeros(0, np.int64)
-        hop_channel = np.concatenate([np.tile([h.channel for h in f[2]], len(f[0])) for f in self._flows]) \
-            if self._flows else np.zeros(0, np.int64)
-        hop_weight = np.concatenate([np.tile([h.weight for h in f[2]], len(f[0])) for f in self._flows]) \
-            if self._flows else np.zeros(0)
+        singles = self._single_flows
+        flow_task = np.concatenate([f[0] for f in self._flows] + [[f[0] for f in singles]]).astype(np.int64)
+        volume = np.concatenate([f[1] for f in self._flows] + [[f[1] for f in singles]]).astype(float)
+        label = np.concatenate([np.full(len(f[0]), code[f[3]]) for f in self._flows]
+                               + [[code[f[3]] for f in singles]]).astype(np.int64)
+        hop_count = np.concatenate([np.full(len(f[0]), len(f[2])) for f in self._flows]
+                                   + [[len(f[2]) for f in singles]]).astype(np.int64)
+        hop_channel = np.concatenate([np.tile([h.channel for h in f[2]], len(f[0])) for f in self._flows]
+                                     + [[h.channel for f in singles for h in f[2]]]).astype(np.int64)
+        hop_weight = np.concatenate([np.tile([h.weight for h in f[2]], len(f[0])) for f in self._flows]
+                                    + [[h.weight for f in singles for h in f[2]]]).astype(float)
         flow_ptr, order = _csr(flow_task, n, np.arange(len(flow_task)))
-        first_hop = np.concatenate([[0], np.cumsum(hop_count)])[:-1]
+        first_hop = np.concatenate([[0], np.cumsum(hop_count)])[:-1].astype(np.int64)
         counts = hop_count[order]
         hop_ptr = np.zeros(len(order) + 1, np.int64)
         np.cumsum(counts, out=hop_ptr[1:])
@@ -153,10 +210,10 @@ class GraphBuilder:
         alloc_ptr, alloc_tier, alloc_bytes, alloc_tensor = _table_csr(self._allocs, n, 4)
         free_ptr, free_tier, free_bytes = _table_csr(self._frees, n, 3)
         return TaskGraph(name, kind, stream, list(self.streams), op_row, issue, overhead, flow_ptr,
-                         volume[order], label[order], labels, hop_ptr, hop_channel[gather].astype(np.int64),
-                         hop_weight[gather].astype(float), succ_ptr, succ, start_succ_ptr, start_succ,
+                         volume[order], label[order], labels, hop_ptr, hop_channel[gather],
+                         hop_weight[gather], succ_ptr, succ, start_succ_ptr, start_succ,
                          indegree.astype(np.int64), alloc_ptr, alloc_tier.astype(np.int64), alloc_bytes,
-                         alloc_tensor, free_ptr, free_tier.astype(np.int64), free_bytes)
+                         alloc_tensor.astype(np.int64), free_ptr, free_tier.astype(np.int64), free_bytes)
 
 
 def _pairs(before, after) -> tuple[np.ndarray, np.ndarray]:
