@@ -182,3 +182,15 @@ def test_a_calibrated_dispatch_overhead_overrides_the_datasheet_one():
     config["devices"]["gpu"]["calibration"] = {"source": "a test", "dispatch_overhead": "20 us"}
     result = simulate(trace, validate_system(config))
     assert result.step_time_s == pytest.approx(n * 20e-6 + 1e-6 + 4096 / 1000e9, rel=1e-9)
+
+
+@pytest.mark.parametrize("policy", ["lru", "next_use"])
+def test_eviction_keeps_a_prefill_within_a_tier_too_small_for_it(policy):
+    trace = trace_workload("llama-tiny", StepSpec(phase="prefill", context=64, batch=2))
+    needed = simulate(trace, load_system("nvidia-h100-sxm")).peak_bytes()["gpu.hbm"]
+    small = load_system("nvidia-h100-sxm", {"devices.gpu.memories.hbm.capacity": f"{int(0.6 * needed)} B"})
+    with pytest.raises(MemsimError, match="does not fit: gpu.hbm"):
+        simulate(trace, small)
+    result = simulate(trace, small, {"eviction": policy, "prefetch_depth": 2})
+    assert result.peak_bytes()["gpu.hbm"] <= int(0.6 * needed)
+    assert result.movement["bytes_by_kind"]["evict"] > 0

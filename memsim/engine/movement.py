@@ -69,16 +69,20 @@ class Mover:
         self.moved.add(kind, source, target, nbytes)
         return task
 
-    def fetch_slot(self, device: str, consumer: int, previous_op: int | None) -> list[int]:
-        """Register `consumer` as the next op waiting for fetches; returns what its fetches wait on."""
+    def fetch_slot(self, device: str, consumer: int, previous_op: int | None) -> tuple[list[int], int]:
+        """Register `consumer` (an op task) as the next op waiting for fetches. Returns what its
+        fetches wait on, and the op task from whose start they may run ahead (`consumer` itself
+        when they may not)."""
         slots = self._slots[device]
         if not slots or slots[-1] != consumer:
             slots.append(consumer)
         k = len(slots) - 1
         depth = self.plan.prefetch_depth
         if depth == 0:
-            return [] if previous_op is None else [previous_op]
-        return [] if k - depth < 0 else [-1 - slots[k - depth]]   # negative: a start dependency
+            return ([] if previous_op is None else [previous_op]), consumer
+        if k - depth < 0:
+            return [], 0
+        return [-1 - slots[k - depth]], slots[k - depth]   # negative: a start dependency
 
 
 def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan, op_task: np.ndarray,
@@ -128,6 +132,8 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
                 clean_copy.add(row)
     last_use: dict[int, int] = {}
     previous_on_device: dict[str, int] = {}
+    freed: dict[str, float] = defaultdict(float)                 # bytes freed so far, per tier (op order)
+    freed_before: dict[tuple[str, int], float] = {}             # ... before each op task
 
     for op in range(len(trace.ops)):
         device = op_device[op]
@@ -152,8 +158,8 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
             if row in evicted and row not in refetch:
                 refetch.append(row)
         staged_writes = {tier: size for tier, size in staged_writes.items() if size > 0}
-        wait = mover.fetch_slot(device, task, previous_on_device.get(device)) \
-            if staged_reads or refetch else []
+        wait, ahead_of = mover.fetch_slot(device, task, previous_on_device.get(device)) \
+            if staged_reads or refetch else ([], task)
         room = []   # evictions that make room for this op: its fetches wait for them
 
         if eviction:
@@ -188,6 +194,12 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
             for row in created + refetch:
                 resident[row] = nbytes[row]
             occupied[ctier] += sum(nbytes[row] for row in created + refetch)
+            # Fetches that run ahead start before the ops since `ahead_of` have freed what they free:
+            # if that room is needed, they wait for the op before this one to end.
+            not_yet_freed = freed[ctier] - freed_before.get((ctier, int(ahead_of)), freed[ctier])
+            if (refetch or staged_reads) and occupied[ctier] + not_yet_freed > capacity \
+                    and device in previous_on_device:
+                room.append(previous_on_device[device])
 
         for row in refetch:
             spill = plan.spill_tier or _nearest_other_tier(topo, ctier)
@@ -213,9 +225,11 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
             builder.depend(task, back)
             builder.free(back, ctier, size + staged_reads.get(tier, 0.0))
 
+        freed_before[(ctier, task)] = freed[ctier]
         for row in touched:
             last_use[row] = op
             if eviction and last_op[row] == op and not kept[row] and row in resident:
+                freed[ctier] += resident[row]
                 occupied[ctier] -= resident.pop(row)
         previous_on_device[device] = task
 
