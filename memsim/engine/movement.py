@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from memsim.engine.tasks import GraphBuilder
+from memsim.engine.tasks import GraphBuilder, rows_of
 from memsim.engine.topology import Topology
 from memsim.plan.placement import victim_order
 from memsim.plan.schema import Plan
@@ -90,7 +90,6 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
     """Add the copies `plan` implies to `builder`, counting the bytes they move in `moved`."""
     mover = Mover(builder, topo, plan, moved)
     tensors = trace.tensors
-    row_of = {int(t): row for row, t in enumerate(tensors["tensor_id"].to_numpy())}
     nbytes = tensors["nbytes"].to_numpy(float)
     last_op = tensors["last_op"].to_numpy()
     first_op = tensors["first_op"].to_numpy()
@@ -99,8 +98,8 @@ def add_movement(trace: Trace, builder: GraphBuilder, topo: Topology, plan: Plan
     compute_tier = {device: topo.compute_tier(device) for device in set(op_device)}
     device_tiers = set(compute_tier.values())
     access = trace.accesses
-    op_rows = access["op_id"].map(dict(zip(trace.ops["op_id"], range(len(trace.ops))))).to_numpy()
-    rows = np.fromiter((row_of[int(t)] for t in access["tensor_id"].to_numpy()), np.int64, len(access))
+    op_rows = rows_of(access["op_id"].to_numpy(), trace.ops["op_id"].to_numpy())
+    rows = rows_of(access["tensor_id"].to_numpy(), tensors["tensor_id"].to_numpy())
     writes = access["write"].to_numpy()
     sizes = access["nbytes"].to_numpy(float)
     op_names = trace.ops["name"].tolist()

@@ -24,7 +24,7 @@ from memsim.engine.devices import (add_allreduces, add_op_flows, add_transfers_b
 from memsim.engine.memory import occupancy
 from memsim.engine.movement import Movement, add_movement
 from memsim.engine.result import Result
-from memsim.engine.tasks import GraphBuilder, TaskGraph
+from memsim.engine.tasks import GraphBuilder, TaskGraph, rows_of
 from memsim.engine.topology import Topology
 from memsim.errors import MemsimError
 from memsim.hardware.schema import Device, System
@@ -62,16 +62,17 @@ def simulate(trace: Trace, system: System, plan: Plan | dict | str | None = None
         stuck = int(np.flatnonzero(np.isnan(end))[0])
         raise RuntimeError(f"task graph deadlocked at task {stuck} ({graph.name[stuck]})")
     timeline = make_timeline(trace, graph, topo, start, end, last_flow)
-    tier_names = np.array(tiers, dtype=object)
+    tier_code = np.concatenate([np.arange(len(tiers)), sample_tier])
     occupancy_over_time = pd.DataFrame({"time_s": np.concatenate([np.zeros(len(tiers)), sample_time]),
-                                        "tier": np.concatenate([tier_names, tier_names[sample_tier]]),
+                                        "tier": pd.Categorical.from_codes(tier_code, tiers),
                                         "bytes": np.concatenate([initial, sample_bytes])})
-    bandwidth_over_time = pd.DataFrame({"time_s": bw_time, "channel": np.array(topo.names, dtype=object)[bw_channel],
+    bandwidth_over_time = pd.DataFrame({"time_s": bw_time, "channel": pd.Categorical.from_codes(bw_channel, topo.names),
                                         "utilisation": bw_load})
     step = float(end.max()) if len(end) else 0.0
     utilisation = {name: float(work[c] / (topo.capacity[c] * step)) if step > 0 else 0.0
                    for c, name in enumerate(topo.names)}
-    used = sorted(set(occupancy_over_time.loc[occupancy_over_time["bytes"] > 0, "tier"]) | set(built.op_tier))
+    held = np.bincount(tier_code[occupancy_over_time["bytes"].to_numpy() > 0], minlength=len(tiers)) > 0
+    used = sorted({tier for tier, any_bytes in zip(tiers, held) if any_bytes} | set(np.unique(built.op_tier)))
     movement = built.movement
     return Result(hardware=system.name, workload=dict(trace.meta), timeline=timeline,
                   occupancy=occupancy(trace, built.home),
@@ -156,10 +157,8 @@ def data_pairs(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     of its tensor, so an op waits for what it reads and does not overwrite what is being written."""
     access = trace.accesses
     n_ops = len(trace.ops)
-    row_of_op = pd.Series(np.arange(n_ops), index=trace.ops["op_id"].to_numpy())
-    row_of_tensor = pd.Series(np.arange(len(trace.tensors)), index=trace.tensors["tensor_id"].to_numpy())
-    op = row_of_op.loc[access["op_id"].to_numpy()].to_numpy()
-    tensor = row_of_tensor.loc[access["tensor_id"].to_numpy()].to_numpy()
+    op = rows_of(access["op_id"].to_numpy(), trace.ops["op_id"].to_numpy())
+    tensor = rows_of(access["tensor_id"].to_numpy(), trace.tensors["tensor_id"].to_numpy())
     order = np.lexsort((op, tensor))
     op, tensor, write = op[order], tensor[order], access["write"].to_numpy()[order]
     m = len(op)

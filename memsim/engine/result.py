@@ -66,8 +66,8 @@ class Result:
         """The most each tier held at any moment of the step."""
         if self.occupancy_over_time.empty:
             return self.occupancy.peak
-        return {tier: float(peak) for tier, peak in self.occupancy_over_time.groupby("tier")["bytes"].max().items()
-                if peak > 0}
+        peaks = self.occupancy_over_time.groupby("tier", observed=True)["bytes"].max()
+        return {tier: float(peak) for tier, peak in peaks.items() if peak > 0}
 
     def top_ops(self, count: int = 10) -> list[dict]:
         """The most expensive ops, grouped across layers (scope with layer numbers as '*')."""

@@ -242,3 +242,11 @@ def _table_csr(rows: list[tuple], n: int, width: int):
         return (np.zeros(n + 1, np.int64), *(np.zeros(0) for _ in range(width - 1)))
     columns = [np.concatenate(parts) for parts in zip(*rows)]
     return _csr(columns[0], n, *columns[1:])
+
+
+def rows_of(ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """The row of each id in a table whose id column is `keys` (ids are usually the row numbers)."""
+    if np.array_equal(keys, np.arange(len(keys))):
+        return ids.astype(np.int64)
+    sorter = np.argsort(keys, kind="stable")
+    return sorter[np.searchsorted(keys, ids, sorter=sorter)]
