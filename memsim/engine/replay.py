@@ -61,7 +61,7 @@ def simulate(trace: Trace, system: System, plan: Plan | dict | str | None = None
     if np.isnan(end).any():
         stuck = int(np.flatnonzero(np.isnan(end))[0])
         raise RuntimeError(f"task graph deadlocked at task {stuck} ({graph.name[stuck]})")
-    timeline = make_timeline(trace, graph, topo, start, end, last_flow)
+    timeline = make_timeline(trace, graph, topo, built.costs, start, end, last_flow)
     tier_code = np.concatenate([np.arange(len(tiers)), sample_tier])
     occupancy_over_time = pd.DataFrame({"time_s": np.concatenate([np.zeros(len(tiers)), sample_time]),
                                         "tier": pd.Categorical.from_codes(tier_code, tiers),
@@ -102,6 +102,8 @@ class Built:
     """Where each tensor's bytes are at the start, as (tier per tensor, fraction of its bytes)."""
     movement: Movement
     op_tier: np.ndarray
+    costs: pd.DataFrame
+    """price_ops' uncontended costs of the trace's ops."""
 
 
 def build_graph(trace: Trace, system: System, plan: Plan, topo: Topology) -> Built:
@@ -149,7 +151,7 @@ def build_graph(trace: Trace, system: System, plan: Plan, topo: Topology) -> Bui
         starts = home.copy()
         starts[list(movement.starts_in)] = list(movement.starts_in.values())
         shares = [(starts, 1.0)]
-    return Built(builder.build(), home, shares, movement, op_tier)
+    return Built(builder.build(), home, shares, movement, op_tier, costs)
 
 
 def data_pairs(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -224,9 +226,11 @@ def overflow_error(trace: Trace, home: np.ndarray, tier: str, capacity: float, t
         f"context, or a system with more memory")
 
 
-def make_timeline(trace: Trace, graph: TaskGraph, topo: Topology, start, end, last_flow) -> pd.DataFrame:
-    """One row per task: op, stream, device, start, end, and what bound it. Op tasks come first,
-    in trace order, so their text columns are the trace's own (no per-row Python strings)."""
+def make_timeline(trace: Trace, graph: TaskGraph, topo: Topology, costs: pd.DataFrame, start, end,
+                  last_flow) -> pd.DataFrame:
+    """One row per task: op, stream, device, start, end, its uncontended costs, and what bound it.
+    Op tasks come first, in trace order, so their text columns are the trace's own (no per-row
+    Python strings)."""
     ops = trace.ops
     n_ops = len(ops)
     added = slice(n_ops, len(graph))
@@ -248,13 +252,15 @@ def make_timeline(trace: Trace, graph: TaskGraph, topo: Topology, start, end, la
     op_bytes = (ops["bytes_read"] + ops["bytes_written"]).to_numpy(float)
     return text.assign(
         kind=graph.kind, stream=streams[graph.stream], device=devices[graph.stream],
-        issue_s=graph.issue_s, start_s=start, end_s=end, overhead_s=graph.overhead_s,
+        issue_s=graph.issue_s, start_s=start, end_s=end,
+        compute_s=np.r_[costs["compute_s"].to_numpy(), np.zeros(len(graph) - n_ops)],
+        memory_s=np.r_[costs["memory_s"].to_numpy(), np.zeros(len(graph) - n_ops)], overhead_s=graph.overhead_s,
         waited=np.where(is_op & (start == graph.issue_s) & (graph.issue_s > 0), "host", ""),
         bound=bounds[code], bound_by=labels[code],
         flops=np.r_[ops["flops"].to_numpy(float), np.zeros(len(graph) - n_ops)],
         bytes=np.r_[op_bytes, _task_bytes(graph)[added]])[
         ["op_id", "name", "kind", "category", "scope", "stream", "device", "issue_s", "start_s", "end_s",
-         "overhead_s", "waited", "bound", "bound_by", "flops", "bytes"]]
+         "compute_s", "memory_s", "overhead_s", "waited", "bound", "bound_by", "flops", "bytes"]]
 
 
 def _task_bytes(graph: TaskGraph) -> np.ndarray:

@@ -16,8 +16,9 @@ class Result:
     workload: dict
     timeline: pd.DataFrame
     """One row per task (ops, copies, collectives): op_id (-1 for engine tasks), name, kind, category,
-    scope, stream, device, issue_s, start_s, end_s, overhead_s, waited ('host' when the op waited for
-    its dispatch), bound ('compute', 'memory', 'link' or 'overhead') and bound_by (the channel)."""
+    scope, stream, device, issue_s, start_s, end_s, compute_s and memory_s (uncontended, 0 for engine
+    tasks), overhead_s, waited ('host' when the op waited for its dispatch), bound ('compute',
+    'memory', 'link' or 'overhead') and bound_by (the channel)."""
     occupancy: Occupancy
     """Bytes live in each tier by op index, from where tensors live (before any movement)."""
     capacity: dict[str, float]
