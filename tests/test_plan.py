@@ -60,3 +60,12 @@ def test_a_tier_that_does_not_exist_is_named():
     plan = load_plan({"placement": [{"role": "weight", "tier": "host.dram"}]})
     with pytest.raises(MemsimError, match="placement.0.tier: 'host.dram' names no tier"):
         home_tiers(TENSORS, plan, np.full(5, "gpu.hbm", dtype=object), TIERS)
+
+
+def test_memsim_run_with_a_bad_plan_exits_2_with_one_line(run_cli, tmp_path):
+    path = tmp_path / "plan.yaml"
+    path.write_text("placement:\n  - {role: weight, tier: host.dram}\n")
+    proc = run_cli("run", "nvidia-h100-sxm", "llama-tiny", "--plan", path)
+    assert proc.returncode == 2
+    assert f"{path}: plan key placement.0.tier: 'host.dram' names no tier" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
