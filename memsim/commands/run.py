@@ -20,6 +20,9 @@ def add_parser(commands) -> None:
     run.add_argument("--optimizer", default="adamw", help=OPTIMIZER_HELP)
     run.add_argument("--config", action="append", metavar="KEY=VALUE", help="override a workload config key")
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a hardware key")
+    run.add_argument("--plan", metavar="FILE", help="placement and movement plan (YAML): where tensors live, "
+                     "prefetch depth, eviction policy, copy engines, pipeline stages, tensor parallelism")
+    run.add_argument("--perfetto", metavar="FILE", help="also write a Chrome/Perfetto trace (open in ui.perfetto.dev)")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     run.add_argument("--out", metavar="DIR", help="also write the per-op timeline and summary.json here")
     run.add_argument("--format", default="csv", choices=["csv", "parquet"], help="timeline file format")
@@ -39,14 +42,22 @@ def load_trace_or_workload(args):
 
 
 def cmd_run(args) -> int:
+    from rich.console import Console
+
     from memsim.engine import simulate
     from memsim.hardware import load_system
+    from memsim.plan import load_plan
+    from memsim.report.perfetto import write_perfetto
     from memsim.report.text import print_summary
 
     system = load_system(args.hardware, key_values(args.set, "--set"))
+    plan = load_plan(args.plan)
     trace = load_trace_or_workload(args)
-    result = simulate(trace, system)
+    with Console(stderr=True).status(f"simulating {len(trace.ops):,} ops on {system.name}"):
+        result = simulate(trace, system, plan)
     summary = result.summary()
+    if args.perfetto:
+        summary["perfetto_file"] = str(write_perfetto(result, args.perfetto))
     if args.out:
         path = result.write_timeline(args.out, args.format)
         summary["timeline_file"] = str(path)
@@ -57,4 +68,6 @@ def cmd_run(args) -> int:
         print_summary(summary)
         if args.out:
             print(f"timeline written to {summary['timeline_file']}")
+        if args.perfetto:
+            print(f"Perfetto trace written to {summary['perfetto_file']} (open it in ui.perfetto.dev)")
     return 0

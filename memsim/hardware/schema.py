@@ -161,11 +161,17 @@ class Device(Spec):
 
 
 class Link(Spec):
-    """A connection between two memory tiers, e.g. host DDR to GPU HBM over PCIe."""
+    """A connection between two memory tiers, e.g. host DDR to GPU HBM over PCIe.
+
+    An endpoint names a device (or one copy of a device with count > 1, as 'gpu0') and a
+    memory. A switch (kind 'nvswitch') joins every copy of a device: `between` names the same
+    'device.memory' twice, each copy gets a port of `bandwidth` per direction, and a transfer
+    between two copies crosses the sender's port out and the receiver's port in.
+    """
 
     kind: LinkKind
     between: tuple[str, str]
-    """Two endpoints written 'device.memory', e.g. ['host.ddr', 'gpu.hbm']."""
+    """Two endpoints written 'device.memory', e.g. ['host.ddr', 'gpu.hbm'] or ['gpu0.hbm', 'gpu1.hbm']."""
     bandwidth: Bandwidth
     """Per direction."""
     latency: Time = 0.0
@@ -193,11 +199,14 @@ class System(Spec):
             object.__setattr__(self, "main_device", (with_compute or list(self.devices))[0])
         elif self.main_device not in self.devices:
             raise _unknown_name("main_device", self.main_device, self.devices)
+        instances = self.instances()
         for link_name, link in self.links.items():
             for endpoint in link.between:
                 device, _, memory = endpoint.partition(".")
-                if device not in self.devices or memory not in self.devices[device].memories:
-                    known = [f"{d}.{m}" for d, dev in self.devices.items() for m in dev.memories]
+                if endpoint.partition(".")[0] in self.devices and link.kind == "nvswitch":
+                    device = self.instance_names(device)[0]
+                if device not in instances or memory not in instances[device].memories:
+                    known = [f"{d}.{m}" for d, dev in instances.items() for m in dev.memories]
                     raise _unknown_name(f"links.{link_name}.between", endpoint, known)
         return self
 
@@ -205,6 +214,20 @@ class System(Spec):
     def device(self) -> Device:
         """The device that runs the workload."""
         return self.devices[self.main_device]
+
+    def instance_names(self, device: str) -> list[str]:
+        """The copies of a device: its own name when count is 1, else name0, name1, ..."""
+        count = self.devices[device].count
+        return [device] if count == 1 else [f"{device}{i}" for i in range(count)]
+
+    def instances(self) -> dict[str, Device]:
+        """Every physical device by name (copies of a device with count > 1 named name0, name1...)."""
+        return {name: dev for device, dev in self.devices.items() for name in self.instance_names(device)}
+
+    @property
+    def main_instance(self) -> str:
+        """The physical device that runs a single-device workload (the first copy of main_device)."""
+        return self.instance_names(self.main_device)[0]
 
 
 def _unknown_name(key: str, value: str, known) -> PydanticCustomError:
