@@ -1,12 +1,10 @@
-"""The roofline cost of ops: max(compute time, memory time) plus a fixed per-op overhead.
+"""Achievable rates of a device: datasheet peaks times datasheet or calibrated efficiencies.
 
-Pure functions over arrays (one entry per op), compiled with numba so that one call prices a
-whole trace, or one op on thousands of hardware variants. The hardware enters only as arrays of
-rates, so this module knows nothing of traces or of the simulator.
+The cost models (memsim.cost.kernels) see hardware only as arrays of these rates, so this is
+the one place where a hardware description and its calibration become numbers.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from memsim.hardware.schema import ComputeUnit, Device, MemoryTier
@@ -15,22 +13,6 @@ MATRIX_CATEGORIES = ("gemm", "attention")
 # A dtype without its own peak runs at the rate of the nearest one a unit has.
 DTYPE_FALLBACK = {"fp16": ("bf16", "fp32"), "bf16": ("fp16", "fp32"), "fp8": ("int8", "bf16", "fp16"),
                   "int8": ("fp8", "bf16", "fp16"), "tf32": ("fp32",), "fp32": ("tf32",), "fp64": ("fp32",)}
-
-
-@numba.njit(cache=True)
-def roofline_times(flops, bytes_read, bytes_written, peak_flops, read_bw, write_bw, overhead_s):
-    """Per op: (compute seconds, memory seconds, total seconds)."""
-    n = flops.shape[0]
-    compute = np.empty(n)
-    memory = np.empty(n)
-    total = np.empty(n)
-    for i in range(n):
-        c = flops[i] / peak_flops[i] if peak_flops[i] > 0.0 else 0.0
-        m = bytes_read[i] / read_bw[i] + bytes_written[i] / write_bw[i]
-        compute[i] = c
-        memory[i] = m
-        total[i] = max(c, m) + overhead_s[i]
-    return compute, memory, total
 
 
 def _rate(table: dict[str, float], dtype: str) -> float:
@@ -57,12 +39,15 @@ def effective_peak(unit: ComputeUnit, device: Device, dtype: str, matrix: bool) 
     return _rate(table, dtype) * efficiency
 
 
-def effective_bandwidth(tier: MemoryTier, device: Device) -> tuple[float, float]:
-    """Achievable (read, write) bytes/s of a tier on streaming access."""
-    efficiency = tier.efficiency
-    if device.calibration is not None and device.calibration.memory_efficiency is not None:
-        efficiency = device.calibration.memory_efficiency
-    return tier.read_bandwidth * efficiency, tier.write_bandwidth * efficiency
+def bandwidth_efficiency(tier: MemoryTier, device: Device, category: str) -> float:
+    """Achieved fraction of a tier's bandwidth for one op category (calibrated where known)."""
+    calibration = device.calibration
+    if calibration is not None:
+        if category in calibration.bandwidth_efficiency:
+            return calibration.bandwidth_efficiency[category]
+        if calibration.memory_efficiency is not None:
+            return calibration.memory_efficiency
+    return tier.efficiency
 
 
 def op_overhead(unit: ComputeUnit, device: Device) -> float:
@@ -79,13 +64,21 @@ def main_compute_unit(device: Device) -> ComputeUnit:
     return units[0]
 
 
-def peaks_for(categories: np.ndarray, dtypes: np.ndarray, unit: ComputeUnit, device: Device) -> np.ndarray:
-    """Achievable FLOP/s for each op, by its category (matrix or vector work) and dtype."""
+def on_chip_tier(device: Device) -> MemoryTier | None:
+    """The device's shared on-chip cache (GPU L2), through which GEMM operands are reused."""
+    return next((tier for tier in device.memories.values() if tier.kind == "sram"), None)
+
+
+def per_op_rates(categories: np.ndarray, dtypes: np.ndarray, unit: ComputeUnit, device: Device,
+                 tier: MemoryTier) -> tuple[np.ndarray, np.ndarray]:
+    """Achievable FLOP/s and read bandwidth for each op, by category (matrix or not) and dtype."""
     peaks = np.empty(len(categories))
-    cache: dict[tuple[bool, str], float] = {}
-    for i, (category, dtype) in enumerate(zip(categories, dtypes)):
-        key = (category in MATRIX_CATEGORIES, dtype)
+    bandwidths = np.empty(len(categories))
+    cache: dict[tuple[str, str], tuple[float, float]] = {}
+    for i, key in enumerate(zip(categories, dtypes)):
         if key not in cache:
-            cache[key] = effective_peak(unit, device, dtype, key[0])
-        peaks[i] = cache[key]
-    return peaks
+            category, dtype = key
+            cache[key] = (effective_peak(unit, device, dtype, category in MATRIX_CATEGORIES),
+                          tier.read_bandwidth * bandwidth_efficiency(tier, device, category))
+        peaks[i], bandwidths[i] = cache[key]
+    return peaks, bandwidths
