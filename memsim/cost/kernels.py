@@ -12,7 +12,8 @@ import numba
 import numpy as np
 
 # Output tile shapes (rows, cols) a GEMM library chooses among; CUTLASS/cuBLAS ship these sizes.
-GEMM_TILES = np.array([[128.0, 256.0], [128.0, 128.0], [64.0, 128.0], [64.0, 64.0]])
+GEMM_TILES = np.array([[256.0, 128.0], [128.0, 256.0], [128.0, 192.0], [128.0, 128.0], [128.0, 64.0],
+                       [64.0, 128.0], [64.0, 64.0]])
 # Smallest K slice worth splitting a GEMM over (split-K), as cuBLAS heuristics do.
 MIN_SPLIT_K = 256.0
 # Query rows one FlashAttention thread block keeps on chip at most (FlashAttention-2's Br).
@@ -20,39 +21,58 @@ FLASH_MAX_BLOCK_ROWS = 128.0
 
 
 @numba.njit(cache=True)
-def gemm_times(batch, m, n, k, elem_bytes, bytes_moved, matrix_peak, units, l2_bandwidth, bandwidth, overhead):
+def overlapped(compute_s, memory_s, overlap_loss):
+    """Time of a kernel that pipelines its arithmetic with its memory traffic imperfectly.
+
+    Idea: the roofline takes max(compute, memory), i.e. perfect overlap; real pipelines stall
+    at their start and end and on bank conflicts, so a fraction of the shorter side shows
+    (the "overlap" correction of e.g. Yang et al.'s hierarchical roofline practice).
+        time = max(c, m) + overlap_loss * min(c, m)
+    """
+    return max(compute_s, memory_s) + overlap_loss * min(compute_s, memory_s)
+
+
+@numba.njit(cache=True)
+def gemm_times(batch, m, n, k, elem_bytes, bytes_moved, matrix_peak, units, l2_bandwidth, bandwidth, overhead,
+               overlap_loss):
     """GEMM time from output tiles run in waves over the compute units (wave quantisation).
 
     Idea: the tile/wave model of NVIDIA's "Matrix multiplication background" guide and of
     LLMCompass (Zhang et al., ISCA 2024). The output (batch x m x n) is cut into tiles of
     tm x tn; each unit computes one tile at a time, so a GEMM takes ceil(tiles / units) waves.
-    A tile's K loop is bound by its arithmetic on one unit, 2*tm*tn*K / (peak/units), or by
-    feeding its operands from L2, (tm+tn)*K*elem_bytes / (l2_bandwidth/units): small tiles
-    reuse operands less, which is why libraries prefer large tiles. When there are fewer tiles
-    than units, K is split (split-K) over the idle units. The library picks the tile that
-    finishes first. Memory: bytes_moved over HBM bandwidth (operands reused through L2).
+    A tile's K loop is bound by its arithmetic on one unit, 2*tm*tn*K / (peak/units) (padded
+    tiles waste their padding), or by feeding its operands from L2, (min(tm, m)+tn)*K*b /
+    (l2_bandwidth/units): small tiles reuse operands less, which is why libraries prefer large
+    ones. With fewer tiles than units, K is split over s idle units (split-K), which adds the
+    fp32 partial sums, written and read once, to the HBM traffic. Within one wave every unit
+    fetches its operands before it computes, so a single wave pays compute plus memory; later
+    waves prefetch while earlier ones compute, so the exposed share of the shorter side is 1/w.
+    The library picks the tile that finishes first:
 
-        compute = min over tiles of waves * max(2*tm*tn*Ks/(P/U), (tm+tn)*Ks*b/(B_l2/U))
-        total   = max(compute, bytes_moved / B_hbm) + overhead
+        c_t   = w * max(2*tm*tn*ceil(K/s)/(P/U), (min(tm,m)+tn)*ceil(K/s)*b/(B_l2/U))
+        m_t   = (bytes_moved + [s > 1] * 2*s*batch*m*n*4) / B_hbm
+        total = min over tiles of overlapped(c_t, m_t, max(overlap_loss, 1/w)) + overhead
 
-    Returns (compute_s, memory_s, total_s).
+    Returns (compute_s, memory_s, total_s) of the chosen tile.
     """
     count = m.shape[0]
     compute = np.zeros(count)
     memory = np.zeros(count)
     total = np.zeros(count)
     for i in range(count):
-        memory[i] = bytes_moved[i] / bandwidth[i] if bandwidth[i] > 0.0 else 0.0
+        base_memory = bytes_moved[i] / bandwidth[i] if bandwidth[i] > 0.0 else 0.0
         if m[i] <= 0 or n[i] <= 0 or k[i] <= 0 or matrix_peak[i] <= 0.0:
-            total[i] = memory[i] + overhead[i]
+            memory[i] = base_memory
+            total[i] = base_memory + overhead[i]
             continue
         per_unit_flops = matrix_peak[i] / units[i]
         per_unit_l2 = l2_bandwidth[i] / units[i]
+        problems = max(batch[i], 1.0)
         best = np.inf
         for t in range(GEMM_TILES.shape[0]):
             tm = GEMM_TILES[t, 0]
             tn = GEMM_TILES[t, 1]
-            tiles = max(batch[i], 1.0) * math.ceil(m[i] / tm) * math.ceil(n[i] / tn)
+            tiles = problems * math.ceil(m[i] / tm) * math.ceil(n[i] / tn)
             splits = 1.0
             if tiles < units[i]:
                 splits = max(1.0, min(math.floor(units[i] / tiles), math.floor(k[i] / MIN_SPLIT_K)))
@@ -60,10 +80,15 @@ def gemm_times(batch, m, n, k, elem_bytes, bytes_moved, matrix_peak, units, l2_b
             waves = math.ceil(tiles * splits / units[i])
             tile_s = 2.0 * tm * tn * k_slice / per_unit_flops
             if per_unit_l2 > 0.0:
-                tile_s = max(tile_s, (tm + tn) * k_slice * elem_bytes[i] / per_unit_l2)
-            best = min(best, waves * tile_s)
-        compute[i] = best
-        total[i] = max(compute[i], memory[i]) + overhead[i]
+                tile_s = max(tile_s, (min(tm, m[i]) + tn) * k_slice * elem_bytes[i] / per_unit_l2)
+            tile_compute = waves * tile_s
+            tile_memory = base_memory
+            candidate = overlapped(tile_compute, tile_memory, max(overlap_loss[i], 1.0 / waves))
+            if candidate < best:
+                best = candidate
+                compute[i] = tile_compute
+                memory[i] = tile_memory
+        total[i] = best + overhead[i]
     return compute, memory, total
 
 
@@ -113,13 +138,13 @@ def unfused_attention_bytes(problems, q_len, kv_len, head_dim, value_dim, kv_hea
 
 
 @numba.njit(cache=True)
-def attention_times(problems, q_len, flops, bytes_moved, matrix_peak, units, bandwidth, overhead):
+def attention_times(problems, q_len, flops, bytes_moved, matrix_peak, units, bandwidth, overhead, overlap_loss):
     """Fused attention time: tiles of 128 query rows per (batch, head) in waves over the units.
 
     Idea: FlashAttention-2 (Dao 2023) parallelises over batch, heads and query blocks; with too
     few blocks to fill the units (short prompts, decode) the arithmetic runs on fewer units.
         compute = flops / P * (waves * U / blocks),  blocks = P * ceil(q / 128)
-        total   = max(compute, bytes / B) + overhead
+        total   = overlapped(compute, bytes / B, overlap_loss) + overhead
     """
     count = problems.shape[0]
     compute = np.zeros(count)
@@ -131,7 +156,7 @@ def attention_times(problems, q_len, flops, bytes_moved, matrix_peak, units, ban
             blocks = max(problems[i], 1.0) * math.ceil(max(q_len[i], 1.0) / FLASH_MAX_BLOCK_ROWS)
             waves = math.ceil(blocks / units[i])
             compute[i] = flops[i] / matrix_peak[i] * (waves * units[i] / blocks)
-        total[i] = max(compute[i], memory[i]) + overhead[i]
+        total[i] = overlapped(compute[i], memory[i], overlap_loss[i]) + overhead[i]
     return compute, memory, total
 
 

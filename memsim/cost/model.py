@@ -48,6 +48,7 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     with np.errstate(invalid="ignore", divide="ignore"):
         bandwidth = np.where(moved > 0, moved / (read / read_bw + written / (read_bw * write_ratio)), read_bw)
     overhead = np.full(count, op_overhead(unit, device))
+    overlap = np.full(count, device.calibration.overlap_loss if device.calibration else 0.0)
     compute, memory, total = kernels.streaming_times(flops, moved, peak, bandwidth, overhead)
 
     units = np.full(count, float(unit.count))
@@ -60,7 +61,7 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
         l2 = np.full(rows.size, cache.read_bandwidth if cache is not None else 0.0)
         result = kernels.gemm_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                     elem_bytes[rows], moved[rows], peak[rows], units[rows], l2,
-                                    bandwidth[rows], overhead[rows])
+                                    bandwidth[rows], overhead[rows], overlap[rows])
         _put(rows, result, compute, memory, total)
 
     rows = np.flatnonzero((category == "attention") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))
@@ -74,7 +75,7 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
         traffic = kernels.flash_attention_bytes(dims["batch"][rows], dims["m"][rows], dims["n"][rows],
                                                 dims["k"][rows], value_dim, ratio, elem_bytes[rows], sram)
         result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], flops[rows], traffic, peak[rows],
-                                         units[rows], bandwidth[rows], overhead[rows])
+                                         units[rows], bandwidth[rows], overhead[rows], overlap[rows])
         _put(rows, result, compute, memory, total)
 
     rows = np.flatnonzero(category == "scan")

@@ -131,6 +131,8 @@ class Calibration(Spec):
     """Achieved fraction of the main tier's bandwidth on streaming access."""
     bandwidth_efficiency: dict[OpCategory, Fraction] = Field(default_factory=dict)
     """Achieved fraction of bandwidth per op category where kernels differ (norms, gathers)."""
+    overlap_loss: float = Field(0.0, ge=0.0, le=1.0)
+    """Fraction of the shorter of compute and memory time that a tiled kernel fails to hide."""
     launch_overhead: Time | None = None
     """Fixed device-side cost of every kernel: launch and pipeline fill."""
     dispatch_overhead: Time | None = None
