@@ -33,25 +33,21 @@ def overlapped(compute_s, memory_s, overlap_loss):
 
 
 @numba.njit(cache=True)
-def gemm_times(batch, m, n, k, elem_bytes, bytes_moved, matrix_peak, units, l2_bandwidth, bandwidth, overhead,
-               overlap_loss):
+def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overhead, overlap_loss):
     """GEMM time from output tiles run in waves over the compute units (wave quantisation).
 
     Idea: the tile/wave model of NVIDIA's "Matrix multiplication background" guide and of
     LLMCompass (Zhang et al., ISCA 2024). The output (batch x m x n) is cut into tiles of
-    tm x tn; each unit computes one tile at a time, so a GEMM takes ceil(tiles / units) waves.
-    A tile's K loop is bound by its arithmetic on one unit, 2*tm*tn*K / (peak/units) (padded
-    tiles waste their padding), or by feeding its operands from L2, (min(tm, m)+tn)*K*b /
-    (l2_bandwidth/units): small tiles reuse operands less, which is why libraries prefer large
-    ones. With fewer tiles than units, K is split over s idle units (split-K), which adds the
-    fp32 partial sums, written and read once, to the HBM traffic. Within one wave every unit
-    fetches its operands before it computes, so a single wave pays compute plus memory; later
-    waves prefetch while earlier ones compute, so the exposed share of the shorter side is 1/w.
-    The library picks the tile that finishes first:
+    tm x tn; each unit computes one tile at a time, so a GEMM takes w = ceil(tiles / units)
+    waves of 2*r*tn*K / (peak/units) each, with r = min(tm, m) rows (skinny GEMMs run as
+    GEMV-like kernels that do not pad). With fewer tiles than units, K is split over s idle
+    units (split-K). Operands are reused through L2, so HBM sees the op's bytes once. Within
+    one wave every unit fetches its operands before it computes, so a single wave pays
+    compute plus memory; later waves prefetch while earlier ones compute, so the exposed share
+    of the shorter side falls as 1/w. The library picks the tile that finishes first:
 
-        c_t   = w * max(2*tm*tn*ceil(K/s)/(P/U), (min(tm,m)+tn)*ceil(K/s)*b/(B_l2/U))
-        m_t   = (bytes_moved + [s > 1] * 2*s*batch*m*n*4) / B_hbm
-        total = min over tiles of overlapped(c_t, m_t, max(overlap_loss, 1/w)) + overhead
+        c_t   = w * 2*r*tn*ceil(K/s) / (P/U)
+        total = min over tiles of overlapped(c_t, bytes_moved / B, max(overlap_loss, 1/w)) + overhead
 
     Returns (compute_s, memory_s, total_s) of the chosen tile.
     """
@@ -66,7 +62,6 @@ def gemm_times(batch, m, n, k, elem_bytes, bytes_moved, matrix_peak, units, l2_b
             total[i] = base_memory + overhead[i]
             continue
         per_unit_flops = matrix_peak[i] / units[i]
-        per_unit_l2 = l2_bandwidth[i] / units[i]
         problems = max(batch[i], 1.0)
         best = np.inf
         for t in range(GEMM_TILES.shape[0]):
@@ -78,16 +73,13 @@ def gemm_times(batch, m, n, k, elem_bytes, bytes_moved, matrix_peak, units, l2_b
                 splits = max(1.0, min(math.floor(units[i] / tiles), math.floor(k[i] / MIN_SPLIT_K)))
             k_slice = math.ceil(k[i] / splits)
             waves = math.ceil(tiles * splits / units[i])
-            tile_s = 2.0 * tm * tn * k_slice / per_unit_flops
-            if per_unit_l2 > 0.0:
-                tile_s = max(tile_s, (min(tm, m[i]) + tn) * k_slice * elem_bytes[i] / per_unit_l2)
-            tile_compute = waves * tile_s
-            tile_memory = base_memory
-            candidate = overlapped(tile_compute, tile_memory, max(overlap_loss[i], 1.0 / waves))
+            rows = min(tm, m[i])
+            arithmetic = waves * 2.0 * rows * tn * k_slice / per_unit_flops
+            candidate = overlapped(arithmetic, base_memory, max(overlap_loss[i], 1.0 / waves))
             if candidate < best:
                 best = candidate
-                compute[i] = tile_compute
-                memory[i] = tile_memory
+                compute[i] = arithmetic
+                memory[i] = base_memory
         total[i] = best + overhead[i]
     return compute, memory, total
 

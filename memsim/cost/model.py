@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from memsim.cost import kernels
-from memsim.cost.roofline import main_compute_unit, on_chip_tier, op_overhead, per_op_rates
+from memsim.cost.roofline import main_compute_unit, op_overhead, per_op_rates
 from memsim.hardware.schema import ComputeUnit, Device, Link
 
 COST_COLUMNS = ("compute_s", "memory_s", "overhead_s", "duration_s")
@@ -57,11 +57,9 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
 
     rows = np.flatnonzero(category == "gemm")
     if rows.size:
-        cache = on_chip_tier(device)
-        l2 = np.full(rows.size, cache.read_bandwidth if cache is not None else 0.0)
         result = kernels.gemm_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
-                                    elem_bytes[rows], moved[rows], peak[rows], units[rows], l2,
-                                    bandwidth[rows], overhead[rows], overlap[rows])
+                                    moved[rows], peak[rows], units[rows], bandwidth[rows], overhead[rows],
+                                    overlap[rows])
         _put(rows, result, compute, memory, total)
 
     rows = np.flatnonzero((category == "attention") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))

@@ -64,11 +64,6 @@ def main_compute_unit(device: Device) -> ComputeUnit:
     return units[0]
 
 
-def on_chip_tier(device: Device) -> MemoryTier | None:
-    """The device's shared on-chip cache (GPU L2), through which GEMM operands are reused."""
-    return next((tier for tier in device.memories.values() if tier.kind == "sram"), None)
-
-
 def per_op_rates(categories: np.ndarray, dtypes: np.ndarray, unit: ComputeUnit, device: Device,
                  tier: MemoryTier) -> tuple[np.ndarray, np.ndarray]:
     """Achievable FLOP/s and read bandwidth for each op, by category (matrix or not) and dtype."""
