@@ -47,7 +47,8 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     # one bandwidth per op such that moved / bandwidth = read / B_read + written / B_write
     with np.errstate(invalid="ignore", divide="ignore"):
         bandwidth = np.where(moved > 0, moved / (read / read_bw + written / (read_bw * write_ratio)), read_bw)
-    overhead = np.full(count, op_overhead(unit, device))
+    overheads = {name: op_overhead(unit, device, name) for name in np.unique(category)}
+    overhead = np.array([overheads[name] for name in category], dtype=float)
     overlap = np.full(count, device.calibration.overlap_loss if device.calibration else 0.0)
     compute, memory, total = kernels.streaming_times(flops, moved, peak, bandwidth, overhead)
 

@@ -50,9 +50,14 @@ def bandwidth_efficiency(tier: MemoryTier, device: Device, category: str) -> flo
     return tier.efficiency
 
 
-def op_overhead(unit: ComputeUnit, device: Device) -> float:
-    if device.calibration is not None and device.calibration.launch_overhead is not None:
-        return device.calibration.launch_overhead
+def op_overhead(unit: ComputeUnit, device: Device, category: str = "") -> float:
+    """Fixed per-op cost: calibrated for the category, else calibrated, else the datasheet's."""
+    calibration = device.calibration
+    if calibration is not None:
+        if category in calibration.category_overhead:
+            return calibration.category_overhead[category]
+        if calibration.launch_overhead is not None:
+            return calibration.launch_overhead
     return unit.op_overhead
 
 

@@ -135,6 +135,8 @@ class Calibration(Spec):
     """Fraction of the shorter of compute and memory time that a tiled kernel fails to hide."""
     launch_overhead: Time | None = None
     """Fixed device-side cost of every kernel: launch and pipeline fill."""
+    category_overhead: dict[OpCategory, Time] = Field(default_factory=dict)
+    """Fixed cost per op category where kernel families differ (a CPU GEMM's library setup)."""
     dispatch_overhead: Time | None = None
     """Host time to issue one op (framework + driver); the engine charges it, not price_ops."""
     fitted_on: str = ""

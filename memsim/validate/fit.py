@@ -48,15 +48,16 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: list[
              for d in dtypes]
     start += [_logit(tier.efficiency) for _ in categories]
     start.append(_logit(0.3))
-    start.append(float(np.log(max(unit.op_overhead, 1e-6))))
+    start += [float(np.log(max(unit.op_overhead, 1e-6))) for _ in categories]
     measured = ops["measured_s"].to_numpy(float)
 
     def calibration(x) -> Calibration:
         return Calibration(
             source=source, matrix_efficiency={d: _expit(v) for d, v in zip(dtypes, x)},
             bandwidth_efficiency={c: _expit(v) for c, v in zip(categories, x[len(dtypes):])},
-            overlap_loss=_expit(x[-2]),
-            launch_overhead=max(float(np.exp(x[-1])), MIN_OVERHEAD_S),
+            overlap_loss=_expit(x[len(dtypes) + len(categories)]),
+            category_overhead={c: max(float(np.exp(v)), MIN_OVERHEAD_S)
+                               for c, v in zip(categories, x[len(dtypes) + len(categories) + 1:])},
             dispatch_overhead=base.dispatch_overhead if base else None, fitted_on=fitted_on)
 
     def loss(x) -> float:
