@@ -1,0 +1,206 @@
+"""Regenerate validation/README.md: memsim's errors on every measured file in ../shared/ground-truth.
+
+    .venv/bin/python validation/run_all.py [--ground-truth DIR] [--out validation/README.md] [--no-cpu]
+
+Protocol (generalisation, never fit): each GPU is calibrated with `memsim calibrate --from` on
+every other token count of its Vidur Llama-2-7B file (--fit-half); errors are reported on the
+other half of that file and on every other file measured on the same GPU. Each file is also
+priced with the datasheet config alone. Finally this CPU is calibrated (`memsim calibrate
+--device cpu`) and a tiny workload run for real is compared with its prediction.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from memsim.commands.calibrate import calibrate_from_file, calibrate_this_machine, write_calibrated  # noqa: E402
+from memsim.cost import price_ops  # noqa: E402
+from memsim.hardware import load_system  # noqa: E402
+from memsim.validate.fit import calibration_half  # noqa: E402
+from memsim.validate.measure import stderr_progress  # noqa: E402
+from memsim.validate.readers import gemm_row, read_measured  # noqa: E402
+from memsim.validate.report import predict, validation_result  # noqa: E402
+
+VIDUR = "microsoft/vidur/data/profiling/compute/{gpu}/meta-llama/Llama-2-7b-hf/mlp.csv"
+TRACELENS = "AMD-AGI/TraceLens/tests/traces/h100"
+MACHINES = {
+    "h100": {"hw": "nvidia-h100-sxm", "mamf": "NVIDIA H100 SXM", "files": [
+        f"{TRACELENS}/Qwen_Qwen1.5-0.5B-Chat__1016005.json.gz",
+        f"{TRACELENS}/gaunernst_bert-small-uncased__1016001.json.gz",
+        f"{TRACELENS}/Qwen_Qwen1.5-0.5B-Chat__1016005_perf_report_csvs/GEMM.csv",
+        f"{TRACELENS}/Qwen_Qwen1.5-0.5B-Chat__1016005_perf_report_csvs/SDPA_fwd.csv"]},
+    "a100": {"hw": "nvidia-a100-80gb-sxm", "mamf": "NVIDIA A100 SXM", "files": [
+        "microsoft/vidur/data/profiling/a100/attention.csv",
+        "PrincetonUniversity/LLMCompass/ae/figure5/ab/real_hardware/matmul_A100.csv",
+        "PrincetonUniversity/LLMCompass/ae/figure5/cf/real_hardware/softmax_A100.csv",
+        "PrincetonUniversity/LLMCompass/ae/figure5/de/real_hardware/layernorm_A100.csv",
+        "PrincetonUniversity/LLMCompass/ae/figure5/g/real_hardware/gelu_A100.csv",
+        "facebookresearch/HolisticTraceAnalysis/tests/data/negative_queue_length_values_check/rank0.json.gz"]},
+}
+MAMF = "stas00/ml-engineering/compute/accelerator/README.MAMF_table_excerpt.md"
+CPU_WORKLOADS = (("llama-tiny", "prefill", 1, 64), ("llama-tiny", "decode", 4, 64))
+
+
+def row(name: str, config: str, summary: dict) -> dict:
+    return {"file": name, "config": config, "n": summary["count"], "MAPE": summary["mape"],
+            "median": summary["median_ape"], "p90": summary["p90_ape"], "signed": summary["signed_mean"],
+            "summed": summary["sum_error"]}
+
+
+def price_file(path: Path, system, config: str, name: str, ops=None) -> tuple[list[dict], dict]:
+    data = read_measured(path)
+    priced = predict(data.ops if ops is None else ops, system)
+    result = validation_result(priced, str(path), system.name)
+    rows = [row(f"{name} [{group}]" if group != "overall" else name, config, summary)
+            for group, summary in result["groups"].items()
+            if group == "overall" or len(result["groups"]) > 2]
+    return rows, result
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    shown = frame.copy()
+    for column in ("MAPE", "median", "p90"):
+        shown[column] = shown[column].map("{:.1%}".format)
+    for column in ("signed", "summed"):
+        shown[column] = shown[column].map("{:+.1%}".format)
+    header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
+    return header + "\n".join("| " + " | ".join(str(v) for v in values) + " |" for values in shown.to_numpy())
+
+
+def mamf_rows(root: Path, calibrated: dict) -> list[str]:
+    """Best-shape bf16 matmul TFLOP/s from the MAMF table vs memsim's prediction for that shape."""
+    lines = []
+    text = (root / MAMF).read_text()
+    for gpu, spec in MACHINES.items():
+        line = next((ln for ln in text.splitlines() if ln.startswith(f"| {spec['mamf']} ")), None)
+        if line is None:
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        measured, (m, n, k) = float(cells[1]), (int(x) for x in cells[4].split("x"))
+        op = pd.DataFrame([gemm_row("matmul", "bf16", 1, m, n, k, 0.0, m)])
+        for config, system in (("datasheet", load_system(spec["hw"])), ("calibrated", calibrated[gpu])):
+            seconds = price_ops(op, system.device)["duration_s"].iloc[0]
+            predicted = 2.0 * m * n * k / seconds / 1e12
+            lines.append(f"| {spec['mamf']} | {m}x{n}x{k} | {config} | {measured:.1f} | {predicted:.1f} | "
+                         f"{predicted / measured - 1:+.1%} |")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ground-truth", default=str(REPO.parent / "shared" / "ground-truth"))
+    parser.add_argument("--out", default=str(REPO / "validation" / "README.md"))
+    parser.add_argument("--no-cpu", action="store_true", help="skip the real CPU run (machine-dependent)")
+    args = parser.parse_args()
+    root = Path(args.ground_truth)
+    if not root.is_dir():
+        print(f"run_all: {root}: no ground-truth folder", file=sys.stderr)
+        return 2
+    rows, calibrations, calibrated = [], [], {}
+    with tempfile.TemporaryDirectory() as folder:
+        for gpu, spec in MACHINES.items():
+            vidur = root / VIDUR.format(gpu=gpu)
+            stderr_progress(f"{gpu}: calibrating on every other token count of {vidur.name}")
+            calibration, base = calibrate_from_file(str(vidur), spec["hw"], None, True)
+            system = load_system(write_calibrated(base, calibration, f"{folder}/{gpu}.yaml"))
+            calibrated[gpu] = system
+            calibrations.append((gpu, calibration))
+            datasheet = load_system(spec["hw"])
+            data = read_measured(vidur)
+            held_out = data.ops[~calibration_half(data.ops["size"])].reset_index(drop=True)
+            name = f"{gpu} Vidur Llama-2-7B mlp.csv (held-out half)"
+            result = validation_result(predict(held_out, system), str(vidur), system.name)
+            rows += [row(f"{name} [{op}]" if op != "overall" else name, "calibrated", s)
+                     for op, s in result["ops"].items()]
+            rows += [row(f"{name} [{g}]", "calibrated", s) for g, s in result["groups"].items() if g != "overall"]
+            rows += price_file(vidur, datasheet, "datasheet", f"{gpu} Vidur Llama-2-7B mlp.csv (all rows)",
+                               data.ops)[0]
+            for relative in spec["files"]:
+                path = root / relative
+                if not path.exists():
+                    continue
+                stderr_progress(f"{gpu}: {relative}")
+                label = f"{gpu} {relative.split('/')[-1]}"
+                rows += price_file(path, system, "calibrated (Vidur half)", label)[0]
+                rows += price_file(path, datasheet, "datasheet", label)[0]
+        cpu_lines = [] if args.no_cpu else cpu_section(folder)
+    mamf = mamf_rows(root, calibrated) if (root / MAMF).exists() else []
+    write_readme(Path(args.out), pd.DataFrame(rows), calibrations, mamf, cpu_lines)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cpu_section(folder: str) -> list[str]:
+    from memsim.validate.real import measure_workload
+
+    stderr_progress("cpu: memsim calibrate --device cpu")
+    calibration, base, threads = calibrate_this_machine("cpu", None, stderr_progress)
+    system = load_system(write_calibrated(base, calibration, f"{folder}/cpu.yaml", threads))
+    lines = [f"Calibrated on {calibration.device_name}, torch {calibration.torch_version}, {calibration.date}.", "",
+             "| workload | ops | measured ms | predicted ms | summed | MAPE | median |", "|---|---|---|---|---|---|---|"]
+    for name, phase, batch, context in CPU_WORKLOADS:
+        ops = measure_workload(name, "cpu", phase, batch, context, stderr_progress)
+        overall = validation_result(predict(ops, system), name, system.name)["groups"]["overall"]
+        lines.append(f"| {name} {phase} batch {batch} context {context} | {overall['count']} | "
+                     f"{overall['measured_s'] * 1e3:.2f} | {overall['predicted_s'] * 1e3:.2f} | "
+                     f"{overall['sum_error']:+.1%} | {overall['mape']:.1%} | {overall['median_ape']:.1%} |")
+    return lines
+
+
+def write_readme(path: Path, frame: pd.DataFrame, calibrations, mamf: list[str], cpu_lines: list[str]) -> None:
+    constants = []
+    for gpu, calibration in calibrations:
+        values = calibration.model_dump(include={"matrix_efficiency", "bandwidth_efficiency", "overlap_loss",
+                                                 "category_overhead"})
+        shown = ", ".join(f"{key}={_short(value)}" for key, value in values.items())
+        constants.append(f"- **{gpu}** ({calibration.fitted_on}): {shown}")
+    text = f"""# Validation against measured GPU and CPU runs
+
+Regenerate with `.venv/bin/python validation/run_all.py` (reads ../shared/ground-truth; about a
+minute, plus the CPU run). Every number below comes from that one command.
+
+**Protocol.** Each GPU is calibrated with `memsim calibrate --from` on *every other token count*
+of its Vidur Llama-2-7B file (`--fit-half`). The constants fitted are global to the machine:
+matrix efficiency per dtype, bandwidth efficiency and fixed overhead per op category present,
+and the compute/memory overlap loss. Errors are then measured on the *other half* of that file
+and on *every other file from the same GPU* (different models, libraries and setups). Each file
+is also priced with the datasheet config alone (no calibration). Errors are relative to the
+measured time: MAPE, median and p90 absolute error, signed mean error, and the error of the
+summed time.
+
+Fitted constants:
+
+{chr(10).join(constants)}
+
+## Results
+
+{markdown(frame)}
+
+## Peak matmul (MAMF table, stas00/ml-engineering)
+
+| GPU | best shape | config | measured TFLOP/s | predicted TFLOP/s | error |
+|---|---|---|---|---|---|
+{chr(10).join(mamf)}
+
+## This CPU: `memsim validate real` after `memsim calibrate --device cpu`
+
+{chr(10).join(cpu_lines) if cpu_lines else "(skipped: --no-cpu)"}
+"""
+    path.write_text(text)
+
+
+def _short(value) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {v:.3g}" for k, v in value.items()) + "}"
+    return f"{value:.3g}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
