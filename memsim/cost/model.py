@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from memsim.cost import kernels
-from memsim.cost.roofline import main_compute_unit, op_overhead, per_op_rates
+from memsim.cost.roofline import main_compute_unit, per_op_rates
 from memsim.hardware.schema import ComputeUnit, Device, Link
 
 COST_COLUMNS = ("compute_s", "memory_s", "overhead_s", "duration_s")
@@ -41,19 +41,17 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     flops = ops["flops"].to_numpy(float)
     read = ops["bytes_read"].to_numpy(float)
     written = ops["bytes_written"].to_numpy(float)
-    peak, read_bw = per_op_rates(category, dtype, unit, device, tier)
+    peak, read_bw, overhead = per_op_rates(category, dtype, unit, device, tier)
     write_ratio = tier.write_bandwidth / tier.read_bandwidth
     moved = read + written
     # one bandwidth per op such that moved / bandwidth = read / B_read + written / B_write
     with np.errstate(invalid="ignore", divide="ignore"):
         bandwidth = np.where(moved > 0, moved / (read / read_bw + written / (read_bw * write_ratio)), read_bw)
-    overheads = {name: op_overhead(unit, device, name) for name in np.unique(category)}
-    overhead = np.array([overheads[name] for name in category], dtype=float)
     overlap = np.full(count, device.calibration.overlap_loss if device.calibration else 0.0)
     compute, memory, total = kernels.streaming_times(flops, moved, peak, bandwidth, overhead)
 
     units = np.full(count, float(unit.count))
-    elem_bytes = np.array([DTYPE_BYTES.get(name, 4.0) for name in dtype])
+    elem_bytes = pd.Series(dtype).map(DTYPE_BYTES).fillna(4.0).to_numpy(float)
     dims = {name: ops[name].to_numpy(float) for name in ("batch", "m", "n", "k")}
 
     rows = np.flatnonzero(category == "gemm")

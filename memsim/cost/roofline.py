@@ -6,6 +6,7 @@ the one place where a hardware description and its calibration become numbers.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from memsim.hardware.schema import ComputeUnit, Device, MemoryTier
 
@@ -70,15 +71,15 @@ def main_compute_unit(device: Device) -> ComputeUnit:
 
 
 def per_op_rates(categories: np.ndarray, dtypes: np.ndarray, unit: ComputeUnit, device: Device,
-                 tier: MemoryTier) -> tuple[np.ndarray, np.ndarray]:
-    """Achievable FLOP/s and read bandwidth for each op, by category (matrix or not) and dtype."""
-    peaks = np.empty(len(categories))
-    bandwidths = np.empty(len(categories))
-    cache: dict[tuple[str, str], tuple[float, float]] = {}
-    for i, key in enumerate(zip(categories, dtypes)):
-        if key not in cache:
-            category, dtype = key
-            cache[key] = (effective_peak(unit, device, dtype, category in MATRIX_CATEGORIES),
-                          tier.read_bandwidth * bandwidth_efficiency(tier, device, category))
-        peaks[i], bandwidths[i] = cache[key]
-    return peaks, bandwidths
+                 tier: MemoryTier) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Achievable FLOP/s, read bandwidth and fixed overhead of each op, by its category (matrix
+    or not) and dtype; computed once per distinct (category, dtype)."""
+    codes, pairs = pd.factorize(pd.Series(categories, dtype=object) + "|" + pd.Series(dtypes, dtype=object))
+    table = np.empty((len(pairs), 3))
+    for index, pair in enumerate(pairs):
+        category, dtype = pair.split("|", 1)
+        table[index] = (effective_peak(unit, device, dtype, category in MATRIX_CATEGORIES),
+                        tier.read_bandwidth * bandwidth_efficiency(tier, device, category),
+                        op_overhead(unit, device, category))
+    rates = table[codes] if len(codes) else np.empty((0, 3))
+    return rates[:, 0], rates[:, 1], rates[:, 2]
