@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from memsim.errors import MemsimError
 from memsim.trace.ops import (ATTENTION_OPS, GEMM_OPS, attention_flops, categorize, gemm_dims, numel)
@@ -153,6 +154,15 @@ def _gpu_row(event: dict, op: dict | None) -> dict:
     return row
 
 
+def _torch_tags(name: str) -> tuple:
+    """torch's tags (pointwise, reduction) of an aten op named in a trace, where torch has it."""
+    namespace, _, op_name = name.partition("::")
+    try:
+        return tuple(getattr(getattr(torch.ops, namespace), op_name).default.tags)
+    except (AttributeError, RuntimeError):
+        return ()
+
+
 def _shapes(entry) -> list[list[int]]:
     """The tensor shapes in one `Input Dims` entry: a shape, a list of shapes (TensorList), or []."""
     if not isinstance(entry, list) or not entry:
@@ -170,7 +180,7 @@ def _op_costs(op: dict) -> dict:
     tensors = [(shape, TYPE_NAMES.get(kind, "fp32")) for entry, kind in zip(dims, types)
                if kind not in ("Scalar", "") for shape in _shapes(entry)]
     name = op["name"]
-    category = categorize(name)
+    category = categorize(name, _torch_tags(name))
     dtype = next((t for _, t in tensors if t in ("bf16", "fp16", "fp32", "fp8", "fp64")), tensors[0][1] if tensors else "fp32")
     read = float(sum(numel(shape) * TYPE_BYTES.get(kind, 4) for shape, kind in tensors))
     out = {"name": name, "category": category, "dtype": dtype, "bytes_read": read,
@@ -192,6 +202,25 @@ def _op_costs(op: dict) -> dict:
                        bytes_written=float(b * h * q_len * dv * element),
                        attrs=json.dumps({"heads": h, "kv_heads": h_kv, "value_dim": dv, "causal": causal}))
     else:
-        largest = max((numel(shape) * TYPE_BYTES.get(kind, 4) for shape, kind in tensors), default=0)
-        out["bytes_written"] = float(largest)  # elementwise-like ops write about their largest input
+        out.update(_moved_bytes(name, category, tensors))
     return out
+
+
+def _moved_bytes(name: str, category: str, tensors: list[tuple[list[int], str]]) -> dict:
+    """Bytes read and written by a non-matrix op, from the semantics of its kind: a copy writes
+    its destination, a concatenation the sum of its inputs, a gather the rows it picks, a
+    reduction one value per row; other elementwise ops write about their largest input."""
+    sizes = [numel(shape) * TYPE_BYTES.get(kind, 4) for shape, kind in tensors]
+    if not sizes:
+        return {"bytes_read": 0.0, "bytes_written": 0.0}
+    if name == "aten::copy_" and len(sizes) >= 2:
+        return {"bytes_read": float(sizes[1]), "bytes_written": float(sizes[0])}
+    if name in ("aten::cat", "aten::stack"):
+        return {"bytes_read": float(sum(sizes)), "bytes_written": float(sum(sizes))}
+    if name in ("aten::embedding", "aten::index_select") and len(sizes) >= 2:
+        (table, kind), (index, _) = (tensors[0], tensors[-1]) if name == "aten::index_select" else tensors[:2]
+        rows = numel(index) * numel(table[1:]) * TYPE_BYTES.get(kind, 4)
+        return {"bytes_read": float(rows + sizes[-1 if name == "aten::index_select" else 1]), "bytes_written": float(rows)}
+    if category == "reduction" and tensors[0][0]:
+        return {"bytes_read": float(sum(sizes)), "bytes_written": float(sizes[0] / max(tensors[0][0][-1], 1))}
+    return {"bytes_read": float(sum(sizes)), "bytes_written": float(max(sizes))}
