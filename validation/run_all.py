@@ -103,7 +103,7 @@ def main() -> int:
     if not root.is_dir():
         print(f"run_all: {root}: no ground-truth folder", file=sys.stderr)
         return 2
-    rows, calibrations, calibrated = [], [], {}
+    rows, calibrations, calibrated, targets = [], [], {}, []
     with tempfile.TemporaryDirectory() as folder:
         for gpu, spec in MACHINES.items():
             vidur = root / VIDUR.format(gpu=gpu)
@@ -120,6 +120,11 @@ def main() -> int:
             rows += [row(f"{name} [{op}]" if op != "overall" else name, "calibrated", s)
                      for op, s in result["ops"].items()]
             rows += [row(f"{name} [{g}]", "calibrated", s) for g, s in result["groups"].items() if g != "overall"]
+            gemm = result["groups"]["gemm"]
+            targets.append((f"{gpu} Vidur held-out GEMMs: median <= 5%", gemm["median_ape"], 0.05))
+            targets.append((f"{gpu} Vidur held-out GEMMs: MAPE <= 8%", gemm["mape"], 0.08))
+            targets += [(f"{gpu} Vidur held-out {op}: MAPE <= 10%", s["mape"], 0.10)
+                        for op, s in result["ops"].items() if op != "overall"]
             rows += price_file(vidur, datasheet, "datasheet", f"{gpu} Vidur Llama-2-7B mlp.csv (all rows)",
                                data.ops)[0]
             for relative in spec["files"]:
@@ -128,16 +133,23 @@ def main() -> int:
                     continue
                 stderr_progress(f"{gpu}: {relative}")
                 label = f"{gpu} {relative.split('/')[-1]}"
-                rows += price_file(path, system, "calibrated (Vidur half)", label)[0]
+                found, result = price_file(path, system, "calibrated (Vidur half)", label)
+                rows += found
+                if "Qwen" in relative and relative.endswith(".json.gz"):
+                    targets.append((f"{gpu} Kineto Qwen trace: summed GPU time within 10%",
+                                    abs(result["groups"]["overall"]["sum_error"]), 0.10))
+                if "gemm" in result["groups"] and "Vidur" not in label:
+                    targets.append((f"{label} GEMMs (other file, same GPU): MAPE <= 8%",
+                                    result["groups"]["gemm"]["mape"], 0.08))
                 rows += price_file(path, datasheet, "datasheet", label)[0]
-        cpu_lines = [] if args.no_cpu else cpu_section(folder)
+        cpu_lines = [] if args.no_cpu else cpu_section(folder, targets)
     mamf = mamf_rows(root, calibrated) if (root / MAMF).exists() else []
-    write_readme(Path(args.out), pd.DataFrame(rows), calibrations, mamf, cpu_lines)
+    write_readme(Path(args.out), pd.DataFrame(rows), calibrations, mamf, cpu_lines, targets)
     print(f"wrote {args.out}")
     return 0
 
 
-def cpu_section(folder: str) -> list[str]:
+def cpu_section(folder: str, targets: list) -> list[str]:
     from memsim.validate.real import measure_workload
 
     stderr_progress("cpu: memsim calibrate --device cpu")
@@ -148,13 +160,17 @@ def cpu_section(folder: str) -> list[str]:
     for name, phase, batch, context in CPU_WORKLOADS:
         ops = measure_workload(name, "cpu", phase, batch, context, stderr_progress)
         overall = validation_result(predict(ops, system), name, system.name)["groups"]["overall"]
+        targets.append((f"this CPU, {name} {phase}: summed time within 15%", abs(overall["sum_error"]), 0.15))
         lines.append(f"| {name} {phase} batch {batch} context {context} | {overall['count']} | "
                      f"{overall['measured_s'] * 1e3:.2f} | {overall['predicted_s'] * 1e3:.2f} | "
                      f"{overall['sum_error']:+.1%} | {overall['mape']:.1%} | {overall['median_ape']:.1%} |")
     return lines
 
 
-def write_readme(path: Path, frame: pd.DataFrame, calibrations, mamf: list[str], cpu_lines: list[str]) -> None:
+def write_readme(path: Path, frame: pd.DataFrame, calibrations, mamf: list[str], cpu_lines: list[str],
+                 targets: list) -> None:
+    checks = "\n".join(f"| {name} | {value:.1%} | {'met' if value <= limit else 'missed'} |"
+                       for name, value, limit in targets)
     constants = []
     for gpu, calibration in calibrations:
         values = calibration.model_dump(include={"matrix_efficiency", "bandwidth_efficiency", "overlap_loss",
@@ -179,6 +195,14 @@ Fitted constants:
 
 {chr(10).join(constants)}
 
+## Targets of issue 5
+
+| target | reached | |
+|---|---|---|
+{checks}
+
+{FINDINGS}
+
 ## Results
 
 {markdown(frame)}
@@ -194,6 +218,30 @@ Fitted constants:
 {chr(10).join(cpu_lines) if cpu_lines else "(skipped: --no-cpu)"}
 """
     path.write_text(text)
+
+
+# Why the missed targets are missed: causes found in the model and the data, not in the numbers
+# above (which the script regenerates).
+FINDINGS = """**Causes of the misses.**
+- *Vidur elementwise kinds (rope, activation, add).* One bandwidth fraction per category cannot
+  fit kernels of the same category that run at different speeds: Vidur's vLLM `add` streams at
+  ~3.1 TB/s on an H100 (its inputs are still in the 50 MB L2 when the profiler repeats it), its
+  rotary and SiLU-and-mul kernels at 1.5-2 TB/s. memsim has no model of per-kernel code quality
+  or of L2-resident inputs, so `add` is over- and `rope`/`mlp_act` under-predicted by ~30%.
+- *Kineto Qwen trace.* GEMMs (the largest category) are within a few percent in sum, but the
+  eager-PyTorch elementwise kernels (broadcasting, strided copies, fp32 up-casts) reach only
+  ~2 TB/s on the H100, while the Vidur file the constants come from shows ~3 TB/s; and
+  FlashAttention-2 with head_dim 64 reaches ~90 TFLOP/s (~10% of peak), which no constant
+  fitted on the Vidur MLP file (it has no attention) can know.
+- *GEMM medians.* The tile/wave model picks among seven tile shapes; cuBLAS has more (stream-K,
+  persistent kernels), so mid-size GEMMs (256-1024 tokens) keep ~6% median error.
+- *LLMCompass softmax/layernorm/gelu.* Those times include ~50 us of host-side timing overhead
+  per call (a 1024-element GELU "takes" 48 us), a measurement setup no GPU-kernel model shares.
+- *HTA rank0 (A100 training).* Most of its time is NCCL all-reduce waiting on other ranks and
+  optimizer kernels without recorded shapes; memsim prices what it can link (see the table).
+- *This CPU.* The machine is 2 vCPUs shared with other jobs: the same micro-benchmark varies by
+  20-30% from one run to the next, which bounds what any calibration can reach here.
+"""
 
 
 def _short(value) -> str:

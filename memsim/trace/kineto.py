@@ -27,7 +27,7 @@ TYPE_NAMES = {"c10::BFloat16": "bf16", "c10::Half": "fp16", "float": "fp32", "do
 TYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp64": 8, "fp8": 1, "int64": 8, "int32": 4, "bool": 1,
               "uint8": 1, "int8": 1}
 # Kernel-name patterns for kernels whose launching op says little (or is missing).
-KERNEL_PATTERNS = (("gemm", re.compile(r"gemm|xmma|cutlass|cublas|wgmma|matmul", re.I)),
+KERNEL_PATTERNS = (("gemm", re.compile(r"(?<!fb)gemm|xmma|cutlass|cublas|wgmma|matmul", re.I)),
                    ("attention", re.compile(r"flash|fmha|attention", re.I)),
                    ("collective", re.compile(r"nccl", re.I)),
                    ("norm", re.compile(r"norm", re.I)),
@@ -151,6 +151,8 @@ def _gpu_row(event: dict, op: dict | None) -> dict:
                 row["category"] = category if row["category"] == "other" or category in ("gemm", "attention") \
                     else row["category"]
                 break
+    if row["category"] in ("gemm", "attention") and row["flops"] == 0:
+        row["category"] = "other"  # a matrix kernel whose problem size the trace does not record
     return row
 
 

@@ -2,7 +2,8 @@
 
 The constants are those a user would tune by hand: the achieved fraction of the matrix peak per
 dtype, the achieved fraction of memory bandwidth per op category present in the data, and the
-fixed per-kernel launch cost. Never one per shape or per op. The fit minimises the mean
+fixed per-kernel launch cost. Never one per shape or per op. Bandwidth fractions are capped by
+the tier's own streaming efficiency (the datasheet config's measured copy rate). The fit minimises the mean
 absolute percentage error with Nelder-Mead over the logits of the fractions (so they stay in
 (0, 1)) and the log of the overhead; it starts from the datasheet values and is deterministic.
 """
@@ -46,7 +47,10 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: list[
     categories = sorted(ops["category"].unique())
     start = [_logit((base.matrix_efficiency.get(d) if base and d in base.matrix_efficiency else unit.matrix_efficiency))
              for d in dtypes]
-    start += [_logit(tier.efficiency) for _ in categories]
+    # no kernel streams memory faster than the tier's measured streaming efficiency (a device
+    # copy): a fit that wants more is seeing cache-resident data, not the memory
+    ceiling = tier.efficiency
+    start += [_logit(0.9) for _ in categories]
     start.append(_logit(0.3))
     start += [float(np.log(max(unit.op_overhead, 1e-6))) for _ in categories]
     measured = ops["measured_s"].to_numpy(float)
@@ -54,7 +58,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: list[
     def calibration(x) -> Calibration:
         return Calibration(
             source=source, matrix_efficiency={d: _expit(v) for d, v in zip(dtypes, x)},
-            bandwidth_efficiency={c: _expit(v) for c, v in zip(categories, x[len(dtypes):])},
+            bandwidth_efficiency={c: ceiling * _expit(v) for c, v in zip(categories, x[len(dtypes):])},
             overlap_loss=_expit(x[len(dtypes) + len(categories)]),
             category_overhead={c: max(float(np.exp(v)), MIN_OVERHEAD_S)
                                for c, v in zip(categories, x[len(dtypes) + len(categories) + 1:])},
