@@ -181,18 +181,11 @@ def scan_times(steps, state_bytes, bytes_moved, flops, peak, bandwidth, on_chip_
         bytes = bytes_moved + (state > SRAM ? 2 * state * steps : 0)
         total = max(flops / P, bytes / B) + overhead
     """
-    count = steps.shape[0]
-    compute = np.zeros(count)
-    memory = np.zeros(count)
-    total = np.zeros(count)
-    for i in range(count):
-        traffic = bytes_moved[i]
+    traffic = bytes_moved.copy()
+    for i in range(steps.shape[0]):
         if state_bytes[i] > on_chip_bytes[i]:
-            traffic += 2.0 * state_bytes[i] * max(steps[i], 1.0)
-        compute[i] = flops[i] / peak[i] if peak[i] > 0.0 else 0.0
-        memory[i] = traffic / bandwidth[i] if bandwidth[i] > 0.0 else 0.0
-        total[i] = max(compute[i], memory[i]) + overhead[i]
-    return compute, memory, total
+            traffic[i] += 2.0 * state_bytes[i] * max(steps[i], 1.0)
+    return streaming_times(flops, traffic, peak, bandwidth, overhead)
 
 
 @numba.njit(cache=True)

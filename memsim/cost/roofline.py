@@ -43,23 +43,24 @@ def effective_peak(unit: ComputeUnit, device: Device, dtype: str, matrix: bool) 
 def bandwidth_efficiency(tier: MemoryTier, device: Device, category: str) -> float:
     """Achieved fraction of a tier's bandwidth for one op category (calibrated where known)."""
     calibration = device.calibration
-    if calibration is not None:
-        if category in calibration.bandwidth_efficiency:
-            return calibration.bandwidth_efficiency[category]
-        if calibration.memory_efficiency is not None:
-            return calibration.memory_efficiency
-    return tier.efficiency
+    if calibration is None:
+        return tier.efficiency
+    return _for_category(calibration.bandwidth_efficiency, category, calibration.memory_efficiency, tier.efficiency)
 
 
 def op_overhead(unit: ComputeUnit, device: Device, category: str = "") -> float:
     """Fixed per-op cost: calibrated for the category, else calibrated, else the datasheet's."""
     calibration = device.calibration
-    if calibration is not None:
-        if category in calibration.category_overhead:
-            return calibration.category_overhead[category]
-        if calibration.launch_overhead is not None:
-            return calibration.launch_overhead
-    return unit.op_overhead
+    if calibration is None:
+        return unit.op_overhead
+    return _for_category(calibration.category_overhead, category, calibration.launch_overhead, unit.op_overhead)
+
+
+def _for_category(per_category: dict, category: str, general: float | None, datasheet: float) -> float:
+    """A calibrated constant: the category's own, else the machine-wide one, else the datasheet's."""
+    if category in per_category:
+        return per_category[category]
+    return general if general is not None else datasheet
 
 
 def main_compute_unit(device: Device) -> ComputeUnit:
