@@ -45,6 +45,10 @@ MACHINES = {
         "facebookresearch/HolisticTraceAnalysis/tests/data/negative_queue_length_values_check/rank0.json.gz"]},
 }
 MAMF = "stas00/ml-engineering/compute/accelerator/README.MAMF_table_excerpt.md"
+# Files also calibrated on every other size of their own, to separate what the model can fit
+# (with constants of that setup) from what transfers between setups.
+OWN_HALF = ("microsoft/vidur/data/profiling/a100/attention.csv",
+            "PrincetonUniversity/LLMCompass/ae/figure5/ab/real_hardware/matmul_A100.csv")
 CPU_WORKLOADS = (("llama-tiny", "prefill", 1, 64), ("llama-tiny", "decode", 4, 64))
 
 
@@ -142,11 +146,22 @@ def main() -> int:
                     targets.append((f"{label} GEMMs (other file, same GPU): MAPE <= 8%",
                                     result["groups"]["gemm"]["mape"], 0.08))
                 rows += price_file(path, datasheet, "datasheet", label)[0]
+                if relative in OWN_HALF:
+                    rows += own_half(path, spec["hw"], label, folder)
         cpu_lines = [] if args.no_cpu else cpu_section(folder, targets)
     mamf = mamf_rows(root, calibrated) if (root / MAMF).exists() else []
     write_readme(Path(args.out), pd.DataFrame(rows), calibrations, mamf, cpu_lines, targets)
     print(f"wrote {args.out}")
     return 0
+
+
+def own_half(path: Path, hw: str, label: str, folder: str) -> list[dict]:
+    """Errors on the held-out half of a file calibrated on its other half."""
+    calibration, base = calibrate_from_file(str(path), hw, None, True)
+    system = load_system(write_calibrated(base, calibration, f"{folder}/own.yaml"))
+    data = read_measured(path)
+    held_out = data.ops[~calibration_half(data.ops["size"])].reset_index(drop=True)
+    return price_file(path, system, "calibrated (own half), held-out half", label, held_out)[0]
 
 
 def cpu_section(folder: str, targets: list) -> list[str]:
@@ -187,7 +202,9 @@ of its Vidur Llama-2-7B file (`--fit-half`). The constants fitted are global to 
 matrix efficiency per dtype, bandwidth efficiency and fixed overhead per op category present,
 and the compute/memory overlap loss. Errors are then measured on the *other half* of that file
 and on *every other file from the same GPU* (different models, libraries and setups). Each file
-is also priced with the datasheet config alone (no calibration). Errors are relative to the
+is also priced with the datasheet config alone (no calibration). Vidur's attention file and
+LLMCompass's matmul file are also calibrated on half of their own sizes ("own half") to show
+what the model reaches with constants of that setup. Errors are relative to the
 measured time: MAPE, median and p90 absolute error, signed mean error, and the error of the
 summed time.
 
