@@ -28,9 +28,12 @@ GEMM_SHAPES = {"cpu": [(1, 256, 64), (64, 64, 64), (64, 128, 64), (1, 1024, 1024
 ELEMENTS = {"cpu": [1, 1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22],
             "cuda": [1, 1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]}
 ROWS = {"cpu": 256, "cuda": 4096}
-# (batch, heads, sequence, head_dim) of causal attention
-ATTENTION_SHAPES = {"cpu": [(1, 4, 64, 16), (1, 8, 256, 64), (2, 8, 512, 64)],
-                    "cuda": [(1, 16, 512, 64), (4, 32, 2048, 128), (8, 32, 4096, 128)]}
+# (batch, heads, query length, key length, head_dim) of attention: causal prefill where the
+# lengths are equal, decode (one query against a cache) where they are not
+ATTENTION_SHAPES = {"cpu": [(1, 4, 64, 64, 16), (1, 8, 256, 256, 64), (2, 8, 512, 512, 64), (1, 4, 1, 64, 16),
+                            (4, 4, 1, 256, 16), (8, 8, 1, 512, 64)],
+                    "cuda": [(1, 16, 512, 512, 64), (4, 32, 2048, 2048, 128), (8, 32, 4096, 4096, 128),
+                             (8, 32, 1, 1024, 128), (64, 32, 1, 4096, 128)]}
 COPY_BYTES = [1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]
 
 
@@ -43,7 +46,8 @@ def _micro_step(device: str, dtype: torch.dtype):
     matrices = [torch.randn(rows, count // rows or 1, device=device, dtype=dtype) for count in ELEMENTS[device][2:]]
     table = torch.randn(32000, 256, device=device, dtype=dtype)
     ids = [torch.randint(0, 32000, (count,), device=device) for count in (1, 64, 4096)]
-    attention = [torch.randn(b, h, s, d, device=device, dtype=dtype) for b, h, s, d in ATTENTION_SHAPES[device]]
+    attention = [(torch.randn(b, h, q, d, device=device, dtype=dtype), torch.randn(b, h, kv, d, device=device, dtype=dtype))
+                 for b, h, q, kv, d in ATTENTION_SHAPES[device]]
 
     def step():
         for _ in range(REPEATS):
@@ -58,8 +62,8 @@ def _micro_step(device: str, dtype: torch.dtype):
                 torch.nn.functional.layer_norm(x, x.shape[-1:])
                 x.mean(-1, keepdim=True)
                 torch.cat([x, x], dim=-1)
-            for q in attention:
-                torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+            for q, kv in attention:
+                torch.nn.functional.scaled_dot_product_attention(q, kv, kv, is_causal=q.shape[2] == kv.shape[2])
             for index in ids:
                 torch.nn.functional.embedding(index, table)
     return step
