@@ -98,7 +98,7 @@ def test_validate_command(run_cli, tmp_path):
 
 def test_vidur_h100_gemms_generalise_from_half_the_token_counts(run_cli, tmp_path):
     """The issue's target: calibrated on every other token count, GEMMs of the other half have
-    MAPE <= 8% (met) and median error <= 5% (missed: 5.6% reached, see validation/README.md;
+    MAPE <= 8% (met) and median error <= 5% (missed: 5.9% reached, see validation/README.md;
     asserted at the level reached so that a regression fails)."""
     path = ground_truth("microsoft/vidur/data/profiling/compute/h100/meta-llama/Llama-2-7b-hf/mlp.csv")
     out = tmp_path / "h100.yaml"

@@ -263,8 +263,11 @@ FINDINGS = """**Causes of the misses.**
   ~2 TB/s on the H100, while the Vidur file the constants come from shows ~3 TB/s; and
   FlashAttention-2 with head_dim 64 reaches ~90 TFLOP/s (~10% of peak), which no constant
   fitted on the Vidur MLP file (it has no attention) can know.
-- *GEMM medians.* The tile/wave model picks among seven tile shapes; cuBLAS has more (stream-K,
-  persistent kernels), so mid-size GEMMs (256-1024 tokens) keep ~6% median error.
+- *GEMM medians (~6% against 5%).* Decode-sized GEMMs (<= 128 tokens) at TP 2-4 are predicted
+  5-12% slow: Vidur's profiler repeats each op, so weights of up to ~50 MB stay in the L2 and
+  stream faster than HBM, while memsim caps streaming at the measured device-copy rate (a
+  workload reads each layer's weights once per step, from HBM). More tile shapes, other split-K
+  thresholds and a softer wave-overlap law were tried and did not move the median.
 - *LLMCompass softmax/layernorm/gelu.* Those times include ~50 us of host-side timing overhead
   per call (a 1024-element GELU "takes" 48 us), a measurement setup no GPU-kernel model shares.
 - *HTA rank0 (A100 training).* Most of its time is NCCL all-reduce waiting on other ranks and
