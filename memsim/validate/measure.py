@@ -73,10 +73,7 @@ def measure_device(device: str, progress=None) -> pd.DataFrame:
     """Measured ops (trace columns plus measured_s, label, size) of this machine's `device`."""
     from memsim.trace.capture import capture
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MemsimError("--device cuda: torch sees no CUDA device on this machine")
-    if device not in ("cpu", "cuda"):
-        raise MemsimError(f"--device {device!r}: expected cpu or cuda")
+    check_device(device)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     steps = [("ops", _micro_step(device, dtype))]
     frames = []
@@ -120,7 +117,15 @@ def _host_copies(progress=None) -> list[dict]:
     return rows
 
 
+def check_device(device: str) -> None:
+    if device not in ("cpu", "cuda"):
+        raise MemsimError(f"--device {device!r}: expected cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MemsimError("--device cuda: torch sees no CUDA device on this machine")
+
+
 def machine_description(device: str) -> str:
+    check_device(device)
     if device == "cuda":
         return torch.cuda.get_device_name(0)
     try:

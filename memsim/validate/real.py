@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from memsim.validate.measure import single_thread
+from memsim.validate.measure import check_device, single_thread
 
 RUNS = 3
 
@@ -14,6 +14,7 @@ def measure_workload(name: str, device: str, phase: str, batch: int, context: in
     slower ones measure other processes on a shared machine, as in memsim.validate.measure)."""
     from memsim.trace.workload import StepSpec, trace_workload
 
+    check_device(device)
     spec = StepSpec(phase=phase, batch=batch, context=context, device=device, dtype="fp32" if device == "cpu" else None)
     runs = []
     with single_thread(device):
