@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from memsim.cost import kernels, price_ops
+from memsim.cost import kernels, price_ops, storage_read_seconds
+from memsim.hardware import load_system
 from memsim.hardware.load import validate_system
 
 
@@ -74,6 +75,17 @@ def test_storage_reads_of_larger_chunks_are_faster():
     seconds = kernels.transfer_times(size, np.full(2, 1e9), np.full(2, 100e-6), np.array([4096.0, 65536.0]),
                                      np.full(2, 32.0))
     assert seconds == pytest.approx([800e-6 + 1048.576e-6, 100e-6 + 1048.576e-6])
+
+
+def test_storage_read_of_an_nvme_tier():
+    # the H100 config's NVMe: 7 GB/s, 90 us, 4 KiB granularity, queue depth 64, efficiency 1.
+    # 64 MiB in 1 MiB requests: 64 requests -> 1 round: 90 us + 67108864 / 7e9 s
+    nvme = load_system("nvidia-h100-sxm").devices["host"].memories["nvme"]
+    (seconds,) = storage_read_seconds(64 * 2**20, nvme, 2**20)
+    assert seconds == pytest.approx(90e-6 + 67108864 / 7e9)
+    # 4 KiB requests (the granularity): 16384 requests -> 256 rounds of 90 us
+    (small,) = storage_read_seconds(64 * 2**20, nvme)
+    assert small == pytest.approx(256 * 90e-6 + 67108864 / 7e9)
 
 
 def test_ring_and_tree_all_reduce():

@@ -16,7 +16,7 @@ import pandas as pd
 
 from memsim.cost import kernels
 from memsim.cost.roofline import main_compute_unit, per_op_rates
-from memsim.hardware.schema import ComputeUnit, Device, Link
+from memsim.hardware.schema import ComputeUnit, Device, Link, MemoryTier
 
 COST_COLUMNS = ("compute_s", "memory_s", "overhead_s", "duration_s")
 DTYPE_BYTES = {"fp64": 8.0, "fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
@@ -94,6 +94,17 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
         _price_collectives(ops, rows, moved, bandwidth, overhead, links, compute, memory, total)
     return pd.DataFrame({"compute_s": compute, "memory_s": memory, "overhead_s": total - np.maximum(compute, memory),
                          "duration_s": total}, index=ops.index)
+
+
+def storage_read_seconds(nbytes, tier: MemoryTier, request_bytes=None) -> np.ndarray:
+    """Seconds to read `nbytes` (array) from a storage tier (flash, NVMe) in requests of
+    `request_bytes` (default: the tier's granularity; never smaller than it), with the tier's
+    latency overlapped `queue_depth` deep: see kernels.transfer_times."""
+    nbytes = np.atleast_1d(np.asarray(nbytes, dtype=float))
+    request = np.full(nbytes.shape, max(float(request_bytes or 0.0), tier.granularity))
+    return kernels.transfer_times(nbytes, np.full(nbytes.shape, tier.read_bandwidth * tier.efficiency),
+                                  np.full(nbytes.shape, tier.latency), request,
+                                  np.full(nbytes.shape, float(tier.queue_depth)))
 
 
 def _put(rows, result, compute, memory, total) -> None:
