@@ -1,11 +1,12 @@
 """Fit a handful of global constants of one machine to measured op times.
 
 The constants are those a user would tune by hand: the achieved fraction of the matrix peak per
-dtype, the achieved fraction of memory bandwidth per op category present in the data, and the
-fixed per-kernel launch cost. Never one per shape or per op. Bandwidth fractions are capped by
-the tier's own streaming efficiency (the datasheet config's measured copy rate). The fit minimises the mean
-absolute percentage error with Nelder-Mead over the logits of the fractions (so they stay in
-(0, 1)) and the log of the overhead; it starts from the datasheet values and is deterministic.
+dtype, and per op category present in the data the achieved fraction of memory bandwidth and
+the fixed per-kernel cost, plus one compute/memory overlap loss. Never one per shape or per op.
+Bandwidth fractions are capped by the tier's own streaming efficiency (the datasheet config's
+measured copy rate). The fit minimises the mean absolute percentage error with Powell's method
+over the logits of the fractions (so they stay in range) and the logs of the overheads; it
+starts from fixed values, so the same data gives bit-identical constants.
 """
 from __future__ import annotations
 
