@@ -1,4 +1,5 @@
-"""memsim trace: trace one step of a registered workload, or of a user's own model, to a file."""
+"""memsim trace: trace one step of a registered workload or a user's own model, or import a measured
+Kineto trace, into a trace file."""
 from __future__ import annotations
 
 import sys
@@ -17,7 +18,8 @@ def add_parser(commands) -> None:
                     "(format: memsim.trace.table). Your own model: MODULE:CALLABLE, a no-argument callable "
                     "returning a torch.nn.Module (inputs from --input), a (module, inputs) pair, or a "
                     "WorkloadStep; in meta mode it is called under torch.device('meta').")
-    trace.add_argument("workload", help="registered workload (see 'memsim workloads') or my_pkg.my_module:build_model")
+    trace.add_argument("workload", help="registered workload (see 'memsim workloads'), my_pkg.my_module:build_model, "
+                       "or a measured PyTorch profiler (Kineto) trace, FILE.json or FILE.json.gz")
     trace.add_argument("--config", action="append", metavar="KEY=VALUE", help="override a workload config key")
     trace.add_argument("--phase", default="decode", choices=["prefill", "decode", "train"])
     trace.add_argument("--batch", type=int, default=1)
@@ -52,11 +54,14 @@ def device_for(mode: str, device: str | None) -> str:
 
 
 def trace_target(args, spec):
-    """The Trace of a registered workload or of a user's model, per the arguments."""
+    """The Trace of a measured Kineto file, a registered workload or a user's model."""
     from memsim.trace.capture import capture
+    from memsim.trace.kineto import load_kineto
     from memsim.trace.user_model import build_user_step, is_user_target
     from memsim.trace.workload import trace_workload
 
+    if args.workload.endswith((".json", ".json.gz")):
+        return load_kineto(args.workload)
     if not is_user_target(args.workload):
         if args.input:
             raise MemsimError("--input is for a user's model (my_pkg.my_module:build_model); registered "

@@ -1,30 +1,156 @@
 """The one entry point the engine uses to price ops on a device.
 
-price_ops returns, per op, compute_s (the arithmetic alone), memory_s (moving its bytes through
-the unit's own memory tier, uncontended), overhead_s (fixed per-op cost) and duration_s (the
-uncontended prediction). The engine turns memory_s into flows that can be slowed by contention.
+price_ops returns, per op, compute_s (the arithmetic alone, tile and wave losses included),
+memory_s (moving the op's bytes through the unit's own memory tier, uncontended; for fused
+attention the bytes of the FlashAttention IO model), overhead_s (fixed per-op cost) and
+duration_s (the uncontended prediction). The engine turns memory_s into flows that can be
+slowed by contention. Each category goes to its model in memsim.cost.kernels.
 """
 from __future__ import annotations
+
+import json
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-from memsim.cost.roofline import (effective_bandwidth, main_compute_unit, op_overhead, peaks_for,
-                                  roofline_times)
-from memsim.hardware.schema import ComputeUnit, Device
+from memsim.cost import kernels
+from memsim.cost.roofline import main_compute_unit, per_op_rates
+from memsim.hardware.schema import ComputeUnit, Device, Link, MemoryTier
 
 COST_COLUMNS = ("compute_s", "memory_s", "overhead_s", "duration_s")
+DTYPE_BYTES = {"fp64": 8.0, "fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
+               "int4": 0.5, "int64": 8.0, "int32": 4.0, "int16": 2.0, "bool": 1.0, "uint8": 1.0}
+HOST_LINK_KINDS = ("pcie", "c2c", "cxl", "ddr")
+PEER_LINK_KINDS = ("nvlink", "nvswitch", "network", "pcie")
+COLLECTIVE_BYTES_FACTOR = {"all_reduce": 2.0, "allreduce": 2.0}
 
 
-def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None) -> pd.DataFrame:
-    """Price every op of a trace's ops table on `unit` (default: the device's main unit)."""
+def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None,
+              links: Iterable[Link] = ()) -> pd.DataFrame:
+    """Price every op of a trace's ops table on `unit` (default: the device's main unit).
+
+    `links` are the system's links: host-device copies (memcpy) use the first host link,
+    collectives the first peer link; without them both run at the tier's own bandwidth.
+    """
     unit = unit or main_compute_unit(device)
     tier = device.memories[unit.memory or device.default_memory]
-    read_bw, write_bw = effective_bandwidth(tier, device)
-    n = len(ops)
-    compute, memory, total = roofline_times(
-        ops["flops"].to_numpy(float), ops["bytes_read"].to_numpy(float), ops["bytes_written"].to_numpy(float),
-        peaks_for(ops["category"].to_numpy(), ops["dtype"].to_numpy(), unit, device),
-        np.full(n, read_bw), np.full(n, write_bw), np.full(n, op_overhead(unit, device)))
-    return pd.DataFrame({"compute_s": compute, "memory_s": memory,
-                         "overhead_s": total - np.maximum(compute, memory), "duration_s": total})
+    count = len(ops)
+    category = ops["category"].to_numpy(dtype=object).astype(str)
+    dtype = ops["dtype"].fillna("fp32").to_numpy(dtype=object).astype(str)
+    flops = ops["flops"].to_numpy(float)
+    read = ops["bytes_read"].to_numpy(float)
+    written = ops["bytes_written"].to_numpy(float)
+    peak, read_bw, overhead = per_op_rates(category, dtype, unit, device, tier)
+    write_ratio = tier.write_bandwidth / tier.read_bandwidth
+    moved = read + written
+    # one bandwidth per op such that moved / bandwidth = read / B_read + written / B_write
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bandwidth = np.where(moved > 0, moved / (read / read_bw + written / (read_bw * write_ratio)), read_bw)
+    overlap = np.full(count, device.calibration.overlap_loss if device.calibration else 0.0)
+    compute, memory, total = kernels.streaming_times(flops, moved, peak, bandwidth, overhead)
+
+    units = np.full(count, float(unit.count))
+    elem_bytes = pd.Series(dtype).map(DTYPE_BYTES).fillna(4.0).to_numpy(float)
+    dims = {name: ops[name].to_numpy(float) for name in ("batch", "m", "n", "k")}
+
+    # a GEMM or attention op without its problem dimensions keeps the streaming price above
+    rows = np.flatnonzero((category == "gemm") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))
+    if rows.size:
+        result = kernels.gemm_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
+                                    moved[rows], peak[rows], units[rows], bandwidth[rows], overhead[rows],
+                                    overlap[rows])
+        _put(rows, result, compute, memory, total)
+
+    rows = np.flatnonzero((category == "attention") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))
+    if rows.size:
+        attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
+        heads = np.array([float(a.get("heads") or 1) for a in attrs])
+        ratio = np.array([float(a.get("kv_heads") or a.get("heads") or 1) for a in attrs]) / heads
+        value_dim = np.array([float(a.get("value_dim") or 0) for a in attrs])
+        value_dim = np.where(value_dim > 0, value_dim, dims["k"][rows])
+        sram = np.full(rows.size, unit.sram_per_unit)
+        traffic = kernels.flash_attention_bytes(dims["batch"][rows], dims["m"][rows], dims["n"][rows],
+                                                dims["k"][rows], value_dim, ratio, elem_bytes[rows], sram)
+        result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], flops[rows], traffic, peak[rows],
+                                         units[rows], bandwidth[rows], overhead[rows], overlap[rows])
+        _put(rows, result, compute, memory, total)
+
+    rows = np.flatnonzero(category == "scan")
+    if rows.size:
+        attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
+        steps = np.array([float(a.get("steps") or 1) for a in attrs])
+        state = np.array([float(a.get("state_bytes") or 0) for a in attrs])
+        on_chip = np.full(rows.size, unit.sram_per_unit * unit.count)
+        result = kernels.scan_times(steps, state, moved[rows], flops[rows], peak[rows], bandwidth[rows],
+                                    on_chip, overhead[rows])
+        _put(rows, result, compute, memory, total)
+
+    links = list(links)
+    rows = np.flatnonzero(category == "memcpy")
+    if rows.size:
+        _price_memcpy(ops, rows, moved, bandwidth, overhead, links, compute, memory, total)
+    rows = np.flatnonzero(category == "collective")
+    if rows.size:
+        _price_collectives(ops, rows, moved, bandwidth, overhead, links, compute, memory, total)
+    return pd.DataFrame({"compute_s": compute, "memory_s": memory, "overhead_s": total - np.maximum(compute, memory),
+                         "duration_s": total}, index=ops.index)
+
+
+def storage_read_seconds(nbytes, tier: MemoryTier, request_bytes=None) -> np.ndarray:
+    """Seconds to read `nbytes` (array) from a storage tier (flash, NVMe) in requests of
+    `request_bytes` (default: the tier's granularity; never smaller than it), with the tier's
+    latency overlapped `queue_depth` deep: see kernels.transfer_times."""
+    nbytes = np.atleast_1d(np.asarray(nbytes, dtype=float))
+    request = np.full(nbytes.shape, max(float(request_bytes or 0.0), tier.granularity))
+    return kernels.transfer_times(nbytes, np.full(nbytes.shape, tier.read_bandwidth * tier.efficiency),
+                                  np.full(nbytes.shape, tier.latency), request,
+                                  np.full(nbytes.shape, float(tier.queue_depth)))
+
+
+def _put(rows, result, compute, memory, total) -> None:
+    compute[rows], memory[rows], total[rows] = result
+
+
+def _attrs(text) -> dict:
+    return json.loads(text) if isinstance(text, str) and text else {}
+
+
+def _first_link(links: list[Link], kinds: tuple[str, ...]) -> Link | None:
+    return next((link for link in links if link.kind in kinds), None)
+
+
+def _price_memcpy(ops, rows, moved, bandwidth, overhead, links, compute, memory, total) -> None:
+    """Host-device copies cross the host link (pageable at half rate); device copies the tier."""
+    link = _first_link(links, HOST_LINK_KINDS)
+    attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
+    crossing = np.array([a.get("direction", "DtoD") in ("HtoD", "DtoH") for a in attrs]) & (link is not None)
+    nbytes = np.where(crossing, moved[rows] / 2.0, moved[rows])  # a crossing copy's bytes cross once
+    rate = bandwidth[rows].copy()
+    latency = np.zeros(rows.size)
+    if link is not None:
+        pinned = np.array([bool(a.get("pinned", True)) for a in attrs])
+        link_rate = link.bandwidth * link.efficiency * np.where(pinned, 1.0, kernels.PAGEABLE_FRACTION)
+        rate = np.where(crossing, link_rate, rate)
+        latency = np.where(crossing, link.latency, 0.0)
+    seconds = kernels.transfer_times(nbytes, rate, latency, nbytes, np.ones(rows.size))
+    compute[rows] = 0.0
+    memory[rows] = seconds
+    total[rows] = seconds + overhead[rows]
+
+
+def _price_collectives(ops, rows, moved, bandwidth, overhead, links, compute, memory, total) -> None:
+    """Ring (default) or tree collectives over the first peer link; attrs name ranks and kind."""
+    link = _first_link(links, PEER_LINK_KINDS)
+    attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
+    ranks = np.array([float(a.get("ranks") or 1) for a in attrs])
+    algorithm = np.array([1 if a.get("algorithm") == "tree" else 0 for a in attrs], dtype=np.int64)
+    factor = np.array([COLLECTIVE_BYTES_FACTOR.get(str(a.get("kind", "all_reduce")), 1.0) for a in attrs])
+    rate = np.full(rows.size, link.bandwidth * link.efficiency) if link is not None else bandwidth[rows]
+    latency = np.full(rows.size, link.latency if link is not None else 0.0)
+    # the payload is what one rank contributes: its input tensor
+    payload = ops["bytes_read"].to_numpy(float)[rows]
+    seconds = kernels.collective_times(payload, ranks, rate, latency, algorithm, factor)
+    compute[rows] = 0.0
+    memory[rows] = seconds
+    total[rows] = seconds + overhead[rows]

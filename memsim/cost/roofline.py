@@ -1,13 +1,12 @@
-"""The roofline cost of ops: max(compute time, memory time) plus a fixed per-op overhead.
+"""Achievable rates of a device: datasheet peaks times datasheet or calibrated efficiencies.
 
-Pure functions over arrays (one entry per op), compiled with numba so that one call prices a
-whole trace, or one op on thousands of hardware variants. The hardware enters only as arrays of
-rates, so this module knows nothing of traces or of the simulator.
+The cost models (memsim.cost.kernels) see hardware only as arrays of these rates, so this is
+the one place where a hardware description and its calibration become numbers.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
+import pandas as pd
 
 from memsim.hardware.schema import ComputeUnit, Device, MemoryTier
 
@@ -15,22 +14,6 @@ MATRIX_CATEGORIES = ("gemm", "attention")
 # A dtype without its own peak runs at the rate of the nearest one a unit has.
 DTYPE_FALLBACK = {"fp16": ("bf16", "fp32"), "bf16": ("fp16", "fp32"), "fp8": ("int8", "bf16", "fp16"),
                   "int8": ("fp8", "bf16", "fp16"), "tf32": ("fp32",), "fp32": ("tf32",), "fp64": ("fp32",)}
-
-
-@numba.njit(cache=True)
-def roofline_times(flops, bytes_read, bytes_written, peak_flops, read_bw, write_bw, overhead_s):
-    """Per op: (compute seconds, memory seconds, total seconds)."""
-    n = flops.shape[0]
-    compute = np.empty(n)
-    memory = np.empty(n)
-    total = np.empty(n)
-    for i in range(n):
-        c = flops[i] / peak_flops[i] if peak_flops[i] > 0.0 else 0.0
-        m = bytes_read[i] / read_bw[i] + bytes_written[i] / write_bw[i]
-        compute[i] = c
-        memory[i] = m
-        total[i] = max(c, m) + overhead_s[i]
-    return compute, memory, total
 
 
 def _rate(table: dict[str, float], dtype: str) -> float:
@@ -57,18 +40,36 @@ def effective_peak(unit: ComputeUnit, device: Device, dtype: str, matrix: bool) 
     return _rate(table, dtype) * efficiency
 
 
+def bandwidth_efficiency(tier: MemoryTier, device: Device, category: str) -> float:
+    """Achieved fraction of a tier's bandwidth for one op category (calibrated where known)."""
+    calibration = device.calibration
+    if calibration is None:
+        return tier.efficiency
+    return _for_category(calibration.bandwidth_efficiency, category, calibration.memory_efficiency, tier.efficiency)
+
+
 def effective_bandwidth(tier: MemoryTier, device: Device) -> tuple[float, float]:
-    """Achievable (read, write) bytes/s of a tier on streaming access."""
-    efficiency = tier.efficiency
-    if device.calibration is not None and device.calibration.memory_efficiency is not None:
-        efficiency = device.calibration.memory_efficiency
+    """Achievable (read, write) bytes/s of a tier on streaming access, whatever the op: the rate a
+    channel of the engine offers to the flows that share it."""
+    calibration = device.calibration
+    general = calibration.memory_efficiency if calibration is not None else None
+    efficiency = general if general is not None else tier.efficiency
     return tier.read_bandwidth * efficiency, tier.write_bandwidth * efficiency
 
 
-def op_overhead(unit: ComputeUnit, device: Device) -> float:
-    if device.calibration is not None and device.calibration.launch_overhead is not None:
-        return device.calibration.launch_overhead
-    return unit.op_overhead
+def op_overhead(unit: ComputeUnit, device: Device, category: str = "") -> float:
+    """Fixed per-op cost: calibrated for the category, else calibrated, else the datasheet's."""
+    calibration = device.calibration
+    if calibration is None:
+        return unit.op_overhead
+    return _for_category(calibration.category_overhead, category, calibration.launch_overhead, unit.op_overhead)
+
+
+def _for_category(per_category: dict, category: str, general: float | None, datasheet: float) -> float:
+    """A calibrated constant: the category's own, else the machine-wide one, else the datasheet's."""
+    if category in per_category:
+        return per_category[category]
+    return general if general is not None else datasheet
 
 
 def main_compute_unit(device: Device) -> ComputeUnit:
@@ -79,13 +80,16 @@ def main_compute_unit(device: Device) -> ComputeUnit:
     return units[0]
 
 
-def peaks_for(categories: np.ndarray, dtypes: np.ndarray, unit: ComputeUnit, device: Device) -> np.ndarray:
-    """Achievable FLOP/s for each op, by its category (matrix or vector work) and dtype."""
-    peaks = np.empty(len(categories))
-    cache: dict[tuple[bool, str], float] = {}
-    for i, (category, dtype) in enumerate(zip(categories, dtypes)):
-        key = (category in MATRIX_CATEGORIES, dtype)
-        if key not in cache:
-            cache[key] = effective_peak(unit, device, dtype, key[0])
-        peaks[i] = cache[key]
-    return peaks
+def per_op_rates(categories: np.ndarray, dtypes: np.ndarray, unit: ComputeUnit, device: Device,
+                 tier: MemoryTier) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Achievable FLOP/s, read bandwidth and fixed overhead of each op, by its category (matrix
+    or not) and dtype; computed once per distinct (category, dtype)."""
+    codes, pairs = pd.factorize(pd.Series(categories, dtype=object) + "|" + pd.Series(dtypes, dtype=object))
+    table = np.empty((len(pairs), 3))
+    for index, pair in enumerate(pairs):
+        category, dtype = pair.split("|", 1)
+        table[index] = (effective_peak(unit, device, dtype, category in MATRIX_CATEGORIES),
+                        tier.read_bandwidth * bandwidth_efficiency(tier, device, category),
+                        op_overhead(unit, device, category))
+    rates = table[codes] if len(codes) else np.empty((0, 3))
+    return rates[:, 0], rates[:, 1], rates[:, 2]

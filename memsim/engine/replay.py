@@ -111,7 +111,7 @@ def build_graph(trace: Trace, system: System, plan: Plan, topo: Topology) -> Bui
     ops = trace.ops
     n = len(ops)
     builder = GraphBuilder(list(topo.tier_channel))
-    costs = price_ops(ops, system.device)
+    costs = price_ops(ops, system.device, links=system.links.values())
     op_device = assign_devices(trace, system, plan)
     device_code, devices = pd.factorize(op_device, sort=True)
     lane = device_code * plan.compute_streams + ops["stream"].to_numpy() % plan.compute_streams

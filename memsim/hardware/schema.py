@@ -31,6 +31,8 @@ PositiveInt = Annotated[int, Field(ge=1, json_schema_extra={"example": "132"})]
 DType = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
 MemoryKind = Literal["hbm", "sram", "ddr", "lpddr", "gddr", "dram", "cxl", "flash", "nvme", "mram"]
 ComputeKind = Literal["sm", "core", "pcu", "pim", "npu", "vector", "tensor"]
+OpCategory = Literal["gemm", "attention", "elementwise", "reduction", "norm", "copy", "gather", "scan",
+                     "memcpy", "collective", "other"]
 DeviceKind = Literal["gpu", "cpu", "dataflow", "soc", "npu", "pim"]
 LinkKind = Literal["pcie", "nvlink", "nvswitch", "cxl", "c2c", "ddr", "nvme", "internal", "network"]
 
@@ -123,10 +125,22 @@ class Calibration(Spec):
     torch_version: str = ""
     date: str = ""
     matrix_efficiency: dict[DType, Fraction] = Field(default_factory=dict)
+    """Achieved fraction of the matrix peak per dtype, for the tile/wave GEMM model."""
     vector_efficiency: Fraction | None = None
     memory_efficiency: Fraction | None = None
+    """Achieved fraction of the main tier's bandwidth on streaming access."""
+    bandwidth_efficiency: dict[OpCategory, Fraction] = Field(default_factory=dict)
+    """Achieved fraction of bandwidth per op category where kernels differ (norms, gathers)."""
+    overlap_loss: float = Field(0.0, ge=0.0, le=1.0)
+    """Fraction of the shorter of compute and memory time that a tiled kernel fails to hide."""
     launch_overhead: Time | None = None
+    """Fixed device-side cost of every kernel: launch and pipeline fill."""
+    category_overhead: dict[OpCategory, Time] = Field(default_factory=dict)
+    """Fixed cost per op category where kernel families differ (a CPU GEMM's library setup)."""
     dispatch_overhead: Time | None = None
+    """Host time to issue one op (framework + driver); the engine charges it, not price_ops."""
+    fitted_on: str = ""
+    """What the constants were fitted on (file and rows), so held-out errors can be told apart."""
     residuals: dict[str, float] = Field(default_factory=dict)
     """Fit quality (e.g. MAPE per category), recorded so a user can judge the calibration."""
 

@@ -1,0 +1,129 @@
+"""memsim calibrate: fit a machine's handful of global constants and write a calibrated YAML.
+
+Two sources: this machine, measured now with torch (--device cpu|cuda), or a file measured on
+the machine by someone else (--from FILE, with the datasheet config of that machine, --hw).
+"""
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import yaml
+
+from memsim.errors import MemsimError
+
+DEFAULT_BASE = {"cpu": "generic-x86-cpu"}
+CUDA_BASES = (("H200", "nvidia-h200"), ("H100", "nvidia-h100-sxm"), ("A100", "nvidia-a100-80gb-sxm"))
+
+
+def add_parser(commands) -> None:
+    calibrate = commands.add_parser("calibrate", help="fit a machine's efficiencies and overheads; write a calibrated YAML")
+    source = calibrate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--device", choices=["cpu", "cuda"], help="measure this machine's device with torch")
+    source.add_argument("--from", dest="measured", metavar="MEASURED", help="fit to a file measured on the machine")
+    calibrate.add_argument("--hw", metavar="BASE.yaml", help="the machine's datasheet config (default for --device "
+                           "cpu: generic-x86-cpu; for cuda: chosen by the GPU's name)")
+    calibrate.add_argument("--format", help="format of MEASURED (default: detected)")
+    calibrate.add_argument("--fit-half", action="store_true",
+                           help="fit on every other size only (e.g. token count), keeping the rest held out")
+    calibrate.add_argument("--out", required=True, metavar="FILE.yaml")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
+    from memsim.validate.measure import stderr_progress
+
+    if args.measured:
+        if not args.hw:
+            raise MemsimError("calibrate --from needs --hw BASE.yaml (the datasheet config of the measured machine)")
+        calibration, base = calibrate_from_file(args.measured, args.hw, args.format, args.fit_half, stderr_progress)
+        threads = None
+    else:
+        calibration, base, threads = calibrate_this_machine(args.device, args.hw, stderr_progress)
+    path = write_calibrated(base, calibration, args.out, threads)
+    print(f"wrote {path}")
+    for name, value in calibration.residuals.items():
+        print(f"  {name}: {value:.1%}")
+    return 0
+
+
+def calibrate_from_file(measured: str, hw: str, format: str | None, fit_half: bool, progress=None):
+    """(Calibration, base config path) fitted to a measured file; see memsim.validate.fit."""
+    from memsim.hardware import load_system
+    from memsim.hardware.load import resolve_path
+    from memsim.validate.fit import calibration_half, fit_calibration
+    from memsim.validate.readers import read_measured
+
+    system = load_system(hw)
+    data = read_measured(measured, format)
+    ops = data.ops
+    if fit_half:
+        ops = ops[calibration_half(ops["size"])].reset_index(drop=True)
+    if progress:
+        progress(f"fitting {len(ops)} measured ops of {Path(measured).name}")
+    described = f"{Path(measured).name} ({data.format}, {'every other size' if fit_half else 'all rows'})"
+    calibration = fit_calibration(ops, system.device, f"fitted to {described}", list(system.links.values()),
+                                  fitted_on=described)
+    return calibration.model_copy(update={"device_name": data.device_name}), resolve_path(hw)
+
+
+def calibrate_this_machine(device: str, hw: str | None, progress=None):
+    """(Calibration, base config path, threads) measured on this machine's `device`."""
+    import torch
+
+    from memsim.hardware import load_system
+    from memsim.hardware.load import resolve_path
+    from memsim.validate.fit import fit_calibration
+    from memsim.validate.measure import machine_description, measure_device, single_thread
+
+    name = machine_description(device)
+    base = hw or DEFAULT_BASE.get(device) or next((config for key, config in CUDA_BASES if key in name), None)
+    if base is None:
+        raise MemsimError(f"no shipped config matches '{name}'; pass --hw BASE.yaml")
+    system = load_system(base)
+    with single_thread(device) as threads:
+        ops = measure_device(device, progress)
+    main = system.device
+    if threads is not None:  # the fit sees the cores the measurement used
+        unit_name = next(iter(main.compute))
+        unit = main.compute[unit_name]
+        main = main.model_copy(update={"compute": {**main.compute, unit_name: on_cores(unit, threads)}})
+    if progress:
+        progress(f"fitting {len(ops)} measured ops")
+    calibration = fit_calibration(ops, main, f"memsim calibrate --device {device}", list(system.links.values()),
+                                  fitted_on=f"{len(ops)} micro-benchmarks on {device}")
+    calibration = calibration.model_copy(update={
+        "device_name": name, "torch_version": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
+    return calibration, resolve_path(base), threads
+
+
+def on_cores(unit, cores: int):
+    """A group of CPU cores cut to `cores` of them: peak rates are for the whole group."""
+    scale = cores / unit.count
+    return unit.model_copy(update={"count": cores,
+                                   "matrix_flops": {d: r * scale for d, r in unit.matrix_flops.items()},
+                                   "vector_flops": {d: r * scale for d, r in unit.vector_flops.items()}})
+
+
+def write_calibrated(base: Path, calibration, out: str, threads: int | None = None) -> Path:
+    """The base YAML with a `calibration` section on its main device (and, for a CPU measured
+    on fewer threads than it has cores, that thread count as its core count)."""
+    from memsim.hardware import load_system
+
+    raw = yaml.safe_load(Path(base).read_text())
+    system = load_system(base)
+    device = raw["devices"][system.main_device]
+    if threads is not None:
+        name = next(iter(device["compute"]))
+        unit = on_cores(system.device.compute[name], threads)
+        device["compute"][name].update(count=unit.count, matrix_flops=dict(unit.matrix_flops),
+                                       vector_flops=dict(unit.vector_flops))
+    device["calibration"] = calibration.model_dump(mode="json", exclude_defaults=True)
+    raw["name"] = f"{raw.get('name', system.name)} (calibrated)"
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Calibrated from {Path(base).name} by memsim calibrate; constants in SI units.\n"
+    path.write_text(header + yaml.safe_dump(raw, sort_keys=False, width=110))
+    load_system(path)  # what we wrote must load
+    return path

@@ -1,0 +1,237 @@
+"""Analytical kernel models: pure numba functions over arrays, one entry per (op, hardware) pair.
+
+Every function takes arrays of problem sizes and arrays of hardware rates of the same length, so
+one call prices a whole trace on one machine, or one op on thousands of hardware variants (repeat
+the op, vary the rates). Seconds, bytes and FLOP/s throughout; nothing here knows about traces.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+# Output tile shapes (rows, cols) a GEMM library chooses among; CUTLASS/cuBLAS ship these sizes.
+GEMM_TILES = np.array([[256.0, 128.0], [128.0, 256.0], [128.0, 192.0], [128.0, 128.0], [128.0, 64.0],
+                       [64.0, 128.0], [64.0, 64.0]])
+# Smallest K slice worth splitting a GEMM over (split-K), as cuBLAS heuristics do.
+MIN_SPLIT_K = 256.0
+# Query rows one FlashAttention thread block keeps on chip at most (FlashAttention-2's Br).
+FLASH_MAX_BLOCK_ROWS = 128.0
+
+
+@numba.njit(cache=True)
+def overlapped(compute_s, memory_s, overlap_loss):
+    """Time of a kernel that pipelines its arithmetic with its memory traffic imperfectly.
+
+    Idea: the roofline takes max(compute, memory), i.e. perfect overlap; real pipelines stall
+    at their start and end and on bank conflicts, so a fraction of the shorter side shows
+    (the "overlap" correction of e.g. Yang et al.'s hierarchical roofline practice).
+        time = max(c, m) + overlap_loss * min(c, m)
+    """
+    return max(compute_s, memory_s) + overlap_loss * min(compute_s, memory_s)
+
+
+@numba.njit(cache=True)
+def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overhead, overlap_loss):
+    """GEMM time from output tiles run in waves over the compute units (wave quantisation).
+
+    Idea: the tile/wave model of NVIDIA's "Matrix multiplication background" guide and of
+    LLMCompass (Zhang et al., ISCA 2024). The output (batch x m x n) is cut into tiles of
+    tm x tn; each unit computes one tile at a time, so a GEMM takes w = ceil(tiles / units)
+    waves of 2*r*tn*K / (peak/units) each, with r = min(tm, m) rows (skinny GEMMs run as
+    GEMV-like kernels that do not pad). With fewer tiles than units, K is split over s idle
+    units (split-K). Operands are reused through L2, so HBM sees the op's bytes once. Within
+    one wave every unit fetches its operands before it computes, so a single wave pays
+    compute plus memory; later waves prefetch while earlier ones compute, so the exposed share
+    of the shorter side falls as 1/w. The library picks the tile that finishes first:
+
+        c_t   = w * 2*r*tn*ceil(K/s) / (P/U)
+        total = min over tiles of overlapped(c_t, bytes_moved / B, max(overlap_loss, 1/w)) + overhead
+
+    Returns (compute_s, memory_s, total_s) of the chosen tile.
+    """
+    count = m.shape[0]
+    compute = np.zeros(count)
+    memory = np.zeros(count)
+    total = np.zeros(count)
+    for i in range(count):
+        base_memory = bytes_moved[i] / bandwidth[i] if bandwidth[i] > 0.0 else 0.0
+        if m[i] <= 0 or n[i] <= 0 or k[i] <= 0 or matrix_peak[i] <= 0.0:
+            memory[i] = base_memory
+            total[i] = base_memory + overhead[i]
+            continue
+        per_unit_flops = matrix_peak[i] / units[i]
+        problems = max(batch[i], 1.0)
+        best = np.inf
+        for t in range(GEMM_TILES.shape[0]):
+            tm = GEMM_TILES[t, 0]
+            tn = GEMM_TILES[t, 1]
+            tiles = problems * math.ceil(m[i] / tm) * math.ceil(n[i] / tn)
+            splits = 1.0
+            if tiles < units[i]:
+                splits = max(1.0, min(math.floor(units[i] / tiles), math.floor(k[i] / MIN_SPLIT_K)))
+            k_slice = math.ceil(k[i] / splits)
+            waves = math.ceil(tiles * splits / units[i])
+            rows = min(tm, m[i])
+            arithmetic = waves * 2.0 * rows * tn * k_slice / per_unit_flops
+            candidate = overlapped(arithmetic, base_memory, max(overlap_loss[i], 1.0 / waves))
+            if candidate < best:
+                best = candidate
+                compute[i] = arithmetic
+                memory[i] = base_memory
+        total[i] = best + overhead[i]
+    return compute, memory, total
+
+
+@numba.njit(cache=True)
+def flash_attention_bytes(problems, q_len, kv_len, head_dim, value_dim, kv_heads_ratio, elem_bytes, sram_per_unit):
+    """HBM bytes of a fused, tiled attention kernel (FlashAttention IO analysis).
+
+    Idea: Dao et al., "FlashAttention" (NeurIPS 2022), Theorem 2: Q and O cross HBM once, while
+    K and V are streamed once per block of Br query rows kept in SRAM, Br = min(128, SRAM /
+    (4 * d * b)) (Q block, O accumulator and the K, V blocks on chip). With grouped-query
+    attention (kv_heads_ratio = kv_heads / heads) the K, V bytes shrink by that ratio. Decode
+    (one query row) therefore reads the KV cache exactly once: the KV-read-bound case.
+
+        bytes = P*b*(q*d + q*dv) + P*r*b*kv*(d + dv) * ceil(q / Br)
+    """
+    count = problems.shape[0]
+    out = np.zeros(count)
+    for i in range(count):
+        rows = FLASH_MAX_BLOCK_ROWS
+        if sram_per_unit[i] > 0.0:
+            rows = max(16.0, min(FLASH_MAX_BLOCK_ROWS, math.floor(sram_per_unit[i] / (4.0 * head_dim[i] * elem_bytes[i]))))
+        passes = math.ceil(max(q_len[i], 1.0) / rows)
+        q_o = problems[i] * elem_bytes[i] * q_len[i] * (head_dim[i] + value_dim[i])
+        k_v = problems[i] * kv_heads_ratio[i] * elem_bytes[i] * kv_len[i] * (head_dim[i] + value_dim[i])
+        out[i] = q_o + k_v * passes
+    return out
+
+
+@numba.njit(cache=True)
+def unfused_attention_bytes(problems, q_len, kv_len, head_dim, value_dim, kv_heads_ratio, elem_bytes):
+    """HBM bytes of attention run as separate kernels: QK^T, softmax, PV.
+
+    Idea: the standard-attention IO count of the FlashAttention paper (Algorithm 0): the q x kv
+    score matrix S is written by QK^T, read and written by softmax (P), and read by PV, on top
+    of reading Q, K, V once and writing O once.
+
+        bytes = P*b*(q*d + r*kv*(d + dv) + q*dv) + 4*P*b*q*kv
+    """
+    count = problems.shape[0]
+    out = np.zeros(count)
+    for i in range(count):
+        operands = problems[i] * elem_bytes[i] * (
+            q_len[i] * head_dim[i] + kv_heads_ratio[i] * kv_len[i] * (head_dim[i] + value_dim[i]) + q_len[i] * value_dim[i])
+        scores = 4.0 * problems[i] * elem_bytes[i] * q_len[i] * kv_len[i]
+        out[i] = operands + scores
+    return out
+
+
+@numba.njit(cache=True)
+def attention_times(problems, q_len, flops, bytes_moved, matrix_peak, units, bandwidth, overhead, overlap_loss):
+    """Fused attention time: tiles of 128 query rows per (batch, head) in waves over the units.
+
+    Idea: FlashAttention-2 (Dao 2023) parallelises over batch, heads and query blocks; with too
+    few blocks to fill the units (short prompts, decode) the arithmetic runs on fewer units.
+        compute = flops / P * (waves * U / blocks),  blocks = P * ceil(q / 128)
+        total   = overlapped(compute, bytes / B, overlap_loss) + overhead
+    """
+    count = problems.shape[0]
+    compute = np.zeros(count)
+    memory = np.zeros(count)
+    total = np.zeros(count)
+    for i in range(count):
+        memory[i] = bytes_moved[i] / bandwidth[i] if bandwidth[i] > 0.0 else 0.0
+        if matrix_peak[i] > 0.0 and flops[i] > 0.0:
+            blocks = max(problems[i], 1.0) * math.ceil(max(q_len[i], 1.0) / FLASH_MAX_BLOCK_ROWS)
+            waves = math.ceil(blocks / units[i])
+            compute[i] = flops[i] / matrix_peak[i] * (waves * units[i] / blocks)
+        total[i] = overlapped(compute[i], memory[i], overlap_loss[i]) + overhead[i]
+    return compute, memory, total
+
+
+@numba.njit(cache=True)
+def streaming_times(flops, bytes_moved, peak, bandwidth, overhead):
+    """Bandwidth-bound kernels (elementwise, norms, softmax, reductions, copies) with a floor.
+
+    Idea: the roofline (Williams et al., CACM 2009) plus a fixed per-kernel latency, which is
+    what a kernel on a handful of elements costs (Vidur and LLMCompass both show this floor).
+        total = max(flops / P, bytes / B) + overhead
+    """
+    count = flops.shape[0]
+    compute = np.zeros(count)
+    memory = np.zeros(count)
+    total = np.zeros(count)
+    for i in range(count):
+        compute[i] = flops[i] / peak[i] if peak[i] > 0.0 else 0.0
+        memory[i] = bytes_moved[i] / bandwidth[i] if bandwidth[i] > 0.0 else 0.0
+        total[i] = max(compute[i], memory[i]) + overhead[i]
+    return compute, memory, total
+
+
+@numba.njit(cache=True)
+def scan_times(steps, state_bytes, bytes_moved, flops, peak, bandwidth, on_chip_bytes, overhead):
+    """A recurrence (Mamba selective scan, delta rule, xLSTM) with its state on chip or spilled.
+
+    Idea: the hardware-aware scan of Mamba (Gu and Dao 2023): when the recurrent state fits in
+    on-chip memory it never touches HBM and the scan streams only its inputs and outputs; when
+    it does not fit, every step reads and writes the state from HBM.
+        bytes = bytes_moved + (state > SRAM ? 2 * state * steps : 0)
+        total = max(flops / P, bytes / B) + overhead
+    """
+    traffic = bytes_moved.copy()
+    for i in range(steps.shape[0]):
+        if state_bytes[i] > on_chip_bytes[i]:
+            traffic[i] += 2.0 * state_bytes[i] * max(steps[i], 1.0)
+    return streaming_times(flops, traffic, peak, bandwidth, overhead)
+
+
+@numba.njit(cache=True)
+def transfer_times(nbytes, bandwidth, latency, request_bytes, queue_depth):
+    """A copy over a link or a read from storage: per-request latency overlapped by queue depth.
+
+    Idea: Little's law for storage (as in the FlashNeuron and "LLM in a flash", Alizadeh et al.
+    2024, analyses): a read of S bytes in requests of r bytes issues ceil(S/r) requests, of
+    which queue_depth are in flight, each paying the latency once; larger requests amortise
+    the latency, which is why larger chunks read faster. A host-device copy is one request.
+        total = ceil(ceil(S / r) / qd) * latency + S / B
+    """
+    count = nbytes.shape[0]
+    out = np.zeros(count)
+    for i in range(count):
+        requests = math.ceil(nbytes[i] / request_bytes[i]) if request_bytes[i] > 0.0 else 1.0
+        rounds = math.ceil(max(requests, 1.0) / max(queue_depth[i], 1.0))
+        out[i] = rounds * latency[i] + (nbytes[i] / bandwidth[i] if bandwidth[i] > 0.0 else 0.0)
+    return out
+
+
+# Pageable host memory is staged through a pinned bounce buffer by the driver: two copies, the
+# host-side one at memcpy speed; measured pageable HtoD runs at about half the pinned rate
+# (NVIDIA "How to optimize data transfers in CUDA C/C++", Harris 2012).
+PAGEABLE_FRACTION = 0.5
+
+
+@numba.njit(cache=True)
+def collective_times(nbytes, ranks, bandwidth, latency, algorithm, bytes_factor):
+    """Ring or tree collectives, the alpha-beta model of Thakur, Rabenseifner and Gropp (2005).
+
+    algorithm 0 (ring): 2*(p-1) steps of size S/p for all-reduce (bytes_factor 2), p-1 steps for
+    all-gather / reduce-scatter (bytes_factor 1):
+        total = bytes_factor * (p-1) * (latency + S / (p * B))
+    algorithm 1 (tree, double binary tree of NCCL): 2*log2(p) latencies, 2*S over the link
+    (pipelined) for all-reduce:
+        total = bytes_factor * (ceil(log2 p) * latency + S / B)
+    """
+    count = nbytes.shape[0]
+    out = np.zeros(count)
+    for i in range(count):
+        p = max(ranks[i], 1.0)
+        if p <= 1.0:
+            continue
+        if algorithm[i] == 0:
+            out[i] = bytes_factor[i] * (p - 1.0) * (latency[i] + nbytes[i] / (p * bandwidth[i]))
+        else:
+            out[i] = bytes_factor[i] * (math.ceil(math.log2(p)) * latency[i] + nbytes[i] / bandwidth[i])
+    return out

@@ -1,0 +1,228 @@
+"""Import a PyTorch profiler (Kineto) Chrome trace as a memsim Trace of measured GPU work.
+
+One op per GPU kernel, memcpy and memset, in start order, with its measured duration
+(ops.measured_s, seconds; Kineto's ts/dur are microseconds whatever displayTimeUnit says). A
+kernel is linked to the CPU op that launched it: the kernel's correlation id names its
+cudaLaunchKernel call, and the innermost CPU op on that thread whose span contains the call is
+the launching op (for attention, the outermost attention op, whose inputs are [B, H, S, D]).
+That op's `Input Dims` and `Input type` give the kernel's shapes, dtype, FLOPs and bytes.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from memsim.errors import MemsimError
+from memsim.trace.ops import (ATTENTION_OPS, GEMM_OPS, attention_flops, categorize, gemm_dims, numel)
+from memsim.trace.table import ACCESS_COLUMNS, OP_COLUMNS, TENSOR_COLUMNS, Trace, empty_table
+
+TYPE_NAMES = {"c10::BFloat16": "bf16", "c10::Half": "fp16", "float": "fp32", "double": "fp64",
+              "c10::Float8_e4m3fn": "fp8", "c10::Float8_e5m2": "fp8", "long int": "int64", "int": "int32",
+              "bool": "bool", "unsigned char": "uint8", "signed char": "int8"}
+TYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp64": 8, "fp8": 1, "int64": 8, "int32": 4, "bool": 1,
+              "uint8": 1, "int8": 1}
+# Kernel-name patterns for kernels whose launching op says little (or is missing).
+KERNEL_PATTERNS = (("gemm", re.compile(r"(?<!fb)gemm|xmma|cutlass|cublas|wgmma|matmul", re.I)),
+                   ("attention", re.compile(r"flash|fmha|attention", re.I)),
+                   ("collective", re.compile(r"nccl", re.I)),
+                   ("norm", re.compile(r"norm", re.I)),
+                   ("reduction", re.compile(r"softmax|reduce", re.I)),
+                   ("elementwise", re.compile(r"elementwise|vectorized|unrolled|pointwise", re.I)))
+# Argument position of is_causal in the attention ops whose shapes we read.
+CAUSAL_ARGUMENT = {"aten::scaled_dot_product_attention": 5, "aten::_scaled_dot_product_flash_attention": 4,
+                   "aten::_scaled_dot_product_efficient_attention": 5, "aten::_scaled_dot_product_cudnn_attention": 6}
+GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
+
+
+def load_kineto(path: str | Path) -> Trace:
+    """The GPU work of a Kineto trace (`.json` or `.json.gz`) as a Trace with measured times."""
+    path = Path(path)
+    events, properties = _read_events(path)
+    launches = {e["args"]["correlation"]: e for e in events
+                if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
+    launching_op = _launching_ops(events, launches)
+    gpu = sorted((e for e in events if e.get("cat") in GPU_CATEGORIES and e.get("ph") == "X"),
+                 key=lambda e: (e["ts"], e["args"].get("correlation", 0)))
+    rows = [_gpu_row(event, launching_op.get(event["args"].get("correlation"))) for event in gpu]
+    unlinked = _fill_from_twins(rows, gpu, launching_op)
+    ops = pd.DataFrame(rows) if rows else empty_table({**OP_COLUMNS, "kernel": "str"})
+    ops.insert(0, "op_id", range(len(ops)))
+    ops = ops[list(OP_COLUMNS) + ["kernel"]]
+    device_name = properties[0].get("name", "") if properties else ""
+    meta = {"source": str(path), "format": "kineto", "device_name": device_name, "mode": "measured",
+            "unlinked_kernels": unlinked}
+    return Trace(ops, empty_table(TENSOR_COLUMNS), empty_table(ACCESS_COLUMNS), meta)
+
+
+def _launch_shape(event: dict) -> tuple:
+    args = event.get("args", {})
+    return event["name"], tuple(args.get("grid") or ()), tuple(args.get("block") or ())
+
+
+def _fill_from_twins(rows: list[dict], gpu: list[dict], launching_op: dict) -> int:
+    """Give kernels whose launch is missing from the trace (the CPU side was cut off) the costs
+    of a linked kernel with the same name, grid and block: the same launch shape processes the
+    same problem. Returns how many kernels stayed without a launching op."""
+    twins = {}
+    for row, event in zip(rows, gpu):
+        if event["cat"] == "kernel" and event["args"].get("correlation") in launching_op:
+            twins.setdefault(_launch_shape(event), row)
+    unlinked = 0
+    for index, event in enumerate(gpu):
+        if event["cat"] != "kernel" or event["args"].get("correlation") in launching_op:
+            continue
+        twin = twins.get(_launch_shape(event))
+        if twin is None:
+            unlinked += 1
+            continue
+        rows[index] = {**twin, "stream": rows[index]["stream"], "measured_s": rows[index]["measured_s"]}
+    return unlinked
+
+
+def _read_events(path: Path) -> tuple[list[dict], list[dict]]:
+    if not path.exists():
+        raise MemsimError(f"{path}: no such file")
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt") as handle:
+            data = json.load(handle)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise MemsimError(f"{path}: not a Kineto JSON trace ({error})")
+    if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
+        raise MemsimError(f"{path}: expected a JSON object with a 'traceEvents' list (a PyTorch profiler trace)")
+    return data["traceEvents"], data.get("deviceProperties") or []
+
+
+def _launching_ops(events: list[dict], launches: dict) -> dict:
+    """correlation id -> the CPU op that issued that launch (see the module docstring)."""
+    by_thread: dict = {}
+    for event in events:
+        if event.get("ph") != "X" or "ts" not in event:
+            continue
+        if event.get("cat") == "cpu_op" or (event.get("cat") == "cuda_runtime"
+                                            and event.get("args", {}).get("correlation") in launches):
+            by_thread.setdefault((event.get("pid"), event.get("tid")), []).append(event)
+    found = {}
+    for thread_events in by_thread.values():
+        # at one timestamp, enclosing ops (longer) open before the ops and launches they hold
+        thread_events.sort(key=lambda e: (e["ts"], e.get("cat") != "cpu_op", -e.get("dur", 0)))
+        stack: list[dict] = []
+        for event in thread_events:
+            while stack and stack[-1]["ts"] + stack[-1].get("dur", 0) < event["ts"]:
+                stack.pop()
+            if event.get("cat") == "cpu_op":
+                stack.append(event)
+            elif stack:
+                found[event["args"]["correlation"]] = _pick_op(stack)
+    return found
+
+
+def _pick_op(stack: list[dict]) -> dict:
+    for op in stack:  # outermost attention op: its inputs are in [B, H, S, D] order
+        if op["name"] in ATTENTION_OPS or op["name"] == "aten::scaled_dot_product_attention":
+            return op
+    return stack[-1]
+
+
+def _gpu_row(event: dict, op: dict | None) -> dict:
+    args = event.get("args", {})
+    row = {"name": event["name"], "kernel": event["name"], "category": "other", "scope": "", "dtype": "",
+           "flops": 0.0, "bytes_read": 0.0, "bytes_written": 0.0, "batch": 0, "m": 0, "n": 0, "k": 0,
+           "attrs": "", "shapes": "", "stream": int(args.get("stream", 0)), "measured_s": event.get("dur", 0.0) * 1e-6}
+    if event["cat"] == "gpu_memcpy":
+        direction = next((d for d in ("HtoD", "DtoH", "DtoD", "HtoH", "PtoP") if d in event["name"]), "DtoD")
+        nbytes = float(args.get("bytes", 0))
+        row.update(category="memcpy", dtype="uint8", bytes_read=nbytes, bytes_written=nbytes,
+                   attrs=json.dumps({"direction": direction, "pinned": "Pageable" not in event["name"]}))
+        return row
+    if event["cat"] == "gpu_memset":
+        row.update(category="elementwise", dtype="uint8", bytes_written=float(args.get("bytes", 0)))
+        return row
+    if op is not None:
+        row.update(_op_costs(op))
+    if row["category"] in ("other", "elementwise") or op is None:
+        for category, pattern in KERNEL_PATTERNS:
+            if pattern.search(event["name"]):
+                row["category"] = category if row["category"] == "other" or category in ("gemm", "attention") \
+                    else row["category"]
+                break
+    if row["category"] in ("gemm", "attention") and row["flops"] == 0:
+        row["category"] = "other"  # a matrix kernel whose problem size the trace does not record
+    return row
+
+
+def _torch_tags(name: str) -> tuple:
+    """torch's tags (pointwise, reduction) of an aten op named in a trace, where torch has it."""
+    namespace, _, op_name = name.partition("::")
+    try:
+        return tuple(getattr(getattr(torch.ops, namespace), op_name).default.tags)
+    except (AttributeError, RuntimeError):
+        return ()
+
+
+def _shapes(entry) -> list[list[int]]:
+    """The tensor shapes in one `Input Dims` entry: a shape, a list of shapes (TensorList), or []."""
+    if not isinstance(entry, list) or not entry:
+        return []
+    if all(isinstance(size, int) for size in entry):
+        return [entry]
+    return [shape for item in entry for shape in _shapes(item)]
+
+
+def _op_costs(op: dict) -> dict:
+    """Category, dtype, dims, FLOPs and bytes of a CPU op from its recorded inputs."""
+    args = op.get("args", {})
+    dims = args.get("Input Dims") or []
+    types = args.get("Input type") or []
+    tensors = [(shape, TYPE_NAMES.get(kind, "fp32")) for entry, kind in zip(dims, types)
+               if kind not in ("Scalar", "") for shape in _shapes(entry)]
+    name = op["name"]
+    category = categorize(name, _torch_tags(name))
+    dtype = next((t for _, t in tensors if t in ("bf16", "fp16", "fp32", "fp8", "fp64")), tensors[0][1] if tensors else "fp32")
+    read = float(sum(numel(shape) * TYPE_BYTES.get(kind, 4) for shape, kind in tensors))
+    out = {"name": name, "category": category, "dtype": dtype, "bytes_read": read,
+           "shapes": json.dumps([shape for shape, _ in tensors])}
+    element = TYPE_BYTES.get(dtype, 4)
+    if name in GEMM_OPS:
+        batch, m, n, k = gemm_dims(name, [tuple(shape) for shape, _ in tensors])
+        if m and n and k:
+            out.update(category="gemm", batch=batch, m=m, n=n, k=k, flops=2.0 * batch * m * n * k,
+                       bytes_written=float(batch * m * n * element))
+    elif name in ATTENTION_OPS or name == "aten::scaled_dot_product_attention":
+        if len(tensors) >= 3 and len(tensors[0][0]) == 4:
+            (b, h, q_len, d), (_, h_kv, kv_len, _), (_, _, _, dv) = (t[0] for t in tensors[:3])
+            concrete = args.get("Concrete Inputs") or []
+            index = CAUSAL_ARGUMENT.get(name, -1)
+            causal = 0 <= index < len(concrete) and str(concrete[index]).lower() == "true"
+            out.update(category="attention", batch=b * h, m=q_len, n=kv_len, k=d,
+                       flops=attention_flops(b, h, q_len, kv_len, d, dv, causal),
+                       bytes_written=float(b * h * q_len * dv * element),
+                       attrs=json.dumps({"heads": h, "kv_heads": h_kv, "value_dim": dv, "causal": causal}))
+    else:
+        out.update(_moved_bytes(name, category, tensors))
+    return out
+
+
+def _moved_bytes(name: str, category: str, tensors: list[tuple[list[int], str]]) -> dict:
+    """Bytes read and written by a non-matrix op, from the semantics of its kind: a copy writes
+    its destination, a concatenation the sum of its inputs, a gather the rows it picks, a
+    reduction one value per row; other elementwise ops write about their largest input."""
+    sizes = [numel(shape) * TYPE_BYTES.get(kind, 4) for shape, kind in tensors]
+    if not sizes:
+        return {"bytes_read": 0.0, "bytes_written": 0.0}
+    if name == "aten::copy_" and len(sizes) >= 2:
+        return {"bytes_read": float(sizes[1]), "bytes_written": float(sizes[0])}
+    if name in ("aten::cat", "aten::stack"):
+        return {"bytes_read": float(sum(sizes)), "bytes_written": float(sum(sizes))}
+    if name in ("aten::embedding", "aten::index_select") and len(sizes) >= 2:
+        (table, kind), (index, _) = (tensors[0], tensors[-1]) if name == "aten::index_select" else tensors[:2]
+        rows = numel(index) * numel(table[1:]) * TYPE_BYTES.get(kind, 4)
+        return {"bytes_read": float(rows + sizes[-1 if name == "aten::index_select" else 1]), "bytes_written": float(rows)}
+    if category == "reduction" and tensors[0][0]:
+        return {"bytes_read": float(sum(sizes)), "bytes_written": float(sizes[0] / max(tensors[0][0][-1], 1))}
+    return {"bytes_read": float(sum(sizes)), "bytes_written": float(max(sizes))}

@@ -1,0 +1,156 @@
+"""Measure the machine memsim runs on, the way a workload's ops are measured.
+
+The micro-benchmarks are ordinary torch steps traced in real mode (memsim.trace.capture), so
+each measured op carries exactly the FLOPs, bytes, dims and per-op timing (CPU wall clock with
+ATen dispatch, or CUDA events) that a traced workload's ops carry; calibration fitted on them
+therefore transfers to `memsim validate real`. Each op runs several times and the fastest run
+counts: on a shared machine the slower runs measure the neighbours, not the op.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+import pandas as pd
+import torch
+
+from memsim.errors import MemsimError
+from memsim.validate.readers import op_row
+
+REPEATS = 5
+# (m, n, k): square, skinny (decode-like) and wide GEMMs; sizes scaled per device.
+GEMM_SHAPES = {"cpu": [(1, 256, 64), (64, 64, 64), (64, 128, 64), (1, 1024, 1024), (8, 2048, 512), (32, 256, 256),
+                       (64, 512, 512), (128, 512, 1024), (256, 1024, 1024), (512, 512, 512), (256, 256, 2048),
+                       (16, 4096, 256)],
+               "cuda": [(1, 4096, 4096), (16, 8192, 4096), (128, 4096, 4096), (512, 4096, 4096),
+                        (1024, 8192, 4096), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192)]}
+ELEMENTS = {"cpu": [1, 1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22],
+            "cuda": [1, 1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]}
+ROWS = {"cpu": 256, "cuda": 4096}
+# (batch, heads, query length, key length, head_dim) of attention: causal prefill where the
+# lengths are equal, decode (one query against a cache) where they are not
+ATTENTION_SHAPES = {"cpu": [(1, 4, 64, 64, 16), (1, 8, 256, 256, 64), (2, 8, 512, 512, 64), (1, 4, 1, 64, 16),
+                            (4, 4, 1, 256, 16), (8, 8, 1, 512, 64)],
+                    "cuda": [(1, 16, 512, 512, 64), (4, 32, 2048, 2048, 128), (8, 32, 4096, 4096, 128),
+                             (8, 32, 1, 1024, 128), (64, 32, 1, 4096, 128)]}
+COPY_BYTES = [1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]
+
+
+def _micro_step(device: str, dtype: torch.dtype):
+    """One step that runs every micro-benchmark REPEATS times, on tensors made up front."""
+    gemms = [(torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype))
+             for m, n, k in GEMM_SHAPES[device]]
+    vectors = [torch.randn(count, device=device, dtype=dtype) for count in ELEMENTS[device]]
+    rows = ROWS[device]
+    matrices = [torch.randn(rows, count // rows or 1, device=device, dtype=dtype) for count in ELEMENTS[device][2:]]
+    table = torch.randn(32000, 256, device=device, dtype=dtype)
+    ids = [torch.randint(0, 32000, (count,), device=device) for count in (1, 64, 4096)]
+    attention = [(torch.randn(b, h, q, d, device=device, dtype=dtype), torch.randn(b, h, kv, d, device=device, dtype=dtype))
+                 for b, h, q, kv, d in ATTENTION_SHAPES[device]]
+
+    def step():
+        for _ in range(REPEATS):
+            for a, b in gemms:
+                torch.mm(a, b)
+            for x in vectors:
+                torch.add(x, x)
+                torch.nn.functional.silu(x)
+                x.clone()
+            for x in matrices:
+                torch.softmax(x, dim=-1)
+                torch.nn.functional.layer_norm(x, x.shape[-1:])
+                x.mean(-1, keepdim=True)
+                torch.cat([x, x], dim=-1)
+            for q, kv in attention:
+                torch.nn.functional.scaled_dot_product_attention(q, kv, kv, is_causal=q.shape[2] == kv.shape[2])
+            for index in ids:
+                torch.nn.functional.embedding(index, table)
+    return step
+
+
+def measure_device(device: str, progress=None) -> pd.DataFrame:
+    """Measured ops (trace columns plus measured_s, label, size) of this machine's `device`."""
+    from memsim.trace.capture import capture
+
+    check_device(device)
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    steps = [("ops", _micro_step(device, dtype))]
+    frames = []
+    for name, step in steps:
+        if progress:
+            progress(f"measuring {name} on {device}")
+        trace = capture(step, mode="real", device=device, warmup=1)
+        frames.append(trace.ops)
+    ops = pd.concat(frames, ignore_index=True)
+    ops = ops[ops["category"].isin(("gemm", "attention", "elementwise", "copy", "reduction", "norm", "gather"))]
+    keys = ["name", "shapes", "dtype"]
+    measured = ops.groupby(keys, sort=True)["measured_s"].min()
+    ops = ops.drop_duplicates(keys).drop(columns="measured_s").merge(measured.reset_index(), on=keys)
+    ops["label"] = ops["name"]
+    ops["size"] = ops["bytes_read"] + ops["bytes_written"] + ops["flops"]
+    if device == "cuda":
+        ops = pd.concat([ops, pd.DataFrame(_host_copies(progress))], ignore_index=True)
+    return ops.sort_values(["category", "name", "size"], kind="stable").reset_index(drop=True)
+
+
+def _host_copies(progress=None) -> list[dict]:
+    """Pinned host-to-device copies by size, timed with CUDA events."""
+    if progress:
+        progress("measuring host-to-device copies")
+    rows = []
+    for nbytes in COPY_BYTES:
+        host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+        target = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+        times = []
+        for _ in range(REPEATS + 1):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            target.copy_(host, non_blocking=True)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        seconds = sorted(times[1:])[len(times[1:]) // 2]
+        row = op_row("Memcpy HtoD (Pinned -> Device)", "memcpy", "uint8", 0, nbytes, nbytes, seconds, nbytes,
+                     attrs={"direction": "HtoD", "pinned": True})
+        rows.append(row)
+    return rows
+
+
+def check_device(device: str) -> None:
+    if device not in ("cpu", "cuda"):
+        raise MemsimError(f"--device {device!r}: expected cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MemsimError("--device cuda: torch sees no CUDA device on this machine")
+
+
+def machine_description(device: str) -> str:
+    check_device(device)
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    except OSError:
+        model = ""
+    return f"{model or 'CPU'} ({os.cpu_count()} cores)"
+
+
+def stderr_progress(message: str) -> None:
+    print(f"memsim: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def single_thread(device: str):
+    """On the CPU, run torch on one thread: on a shared machine a parallel region waits for
+    every thread's core, so multi-threaded op times measure the neighbours' load. Yields the
+    thread count used (None on a GPU)."""
+    if device != "cpu":
+        yield None
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield 1
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,248 @@
+"""Readers of measured op times published by other projects, as memsim ops tables.
+
+Each reader returns a Measured: an ops table with the trace columns (memsim.trace.table) that
+the cost models price, the measured seconds in `measured_s`, the source's own op name in
+`label` and a `size` column (tokens, M, elements) by which calibration splits rows into
+halves. Shapes become FLOPs and bytes here, the same way a traced op's would.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from memsim.errors import MemsimError
+from memsim.trace.ops import attention_flops
+
+FORMATS = ("kineto", "vidur-mlp", "vidur-attention", "llmcompass", "tracelens-gemm")
+BYTES = {"fp16": 2, "bf16": 2, "fp32": 4, "fp8": 1}
+TORCH_TYPES = {"c10::BFloat16": "bf16", "c10::Half": "fp16", "float": "fp32", "c10::Float8_e4m3fn": "fp8"}
+
+
+@dataclass
+class Measured:
+    """Measured op times from one file, with the shapes memsim needs to price them."""
+
+    ops: pd.DataFrame
+    format: str
+    path: str
+    device_name: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+def op_row(label: str, category: str, dtype: str, flops: float, bytes_read: float, bytes_written: float,
+           measured_s: float, size: float, batch=0, m=0, n=0, k=0, attrs: dict | None = None) -> dict:
+    return {"name": label, "label": label, "category": category, "dtype": dtype, "flops": float(flops),
+            "bytes_read": float(bytes_read), "bytes_written": float(bytes_written), "batch": int(batch),
+            "m": int(m), "n": int(n), "k": int(k), "attrs": json.dumps(attrs, sort_keys=True) if attrs else "",
+            "shapes": "", "measured_s": float(measured_s), "size": float(size)}
+
+
+def gemm_row(label: str, dtype: str, batch: int, m: int, n: int, k: int, measured_s: float, size: float,
+             bias: bool = False) -> dict:
+    b = BYTES[dtype]
+    read = batch * (m * k + k * n) * b + (n * b if bias else 0)
+    return op_row(label, "gemm", dtype, 2.0 * batch * m * n * k, read, batch * m * n * b, measured_s, size,
+                  batch, m, n, k)
+
+
+def attention_row(label: str, dtype: str, batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int,
+                  head_dim: int, causal: bool, measured_s: float, size: float) -> dict:
+    b = BYTES[dtype]
+    flops = attention_flops(batch, heads, q_len, kv_len, head_dim, head_dim, causal)
+    read = batch * (heads * q_len + 2 * kv_heads * kv_len) * head_dim * b
+    attrs = {"heads": heads, "kv_heads": kv_heads, "value_dim": head_dim, "causal": causal}
+    return op_row(label, "attention", dtype, flops, read, batch * heads * q_len * head_dim * b, measured_s, size,
+                  batch * heads, q_len, kv_len, head_dim, attrs)
+
+
+def _table(rows: list[dict], path: Path, what: str) -> pd.DataFrame:
+    if not rows:
+        raise MemsimError(f"{path}: no measured {what} found")
+    return pd.DataFrame(rows)
+
+
+def _columns(frame: pd.DataFrame, path: Path, needed: list[str]) -> None:
+    missing = [name for name in needed if name not in frame.columns]
+    if missing:
+        raise MemsimError(f"{path}: missing column(s) {', '.join(missing)}")
+
+
+def read_vidur_mlp(path: Path) -> Measured:
+    """Vidur's per-layer profile (mlp.csv): one row per (tokens, tensor parallel degree).
+
+    Op shapes follow Vidur's Llama-style layer with weights split over the TP workers; times
+    are medians in ms; models are fp16, as Vidur profiles them.
+    """
+    frame = pd.read_csv(path)
+    _columns(frame, path, ["n_head", "n_kv_head", "n_embd", "n_expanded_embd", "num_tokens",
+                           "num_tensor_parallel_workers"])
+    rows = []
+    dtype, b = "fp16", 2
+    for rec in frame.to_dict("records"):
+        tp = int(rec["num_tensor_parallel_workers"])
+        t, e = int(rec["num_tokens"]), int(rec["n_embd"])
+        head_dim = e // int(rec["n_head"])
+        q, kv = int(rec["n_head"]) // tp, max(int(rec["n_kv_head"]) // tp, 1)
+        gated = str(rec.get("use_gated_mlp", True)).lower() == "true"
+        f = int(rec["n_expanded_embd"]) // tp
+        up = 2 * f if gated else f
+
+        def time(op):
+            return rec.get(f"time_stats.{op}.median", np.nan) * 1e-3
+
+        tokens = t * e
+        candidates = [
+            gemm_row("attn_pre_proj", dtype, 1, t, (q + 2 * kv) * head_dim, e, time("attn_pre_proj"), t),
+            gemm_row("attn_post_proj", dtype, 1, t, e, q * head_dim, time("attn_post_proj"), t),
+            gemm_row("mlp_up_proj", dtype, 1, t, up, e, time("mlp_up_proj"), t),
+            gemm_row("mlp_down_proj", dtype, 1, t, e, f, time("mlp_down_proj"), t),
+            op_row("input_layernorm", "norm", dtype, 4 * tokens, (tokens + e) * b, tokens * b,
+                   time("input_layernorm"), t),
+            op_row("post_attention_layernorm", "norm", dtype, 4 * tokens, (tokens + e) * b, tokens * b,
+                   time("post_attention_layernorm"), t),
+            op_row("attn_rope", "elementwise", dtype, 3 * t * (q + kv) * head_dim, t * (q + kv) * head_dim * b + t * 8,
+                   t * (q + kv) * head_dim * b, time("attn_rope"), t),
+            op_row("mlp_act", "elementwise", dtype, 5 * t * f, t * up * b, t * f * b, time("mlp_act"), t),
+            op_row("add", "elementwise", dtype, tokens, 2 * tokens * b, tokens * b, time("add"), t),
+            op_row("emb", "gather", dtype, 0, tokens * b + t * 8, tokens * b, time("emb"), t),
+        ]
+        for row in candidates:
+            row["attrs"] = json.dumps({"tp": tp})
+            if np.isfinite(row["measured_s"]) and row["measured_s"] > 0:
+                rows.append(row)
+    return Measured(_table(rows, path, "Vidur layer ops"), "vidur-mlp", str(path))
+
+
+def read_vidur_attention(path: Path) -> Measured:
+    """Vidur's attention profile: FlashAttention prefill (one sequence, a chunk of new tokens
+    after kv_cache_size cached ones) and decode (batch_size sequences of kv_cache_size)."""
+    frame = pd.read_csv(path)
+    _columns(frame, path, ["n_embd", "n_q_head", "n_kv_head", "num_tensor_parallel_workers", "batch_size",
+                           "prefill_chunk_size", "kv_cache_size", "is_prefill"])
+    rows = []
+    for rec in frame.to_dict("records"):
+        tp = int(rec["num_tensor_parallel_workers"])
+        head_dim = int(rec["n_embd"]) // int(rec["n_q_head"])
+        heads, kv_heads = int(rec["n_q_head"]) // tp, max(int(rec["n_kv_head"]) // tp, 1)
+        cached, batch = int(rec["kv_cache_size"]), int(rec["batch_size"])
+        if str(rec["is_prefill"]).lower() == "true":
+            chunk = int(rec["prefill_chunk_size"])
+            row = attention_row("attn_prefill", "fp16", batch, heads, kv_heads, chunk, cached + chunk, head_dim,
+                                True, rec["time_stats.attn_prefill.median"] * 1e-3, chunk)
+        else:
+            row = attention_row("attn_decode", "fp16", batch, heads, kv_heads, 1, max(cached, 1), head_dim,
+                                False, rec["time_stats.attn_decode.median"] * 1e-3, batch * max(cached, 1))
+        if np.isfinite(row["measured_s"]) and row["measured_s"] > 0:
+            rows.append(row)
+    return Measured(_table(rows, path, "attention times"), "vidur-attention", str(path))
+
+
+def read_llmcompass(path: Path) -> Measured:
+    """LLMCompass real-hardware CSVs (no header), fp16 as in the paper (Zhang et al. 2024):
+    matmul (M, N, K, '0.19ms', 'TFLOPS'), softmax / layernorm (M, N, G elements/s),
+    gelu (elements, G elements/s). The op is named by the file name."""
+    kind = Path(path).name.split("_")[0].lower()
+    with open(path, newline="") as handle:
+        records = [[cell.strip() for cell in line] for line in csv.reader(handle) if line]
+    rows = []
+    b = 2
+    try:
+        for rec in records:
+            if kind == "matmul":
+                m, n, k = (int(x) for x in rec[:3])
+                rows.append(gemm_row("matmul", "fp16", 1, m, n, k, float(rec[3].removesuffix("ms")) * 1e-3, m))
+            elif kind in ("softmax", "layernorm"):
+                m, n, rate = int(rec[0]), int(rec[1]), float(rec[2]) * 1e9
+                category = "reduction" if kind == "softmax" else "norm"
+                rows.append(op_row(kind, category, "fp16", 5 * m * n, m * n * b, m * n * b, m * n / rate, n))
+            elif kind == "gelu":
+                elements, rate = int(rec[0]), float(rec[1]) * 1e9
+                rows.append(op_row("gelu", "elementwise", "fp16", 8 * elements, elements * b, elements * b,
+                                   elements / rate, elements))
+            else:
+                raise MemsimError(f"{path}: LLMCompass file name must start with matmul, softmax, layernorm or gelu")
+    except (ValueError, IndexError) as error:
+        raise MemsimError(f"{path}: unreadable LLMCompass row ({error}); expected numbers as 'M, N, K, 0.19ms, ...'")
+    return Measured(_table(rows, path, "LLMCompass rows"), "llmcompass", str(path))
+
+
+def read_tracelens(path: Path) -> Measured:
+    """TraceLens perf-report CSVs: GEMM.csv (B, M, N, K, dtype) or SDPA_fwd.csv (B, N_Q, H_Q,
+    N_KV, H_KV, d_h, causal), with the median kernel time in microseconds."""
+    frame = pd.read_csv(path)
+    time_column = next((c for c in frame.columns if c.startswith("Kernel Time") and c.endswith("_median")), None)
+    if time_column is None:
+        raise MemsimError(f"{path}: no 'Kernel Time (µs)_median' column; expected a TraceLens perf-report CSV")
+    rows = []
+    for rec in frame.to_dict("records"):
+        dtype = _tracelens_dtype(rec.get("param: dtype_A_B", ""))
+        seconds = float(rec[time_column]) * 1e-6
+        if "param: M" in rec:
+            batch, m, n, k = (int(rec[f"param: {x}"]) for x in "BMNK")
+            rows.append(gemm_row(rec["name"], dtype, batch, m, n, k, seconds, m,
+                                 bias=str(rec.get("param: bias")).lower() == "true"))
+        elif "param: N_Q" in rec:
+            rows.append(attention_row(rec["name"], dtype, int(rec["param: B"]), int(rec["param: H_Q"]),
+                                      int(rec["param: H_KV"]), int(rec["param: N_Q"]), int(rec["param: N_KV"]),
+                                      int(rec["param: d_h_qk"]), str(rec["param: causal"]).lower() == "true",
+                                      seconds, int(rec["param: N_Q"])))
+    if not rows:
+        raise MemsimError(f"{path}: neither GEMM (param: M, N, K) nor SDPA (param: N_Q) columns found")
+    return Measured(pd.DataFrame(rows), "tracelens-gemm", str(path))
+
+
+def _tracelens_dtype(text: str) -> str:
+    for torch_name, name in TORCH_TYPES.items():
+        if torch_name in str(text):
+            return name
+    return "bf16"
+
+
+def read_kineto(path: Path) -> Measured:
+    """GPU kernels of a PyTorch profiler trace, priced one by one (see memsim.trace.kineto)."""
+    from memsim.trace.kineto import load_kineto
+
+    trace = load_kineto(path)
+    ops = trace.ops.copy()
+    ops["label"] = ops["kernel"].where(ops["kernel"].astype(bool), ops["name"])
+    ops["size"] = ops["bytes_read"] + ops["bytes_written"] + ops["flops"]
+    return Measured(ops, "kineto", str(path), trace.meta.get("device_name", ""), dict(trace.meta))
+
+
+READERS = {"kineto": read_kineto, "vidur-mlp": read_vidur_mlp, "vidur-attention": read_vidur_attention,
+           "llmcompass": read_llmcompass, "tracelens-gemm": read_tracelens}
+
+
+def detect_format(path: Path) -> str:
+    """The format of a measured file, from its name and first line."""
+    name = path.name.lower()
+    if name.endswith((".json", ".json.gz")):
+        return "kineto"
+    if not name.endswith(".csv"):
+        raise MemsimError(f"{path}: cannot tell the format; pass --format ({', '.join(FORMATS)})")
+    with open(path, newline="") as handle:
+        header = handle.readline()
+    if "time_stats.attn_pre_proj" in header or "time_stats.mlp_up_proj" in header:
+        return "vidur-mlp"
+    if "time_stats.attn_prefill" in header or "time_stats.attn_decode" in header:
+        return "vidur-attention"
+    if "param: M" in header or "param: N_Q" in header:
+        return "tracelens-gemm"
+    if name.split("_")[0] in ("matmul", "softmax", "layernorm", "gelu"):
+        return "llmcompass"
+    raise MemsimError(f"{path}: cannot tell the format from its header; pass --format ({', '.join(FORMATS)})")
+
+
+def read_measured(path: str | Path, format: str | None = None) -> Measured:
+    path = Path(path)
+    if not path.exists():
+        raise MemsimError(f"{path}: no such file")
+    format = format or detect_format(path)
+    if format not in READERS:
+        raise MemsimError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
+    return READERS[format](path)

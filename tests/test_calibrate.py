@@ -1,0 +1,73 @@
+"""Calibration: the fit recovers known constants; calibrate writes loadable YAML; validate real."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import HWCONFIGS
+from memsim.cost import price_ops
+from memsim.hardware import load_system
+from memsim.hardware.schema import Calibration
+from memsim.validate.fit import calibration_half, fit_calibration
+from memsim.validate.readers import gemm_row, op_row
+
+
+def synthetic_ops():
+    rows = [gemm_row("mm", "bf16", 1, m, n, 4096, 0.0, m) for m in (1, 16, 128, 512, 2048, 4096) for n in (1024, 8192)]
+    rows += [gemm_row("mm", "bf16", 1, m, m, 32768, 0.0, m) for m in (4096, 8192)]  # compute-bound: pins the peak
+    rows += [op_row("add", "elementwise", "bf16", 0, 2 * e, e, 0.0, e) for e in (1e3, 1e5, 1e7, 1e8, 4e8)]
+    return pd.DataFrame(rows)
+
+
+def test_fit_recovers_the_constants_that_made_the_data():
+    device = load_system("nvidia-h100-sxm").device
+    truth = Calibration(source="truth", matrix_efficiency={"bf16": 0.7}, overlap_loss=0.3,
+                        bandwidth_efficiency={"gemm": 0.85, "elementwise": 0.6},
+                        category_overhead={"gemm": 4e-6, "elementwise": 2e-6})
+    ops = synthetic_ops()
+    ops["measured_s"] = price_ops(ops, device.model_copy(update={"calibration": truth}))["duration_s"].to_numpy()
+    fitted = fit_calibration(ops, device, "test")
+    assert fitted.residuals["overall_mape"] < 0.01
+    assert fitted.matrix_efficiency["bf16"] == pytest.approx(0.7, rel=0.03)
+    assert fitted.bandwidth_efficiency["elementwise"] == pytest.approx(0.6, rel=0.03)
+    assert fitted.category_overhead["elementwise"] == pytest.approx(2e-6, rel=0.1)
+
+
+def test_calibration_half_takes_every_other_size():
+    sizes = pd.Series([1, 2, 2, 3, 4, 8, 8])
+    assert list(calibration_half(sizes)) == [True, False, False, True, False, True, True]
+
+
+def test_calibrate_from_file_writes_a_loadable_yaml(run_cli, tmp_path):
+    rows = [gemm_row("mm", "fp16", 1, m, 4096, 4096, 0.0, m) for m in (64, 256, 1024, 4096)]
+    device = load_system("nvidia-a100-80gb-sxm").device
+    ops = pd.DataFrame(rows)
+    seconds = price_ops(ops, device)["duration_s"].to_numpy() * 1.25  # a machine 25% slower than its datasheet
+    path = tmp_path / "matmul_A100.csv"
+    path.write_text("".join(f"{m}, 4096, 4096, {s * 1e3:.6f}ms, 0Tflops\n" for m, s in zip((64, 256, 1024, 4096), seconds)))
+    out = tmp_path / "a100.yaml"
+    proc = run_cli("calibrate", "--from", path, "--hw", HWCONFIGS / "nvidia-a100-80gb-sxm.yaml", "--out", out,
+                   check=True)
+    assert "gemm_mape" in proc.stdout
+    calibration = load_system(out).device.calibration
+    assert calibration.residuals["gemm_mape"] < 0.02
+    assert "matmul_A100.csv" in calibration.fitted_on
+    assert yaml.safe_load(out.read_text())["devices"]["gpu"]["calibration"]["source"].startswith("fitted to")
+    again = tmp_path / "again.yaml"
+    run_cli("calibrate", "--from", path, "--hw", HWCONFIGS / "nvidia-a100-80gb-sxm.yaml", "--out", again, check=True)
+    assert again.read_bytes() == out.read_bytes()  # deterministic
+    missing = run_cli("calibrate", "--from", path, "--out", out)
+    assert missing.returncode == 2 and "--hw" in missing.stderr
+
+
+def test_validate_real_on_this_cpu(run_cli, tmp_path):
+    out = tmp_path / "cpu.yaml"
+    run_cli("calibrate", "--device", "cpu", "--out", out, check=True)
+    calibration = load_system(out).device.calibration
+    assert calibration.device_name and calibration.torch_version and calibration.date
+    proc = run_cli("validate", "real", "llama-tiny", "--device", "cpu", "--hw", out, "--json", check=True)
+    result = json.loads(proc.stdout)
+    overall = result["groups"]["overall"]
+    assert overall["count"] > 20 and overall["measured_s"] > 0 and np.isfinite(overall["sum_error"])

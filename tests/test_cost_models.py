@@ -1,0 +1,142 @@
+"""Cost models on cases computed by hand (each expected value is derived in the comment above it)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from memsim.cost import kernels, price_ops, storage_read_seconds
+from memsim.hardware import load_system
+from memsim.hardware.load import validate_system
+
+
+def one(*values):
+    return [np.array([float(v)]) for v in values]
+
+
+def test_gemm_single_wave_pays_compute_plus_memory_and_more_waves_hide_it():
+    # 2 units of 1 TFLOP/s each; 256x256x1024; 1 MB at 10 GB/s = 100 us of memory.
+    # 64x64 tiles: 16 tiles -> 8 waves of 2*64*64*1024/1e12 = 8.389 us -> compute 67.11 us;
+    # exposed share 1/8: 100 + 67.11/8 = 108.389 us, the best of all tiles (one 256x128 wave:
+    # 100 + 67.11 = 167.1 us; 128x128, 2 waves: 100 + 33.55 us).
+    compute, memory, total = kernels.gemm_times(*one(1, 256, 256, 1024, 1e6, 2e12, 2, 1e10, 0.0, 0.0))
+    assert compute[0] == pytest.approx(8 * 2 * 64 * 64 * 1024 / 1e12)
+    assert memory[0] == pytest.approx(100e-6)
+    assert total[0] == pytest.approx(100e-6 + 8 * 2 * 64 * 64 * 1024 / 1e12 / 8)
+
+
+def test_gemm_wave_quantisation():
+    # 4 units of 1 TFLOP/s, 64 x 320 x 256, no memory time: 64x64 tiles make 5 tiles = 2 waves;
+    # 64x128 tiles make 3 tiles = 1 wave of 2*64*128*256/1e12 = 4.194 us, the best; the ideal
+    # would be 2*64*320*256/4e12 = 2.62 us.
+    _, _, total = kernels.gemm_times(*one(1, 64, 320, 256, 0.0, 4e12, 4, 1.0, 0.0, 0.0))
+    assert total[0] == pytest.approx(2 * 64 * 128 * 256 / 1e12)
+
+
+def test_gemm_splits_k_when_tiles_cannot_fill_the_units():
+    # 8 units of 1 TFLOP/s, 64 x 64 x 2048: one 64x64 tile; split-K over min(8, 2048/256 = 8)
+    # units, each doing K = 256: 2*64*64*256/1e12 = 2.097 us in one wave.
+    _, _, total = kernels.gemm_times(*one(1, 64, 64, 2048, 0.0, 8e12, 8, 1.0, 0.0, 0.0))
+    assert total[0] == pytest.approx(2 * 64 * 64 * 256 / 1e12)
+
+
+def test_flash_attention_io_reads_kv_once_per_query_block():
+    # 2 problems, q = kv = 256, d = dv = 64, 2-byte values, 64 KiB SRAM:
+    # Br = floor(65536 / (4*64*2)) = 128 -> 2 passes over K and V.
+    # Q+O = 2*2*256*128 = 131072 B; K+V = 131072 B per pass -> 131072 + 2*131072 = 393216 B.
+    (prefill,) = kernels.flash_attention_bytes(*one(2, 256, 256, 64, 64, 1.0, 2, 65536))
+    assert prefill == 393216
+    # decode: one query row, one pass: Q+O = 2*2*1*128 = 512 B, K+V = 131072 B.
+    (decode,) = kernels.flash_attention_bytes(*one(2, 1, 256, 64, 64, 1.0, 2, 65536))
+    assert decode == 512 + 131072
+    # grouped-query attention with a quarter of the KV heads reads a quarter of K and V
+    (gqa,) = kernels.flash_attention_bytes(*one(2, 1, 256, 64, 64, 0.25, 2, 65536))
+    assert gqa == 512 + 131072 / 4
+
+
+def test_unfused_attention_writes_and_reads_the_score_matrix():
+    # operands 2*2*(256*64 + 256*128 + 256*64) = 262144 B; scores 4*2*2*256*256 = 1048576 B
+    (total,) = kernels.unfused_attention_bytes(*one(2, 256, 256, 64, 64, 1.0, 2))
+    assert total == 262144 + 1048576
+
+
+def test_scan_state_spills_when_it_does_not_fit_on_chip():
+    # 1 MB state, 10 steps, 0.5 MB on chip: 2*1e6*10 = 2e7 extra bytes at 1e9 B/s = 20 ms.
+    _, memory, _ = kernels.scan_times(*one(10, 1e6, 1e6, 0, 1e12, 1e9, 5e5, 0))
+    assert memory[0] == pytest.approx((1e6 + 2e7) / 1e9)
+    _, on_chip, _ = kernels.scan_times(*one(10, 1e6, 1e6, 0, 1e12, 1e9, 2e6, 0))
+    assert on_chip[0] == pytest.approx(1e6 / 1e9)
+
+
+def test_storage_reads_of_larger_chunks_are_faster():
+    # 1 MiB at 1 GB/s, 100 us latency, queue depth 32. 4 KiB requests: 256 -> 8 rounds ->
+    # 800 us + 1048.576 us; 64 KiB requests: 16 -> 1 round -> 100 us + 1048.576 us.
+    size = np.array([1048576.0, 1048576.0])
+    seconds = kernels.transfer_times(size, np.full(2, 1e9), np.full(2, 100e-6), np.array([4096.0, 65536.0]),
+                                     np.full(2, 32.0))
+    assert seconds == pytest.approx([800e-6 + 1048.576e-6, 100e-6 + 1048.576e-6])
+
+
+def test_storage_read_of_an_nvme_tier():
+    # the H100 config's NVMe: 7 GB/s, 90 us, 4 KiB granularity, queue depth 64, efficiency 1.
+    # 64 MiB in 1 MiB requests: 64 requests -> 1 round: 90 us + 67108864 / 7e9 s
+    nvme = load_system("nvidia-h100-sxm").devices["host"].memories["nvme"]
+    (seconds,) = storage_read_seconds(64 * 2**20, nvme, 2**20)
+    assert seconds == pytest.approx(90e-6 + 67108864 / 7e9)
+    # 4 KiB requests (the granularity): 16384 requests -> 256 rounds of 90 us
+    (small,) = storage_read_seconds(64 * 2**20, nvme)
+    assert small == pytest.approx(256 * 90e-6 + 67108864 / 7e9)
+
+
+def test_ring_and_tree_all_reduce():
+    # 4 ranks, 1 MB, 100 GB/s, 5 us. Ring: 2*3*(5 us + 1e6/(4*1e11)) = 45 us.
+    # Tree: 2*(ceil(log2 4)*5 us + 1e6/1e11) = 2*(10 us + 10 us) = 40 us.
+    seconds = kernels.collective_times(np.full(2, 1e6), np.full(2, 4.0), np.full(2, 1e11), np.full(2, 5e-6),
+                                       np.array([0, 1]), np.full(2, 2.0))
+    assert seconds == pytest.approx([45e-6, 40e-6])
+
+
+SYSTEM = {"name": "toy", "devices": {
+    "gpu": {"kind": "gpu", "memories": {"hbm": {"kind": "hbm", "capacity": "1 GiB", "bandwidth": "1 TB/s"}},
+            "compute": {"sm": {"kind": "sm", "count": 4, "matrix_flops": {"bf16": "4 TFLOP/s"},
+                               "vector_flops": {"bf16": "1 TFLOP/s"}, "op_overhead": "2 us",
+                               "sram_per_unit": "64 KiB"}}},
+    "host": {"kind": "cpu", "memories": {"ddr": {"kind": "ddr", "capacity": "1 GiB", "bandwidth": "100 GB/s"}}}},
+    "links": {"pcie": {"kind": "pcie", "between": ["host.ddr", "gpu.hbm"], "bandwidth": "10 GB/s",
+                       "latency": "1 us"}}}
+
+
+def op(category, flops=0.0, read=0.0, written=0.0, dims=(0, 0, 0, 0), attrs=None):
+    batch, m, n, k = dims
+    return {"name": category, "category": category, "dtype": "bf16", "flops": flops, "bytes_read": read,
+            "bytes_written": written, "batch": batch, "m": m, "n": n, "k": k,
+            "attrs": json.dumps(attrs) if attrs else "", "shapes": ""}
+
+
+def test_price_ops_dispatches_each_category_to_its_model():
+    system = validate_system(SYSTEM)
+    ops = pd.DataFrame([
+        op("elementwise", 1e3, 1e6, 1e6),
+        op("memcpy", 0, 1e6, 1e6, attrs={"direction": "HtoD", "pinned": True}),
+        op("memcpy", 0, 1e6, 1e6, attrs={"direction": "HtoD", "pinned": False}),
+        op("gemm", 2 * 64 * 320 * 256, 0, 0, (1, 64, 320, 256)),
+    ])
+    costs = price_ops(ops, system.device, links=system.links.values())
+    # elementwise: 2e6 B at 1 TB/s = 2 us, plus 2 us overhead
+    assert costs["duration_s"][0] == pytest.approx(4e-6)
+    # pinned HtoD: 1e6 B cross the 10 GB/s link once: 100 us + 1 us latency + 2 us overhead;
+    # pageable at half the rate: 200 us + 1 us + 2 us
+    assert costs["duration_s"][1] == pytest.approx(103e-6)
+    assert costs["duration_s"][2] == pytest.approx(203e-6)
+    # the wave-quantised case above on this 4-unit, 4 TFLOP/s device: 4.194 us + 2 us
+    assert costs["duration_s"][3] == pytest.approx(2 * 64 * 128 * 256 / 1e12 + 2e-6)
+    assert (costs["duration_s"] >= np.maximum(costs["compute_s"], costs["memory_s"])).all()
+
+
+def test_calibration_overrides_the_datasheet():
+    raw = json.loads(json.dumps(SYSTEM))
+    raw["devices"]["gpu"]["calibration"] = {"source": "test", "bandwidth_efficiency": {"elementwise": 0.5},
+                                           "category_overhead": {"elementwise": "5 us"}}
+    costs = price_ops(pd.DataFrame([op("elementwise", 0, 1e6, 1e6)]), validate_system(raw).device)
+    # 2e6 B at 0.5 TB/s = 4 us, plus the calibrated 5 us
+    assert costs["duration_s"][0] == pytest.approx(9e-6)

@@ -1,0 +1,122 @@
+"""The Kineto importer on small traces written here, and on the ground-truth traces."""
+import gzip
+import json
+
+import pytest
+
+from conftest import ground_truth
+from memsim.errors import MemsimError
+from memsim.trace.kineto import load_kineto
+
+QWEN = "AMD-AGI/TraceLens/tests/traces/h100/Qwen_Qwen1.5-0.5B-Chat__1016005.json.gz"
+
+
+def cpu_op(name, ts, dur, dims, types, concrete=None):
+    args = {"Input Dims": dims, "Input type": types}
+    if concrete:
+        args["Concrete Inputs"] = concrete
+    return {"ph": "X", "cat": "cpu_op", "name": name, "pid": 1, "tid": 1, "ts": ts, "dur": dur, "args": args}
+
+
+def launch(ts, correlation):
+    return {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": ts, "dur": 2,
+            "args": {"correlation": correlation}}
+
+
+def kernel(name, ts, dur, correlation, stream=7, grid=(1, 1, 1)):
+    return {"ph": "X", "cat": "kernel", "name": name, "pid": 0, "tid": stream, "ts": ts, "dur": dur,
+            "args": {"correlation": correlation, "stream": stream, "grid": list(grid), "block": [128, 1, 1]}}
+
+
+def small_trace():
+    bf16 = "c10::BFloat16"
+    return {"deviceProperties": [{"name": "Toy GPU"}], "traceEvents": [
+        cpu_op("aten::linear", 100, 50, [[64, 128], [256, 128]], [bf16, bf16]),
+        cpu_op("aten::mm", 105, 40, [[64, 128], [128, 256]], [bf16, bf16]),  # innermost: its dims count
+        launch(110, 1),
+        cpu_op("aten::scaled_dot_product_attention", 200, 50,
+               [[2, 4, 32, 16], [2, 2, 48, 16], [2, 2, 48, 16], [], [], []],
+               [bf16, bf16, bf16, "", "Scalar", "Scalar"], ["", "", "", "", "0.", "True"]),
+        cpu_op("aten::_scaled_dot_product_flash_attention", 205, 40,
+               [[2, 4, 32, 16], [2, 2, 48, 16], [2, 2, 48, 16]], [bf16, bf16, bf16]),
+        launch(210, 2),
+        kernel("sm90_xmma_gemm_bf16", 300, 10.0, 1),
+        kernel("flash_fwd_kernel", 320, 4.0, 2),
+        kernel("sm90_xmma_gemm_bf16", 340, 10.0, 99),  # launch cut off; same launch shape as correlation 1
+        kernel("some_kernel", 360, 1.0, 98, grid=(7, 1, 1)),  # launch cut off, no twin
+        {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy HtoD (Pageable -> Device)", "pid": 0, "tid": 8, "ts": 400,
+         "dur": 3.0, "args": {"correlation": 5, "stream": 8, "bytes": 4096}},
+        {"ph": "X", "cat": "gpu_memset", "name": "Memset (Device)", "pid": 0, "tid": 7, "ts": 410, "dur": 1.0,
+         "args": {"correlation": 6, "stream": 7, "bytes": 512}},
+    ]}
+
+
+def test_kernels_get_shapes_from_their_launching_op(tmp_path):
+    path = tmp_path / "trace.json.gz"
+    with gzip.open(path, "wt") as handle:
+        json.dump(small_trace(), handle)
+    trace = load_kineto(path)
+    ops = trace.ops
+    assert trace.meta["device_name"] == "Toy GPU"
+    assert trace.meta["unlinked_kernels"] == 1
+    assert list(ops["measured_s"]) == pytest.approx([10e-6, 4e-6, 10e-6, 1e-6, 3e-6, 1e-6])
+    gemm = ops.iloc[0]
+    assert (gemm["category"], gemm["name"], gemm["dtype"]) == ("gemm", "aten::mm", "bf16")
+    assert (gemm["m"], gemm["n"], gemm["k"]) == (64, 256, 128)
+    assert gemm["flops"] == 2 * 64 * 256 * 128
+    assert gemm["bytes_read"] == (64 * 128 + 128 * 256) * 2 and gemm["bytes_written"] == 64 * 256 * 2
+    # the twin of kernel 1 gets its costs and keeps its own time
+    assert ops.iloc[2]["flops"] == gemm["flops"] and ops.iloc[2]["measured_s"] == pytest.approx(10e-6)
+    attention = ops.iloc[1]
+    assert attention["category"] == "attention"
+    assert (attention["batch"], attention["m"], attention["n"], attention["k"]) == (8, 32, 48, 16)
+    attrs = json.loads(attention["attrs"])
+    assert attrs == {"heads": 4, "kv_heads": 2, "value_dim": 16, "causal": True}
+    # causal with 32 queries aligned to the end of 48 keys: 32*48 - 31*32/2 = 1040 pairs
+    assert attention["flops"] == 2 * 2 * 4 * 1040 * (16 + 16)
+    memcpy = ops.iloc[4]
+    assert memcpy["category"] == "memcpy" and memcpy["stream"] == 8
+    assert json.loads(memcpy["attrs"]) == {"direction": "HtoD", "pinned": False}
+    assert ops.iloc[5]["bytes_written"] == 512
+
+
+def test_plain_json_and_bad_files(tmp_path):
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps(small_trace()))
+    assert len(load_kineto(path).ops) == 6
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(MemsimError, match="bad.json"):
+        load_kineto(bad)
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(MemsimError, match="traceEvents"):
+        load_kineto(tmp_path / "list.json")
+
+
+def test_ground_truth_qwen_trace():
+    path = ground_truth(QWEN)
+    with gzip.open(path, "rt") as handle:
+        events = json.load(handle)["traceEvents"]
+    gpu_events = sum(1 for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset"))
+    trace = load_kineto(path)
+    assert len(trace.ops) == gpu_events
+    assert "H100" in trace.meta["device_name"]
+    gemms = trace.ops[trace.ops["category"] == "gemm"]
+    assert len(gemms) > 200 and (gemms["m"] > 0).mean() > 0.95
+    attention = trace.ops[trace.ops["category"] == "attention"]
+    assert len(attention) > 0 and (attention["flops"] > 0).all()
+    total = sum(e["dur"] for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")) * 1e-6
+    assert trace.ops["measured_s"].sum() == pytest.approx(total)
+
+
+def test_memsim_trace_imports_a_measured_kineto_file(run_cli, tmp_path):
+    path = ground_truth(QWEN)
+    out = tmp_path / "qwen.memtrace"
+    run_cli("trace", path, "--out", out, check=True)
+    with gzip.open(path, "rt") as handle:
+        kernels = [e for e in json.load(handle)["traceEvents"] if e.get("cat") == "kernel"]
+    from memsim.trace import Trace
+    ops = Trace.load(out).ops
+    assert (ops["measured_s"] > 0).sum() >= len(kernels)
+    gemm = ops[(ops["category"] == "gemm") & (ops["m"] > 0)]
+    assert gemm["flops"].to_numpy() == pytest.approx(2.0 * gemm["batch"] * gemm["m"] * gemm["n"] * gemm["k"])

@@ -1,0 +1,109 @@
+"""Readers of measured files, error metrics and `memsim validate`, on files written here."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import HWCONFIGS, ground_truth
+from memsim.errors import MemsimError
+from memsim.validate.metrics import error_summary, errors
+from memsim.validate.readers import detect_format, read_measured
+
+OPS = ["emb", "input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj", "post_attention_layernorm",
+       "mlp_up_proj", "mlp_act", "mlp_down_proj", "add"]
+
+
+def write_vidur(path, tokens=(8, 16), tp=2):
+    rows = []
+    for t in tokens:
+        row = {f"time_stats.{op}.median": 0.01 * (i + 1) for i, op in enumerate(OPS)}
+        row.update(n_head=4, n_kv_head=2, n_embd=64, n_expanded_embd=128, vocab_size=1000, use_gated_mlp=True,
+                   num_tokens=t, num_tensor_parallel_workers=tp)
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_vidur_mlp_shapes(tmp_path):
+    data = read_measured(write_vidur(tmp_path / "mlp.csv"))
+    assert data.format == "vidur-mlp"
+    ops = data.ops[data.ops["size"] == 8].set_index("label")
+    # TP 2: 2 query heads and 1 KV head of head_dim 64/4 = 16 -> QKV width (2 + 2*1) * 16 = 64
+    pre = ops.loc["attn_pre_proj"]
+    assert (pre["m"], pre["n"], pre["k"]) == (8, 64, 64)
+    assert pre["flops"] == 2 * 8 * 64 * 64 and pre["measured_s"] == pytest.approx(0.03e-3)
+    # gated MLP: up projection makes 2 * 128/2 columns; down projection reads 64
+    assert (ops.loc["mlp_up_proj", "n"], ops.loc["mlp_down_proj", "k"]) == (128, 64)
+    # residual add reads two 8x64 fp16 tensors and writes one
+    assert (ops.loc["add", "bytes_read"], ops.loc["add", "bytes_written"]) == (2 * 8 * 64 * 2, 8 * 64 * 2)
+    assert ops.loc["input_layernorm", "category"] == "norm" and ops.loc["emb", "category"] == "gather"
+
+
+def test_other_formats(tmp_path):
+    matmul = tmp_path / "matmul_A100.csv"
+    matmul.write_text("64, 128, 256, 0.0100ms, 1.0Tflops\n")
+    (op,) = read_measured(matmul).ops.to_dict("records")
+    assert (op["m"], op["n"], op["k"], op["measured_s"]) == (64, 128, 256, pytest.approx(1e-5))
+    gelu = tmp_path / "gelu_A100.csv"
+    gelu.write_text("1000, 2.0\n")  # 1000 elements at 2 G elements/s = 0.5 us
+    assert read_measured(gelu).ops["measured_s"][0] == pytest.approx(0.5e-6)
+    gemm = tmp_path / "GEMM.csv"
+    gemm.write_text("name,param: B,param: M,param: N,param: K,param: bias,param: dtype_A_B,Kernel Time (µs)_median\n"
+                    "aten::mm,1,32,64,128,False,\"('c10::BFloat16', 'c10::BFloat16')\",5.0\n")
+    data = read_measured(gemm)
+    assert data.format == "tracelens-gemm"
+    assert data.ops["dtype"][0] == "bf16" and data.ops["flops"][0] == 2 * 32 * 64 * 128
+    assert detect_format(tmp_path / "trace.json.gz") == "kineto"
+
+
+def test_unreadable_files_name_the_file(tmp_path):
+    unknown = tmp_path / "numbers.csv"
+    unknown.write_text("a,b\n1,2\n")
+    with pytest.raises(MemsimError, match="numbers.csv.*--format"):
+        read_measured(unknown)
+    with pytest.raises(MemsimError, match="missing column"):
+        read_measured(unknown, "vidur-mlp")
+    with pytest.raises(MemsimError, match="no such file"):
+        read_measured(tmp_path / "absent.csv")
+
+
+def test_error_metrics_by_hand():
+    # relative errors +10%, -20%, +50%, 0%
+    measured = np.array([1.0, 1.0, 2.0, 4.0])
+    predicted = np.array([1.1, 0.8, 3.0, 4.0])
+    result = errors(measured, predicted)
+    assert result["mape"] == pytest.approx((0.1 + 0.2 + 0.5 + 0) / 4)
+    assert result["median_ape"] == pytest.approx(0.15)
+    assert result["signed_mean"] == pytest.approx((0.1 - 0.2 + 0.5) / 4)
+    assert result["sum_error"] == pytest.approx(8.9 / 8.0 - 1)
+    frame = pd.DataFrame({"category": ["gemm", "norm", "memcpy", "collective"], "measured_s": measured,
+                          "predicted_s": predicted})
+    summary = error_summary(frame)
+    assert list(summary) == ["gemm", "elementwise", "memcpy", "other", "overall"]
+    assert summary["elementwise"]["mape"] == pytest.approx(0.2)
+
+
+def test_validate_command(run_cli, tmp_path):
+    path = write_vidur(tmp_path / "mlp.csv")
+    html = tmp_path / "report.html"
+    proc = run_cli("validate", path, "--hw", "nvidia-h100-sxm", "--json", "--html", html, check=True)
+    result = json.loads(proc.stdout)
+    assert result["groups"]["overall"]["count"] == 20
+    assert set(result["ops"]) == set(OPS) | {"overall"}
+    assert "memsim-validation" in html.read_text()
+    bad = run_cli("validate", tmp_path / "absent.csv", "--hw", "nvidia-h100-sxm")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "absent.csv" in bad.stderr
+
+
+def test_vidur_h100_gemms_generalise_from_half_the_token_counts(run_cli, tmp_path):
+    """The issue's target: calibrated on every other token count, GEMMs of the other half have
+    MAPE <= 8% (met) and median error <= 5% (missed: 5.9% reached, see validation/README.md;
+    asserted at the level reached so that a regression fails)."""
+    path = ground_truth("microsoft/vidur/data/profiling/compute/h100/meta-llama/Llama-2-7b-hf/mlp.csv")
+    out = tmp_path / "h100.yaml"
+    run_cli("calibrate", "--from", path, "--hw", HWCONFIGS / "nvidia-h100-sxm.yaml", "--fit-half", "--out", out,
+            check=True)
+    proc = run_cli("validate", path, "--hw", out, "--held-out", "--json", check=True)
+    gemm = json.loads(proc.stdout)["groups"]["gemm"]
+    assert gemm["mape"] <= 0.08 and gemm["median_ape"] <= 0.06
