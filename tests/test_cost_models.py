@@ -133,6 +133,15 @@ def test_price_ops_dispatches_each_category_to_its_model():
     assert (costs["duration_s"] >= np.maximum(costs["compute_s"], costs["memory_s"])).all()
 
 
+def test_a_chunked_scan_runs_on_the_matrix_units_and_a_stepped_scan_on_the_vector_units():
+    system = validate_system(SYSTEM)
+    state = {"steps": 8, "state_bytes": 1024}  # fits in the 4 x 64 KiB on chip: no state traffic
+    ops = pd.DataFrame([op("scan", 4e6, 1e3, 1e3, attrs=state), op("chunked_scan", 4e6, 1e3, 1e3, attrs=state)])
+    costs = price_ops(ops, system.device)
+    # 4 MFLOP at the 1 TFLOP/s vector peak (4 us) and at the 4 TFLOP/s matrix peak (1 us), + 2 us
+    assert costs["duration_s"].to_numpy() == pytest.approx([6e-6, 3e-6])
+
+
 def test_calibration_overrides_the_datasheet():
     raw = json.loads(json.dumps(SYSTEM))
     raw["devices"]["gpu"]["calibration"] = {"source": "test", "bandwidth_efficiency": {"elementwise": 0.5},

@@ -428,3 +428,34 @@ def test_config_traces(name):
         assert trace.ops.measured_s.isna().all()
     assert trace.total_flops > 0
     assert trace.tensors.role.isin(["state", "kv_cache", "memory"]).any()
+
+
+def test_mamba_prefill_scan_is_one_fused_kernel_that_keeps_its_intermediates_on_chip():
+    overrides = {"state_size": "16"}  # makes a (batch, L, inner, N) tensor the largest a trace could hold
+    _, cfg = resolve("mamba-tiny", overrides)
+    batch, length, e = 2, 32, 4  # fp32
+    trace = trace_workload("mamba-tiny", StepSpec(phase="prefill", batch=batch, context=length), overrides)
+    scans = trace.ops[trace.ops.name == "memsim::selective_scan"]
+    assert len(scans) == cfg.layers and (scans.category == "scan").all()
+    activations = trace.tensors[trace.tensors.role == "activation"]
+    assert activations.nbytes.max() < batch * length * cfg.inner * cfg.state_size * e
+    # IO of one scan: u, dt and z in, y out, the state read and written, and the B and C columns
+    # (views into the x_proj output, which they span), A and D
+    core = e * (4 * batch * length * cfg.inner + 2 * batch * cfg.inner * cfg.state_size)
+    views = e * (2 * batch * length * (cfg.dt_rank + 2 * cfg.state_size) + cfg.inner * cfg.state_size + cfg.inner)
+    moved = scans.bytes_read + scans.bytes_written
+    assert ((moved >= core) & (moved <= core + views)).all()
+    expected_flops = 9.0 * batch * length * cfg.inner * cfg.state_size
+    assert scans.flops.to_numpy() == pytest.approx(expected_flops)
+
+
+def test_mamba2_chunked_scan_is_one_fused_matrix_kernel_without_per_head_copies():
+    _, cfg = resolve("mamba2-tiny")
+    batch, length = 2, 16
+    trace = trace_workload("mamba2-tiny", StepSpec(phase="prefill", batch=batch, context=length))
+    scans = trace.ops[trace.ops.name == "memsim::ssd_chunked_scan"]
+    assert len(scans) == cfg.layers and (scans.category == "chunked_scan").all()
+    chunks = length // cfg.chunk_size
+    per_head_b = str([batch, length, cfg.heads, cfg.state_size])
+    scores = str([batch, cfg.heads, chunks, cfg.chunk_size, cfg.chunk_size])
+    assert not set(trace.tensors.shape) & {per_head_b, scores}

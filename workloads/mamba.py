@@ -2,7 +2,10 @@
 
 Each layer keeps a convolution state (the last conv_kernel-1 inputs) and an SSM state
 (d_inner x state_size) per sequence. Prefill computes every hidden state at once with a parallel
-(Hillis-Steele) scan over time, log2(L) steps; decode advances the state by one token.
+(Hillis-Steele) scan over time, log2(L) steps; decode advances the state by one token. Either way
+the selective scan is traced as the one fused kernel Mamba runs (selective_scan in mamba_ssm):
+it reads its inputs and the state once and writes the output and the state once, keeping the
+(batch, L, d_inner, state_size) intermediates on chip.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memsim.trace import run_fused
 from memsim.trace.workload import StepSpec, WorkloadStep, register
 from memsim.workloads.stack import Residual, StackLM, build_stack_step, tagged_zeros
 
@@ -57,6 +61,32 @@ def sequential_scan(decay: torch.Tensor, drive: torch.Tensor, state: torch.Tenso
     return torch.stack(states, dim=1)
 
 
+# Arithmetic per (token, channel, state) element of the fused scan: discretise (2), drive (2),
+# update the state (2), project it with C (2) and the skip connection, as counted by Gu & Dao.
+SCAN_FLOPS_PER_ELEMENT = 9.0
+
+
+def selective_scan(u, dt, A, B, C, D, z, ssm_state: torch.Tensor) -> torch.Tensor:
+    """y = (C h_t + D u_t) * silu(z_t) with h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, from ssm_state;
+    ssm_state is left holding the last h. Recorded as one fused scan kernel."""
+    batch, length, inner = u.shape
+    y = torch.empty_like(u)
+
+    def compute():
+        decay = torch.exp(dt.unsqueeze(-1) * A)                         # (batch, L, inner, N)
+        drive = (dt * u).unsqueeze(-1) * B.unsqueeze(2)
+        first = drive[:, :1] + decay[:, :1] * ssm_state.unsqueeze(1)
+        states = first if length == 1 else parallel_scan(decay, torch.cat((first, drive[:, 1:]), dim=1))
+        ssm_state.copy_(states[:, -1])
+        y.copy_((torch.einsum("blin,bln->bli", states, C) + u * D) * F.silu(z))
+
+    state_elements = batch * inner * A.shape[-1]
+    run_fused("memsim::selective_scan", compute, reads=[u, dt, A, B, C, D, z, ssm_state], writes=[y, ssm_state],
+              flops=SCAN_FLOPS_PER_ELEMENT * state_elements * length, category="scan",
+              attrs={"steps": length, "state_bytes": state_elements * ssm_state.element_size()})
+    return y
+
+
 def causal_conv(u: torch.Tensor, conv_state: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     """Depthwise causal conv over (batch, channels, L) that continues from the stored last inputs."""
     window = torch.cat((conv_state, u), dim=-1)
@@ -93,16 +123,8 @@ class MambaMixer(nn.Module):
         dt, B, C = self.x_proj(u).split((cfg.dt_rank, cfg.state_size, cfg.state_size), dim=-1)
         dt = F.softplus(self.dt_proj(dt))                               # (batch, L, inner)
         A = -torch.exp(self.A_log)                                      # (inner, N)
-        decay = torch.exp(dt.unsqueeze(-1) * A)                         # (batch, L, inner, N)
-        drive = (dt * u).unsqueeze(-1) * B.unsqueeze(2)
-        if x.shape[1] == 1:  # decode: one recurrent step
-            states = (decay[:, 0] * ssm_state + drive[:, 0]).unsqueeze(1)
-        else:  # prefill: fold the stored state into the first step, then scan in parallel
-            first = drive[:, :1] + decay[:, :1] * ssm_state.unsqueeze(1)
-            states = parallel_scan(decay, torch.cat((first, drive[:, 1:]), dim=1))
-        ssm_state.copy_(states[:, -1])
-        y = torch.einsum("blin,bln->bli", states, C) + u * self.D
-        return self.out_proj(y * F.silu(z))
+        y = selective_scan(u, dt, A, B, C, self.D, z, ssm_state)
+        return self.out_proj(y)
 
 
 def mamba_model(cfg: MambaConfig) -> StackLM:

@@ -2,7 +2,9 @@
 
 The state of a head is headdim x state_size. Prefill uses the chunked SSD form: quadratic
 attention-like work inside each chunk, a short recurrence across chunk states, then the state's
-contribution to every output; decode advances the state by one token.
+contribution to every output; decode advances the state by one token. The chunked SSD is traced
+as one fused kernel (as mamba_ssm's chunked-scan kernels keep the chunk scores and per-head copies
+of B and C on chip), priced on the matrix units.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memsim.trace import run_fused
 from memsim.trace.workload import StepSpec, WorkloadStep, register
 from memsim.workloads.llama import RMSNorm
 from memsim.workloads.mamba import causal_conv
@@ -86,6 +89,28 @@ def ssd_chunked(X, A, B, C, chunk: int, initial: torch.Tensor):
     return Y, states[:, -1]
 
 
+def fused_ssd(X, a, B, C, chunk: int, state: torch.Tensor) -> torch.Tensor:
+    """ssd_chunked as one fused op: B and C come per group (b, l, g, n) and are shared by the
+    heads of a group inside the kernel; `state` is read as the initial state and left final."""
+    batch, length, heads, head_dim = X.shape
+    groups, state_size = B.shape[2], B.shape[3]
+    Y = torch.empty_like(X)
+
+    def compute():
+        per_head = [t.repeat_interleave(heads // groups, dim=2) for t in (B, C)]
+        out, final = ssd_chunked(X, a, *per_head, chunk, state)
+        Y.copy_(out)
+        state.copy_(final)
+
+    chunks = -(-length // chunk)
+    within = 2.0 * batch * length * heads * chunk * (state_size + head_dim)    # C B^T, then applied to X
+    across = 2.0 * batch * heads * head_dim * state_size * (2 * length + (chunks + 1) ** 2)
+    run_fused("memsim::ssd_chunked_scan", compute, reads=[X, a, B, C, state], writes=[Y, state],
+              flops=within + across, category="chunked_scan",
+              attrs={"steps": chunks, "state_bytes": state.numel() * state.element_size()})
+    return Y
+
+
 def ssd_step(x, a, B, C, state):
     """One token: state (b, h, p, n) <- exp(a) state + x B^T in place; returns y = state C."""
     state.copy_(torch.exp(a)[..., None, None] * state + x.unsqueeze(-1) * B.unsqueeze(-2))
@@ -120,17 +145,16 @@ class Mamba2Mixer(nn.Module):
         xBC = F.silu(causal_conv(xBC.transpose(1, 2), conv_state, self.conv1d)).transpose(1, 2)
         u, B, C = xBC.split((cfg.inner, cfg.groups * cfg.state_size, cfg.groups * cfg.state_size), dim=-1)
         u = u.reshape(batch, length, cfg.heads, cfg.head_dim)
-        per_group = cfg.heads // cfg.groups
-        B, C = (t.reshape(batch, length, cfg.groups, cfg.state_size).repeat_interleave(per_group, dim=2)
-                for t in (B, C))
+        B, C = (t.reshape(batch, length, cfg.groups, cfg.state_size) for t in (B, C))
         dt = F.softplus(dt + self.dt_bias)                                   # (b, l, h)
         a = dt * -torch.exp(self.A_log)
         X = u * dt.unsqueeze(-1)
         if length == 1:
-            y = ssd_step(X[:, 0], a[:, 0], B[:, 0], C[:, 0], ssm_state).unsqueeze(1)
+            per_group = cfg.heads // cfg.groups
+            B, C = (t[:, 0].repeat_interleave(per_group, dim=1) for t in (B, C))
+            y = ssd_step(X[:, 0], a[:, 0], B, C, ssm_state).unsqueeze(1)
         else:
-            y, final = ssd_chunked(X, a, B, C, cfg.chunk_size, ssm_state)
-            ssm_state.copy_(final)
+            y = fused_ssd(X, a, B, C, cfg.chunk_size, ssm_state)
         y = (y + u * self.D.unsqueeze(-1)).reshape(batch, length, cfg.inner)
         return self.out_proj(self.norm(y * F.silu(z)))
 

@@ -76,7 +76,7 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
                                          units[rows], bandwidth[rows], overhead[rows], overlap[rows])
         _put(rows, result, compute, memory, total)
 
-    rows = np.flatnonzero(category == "scan")
+    rows = np.flatnonzero((category == "scan") | (category == "chunked_scan"))
     if rows.size:
         attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
         steps = np.array([float(a.get("steps") or 1) for a in attrs])

@@ -10,7 +10,7 @@ import pandas as pd
 
 from memsim.hardware.schema import ComputeUnit, Device, MemoryTier
 
-MATRIX_CATEGORIES = ("gemm", "attention")
+MATRIX_CATEGORIES = ("gemm", "attention", "chunked_scan")
 # A dtype without its own peak runs at the rate of the nearest one a unit has.
 DTYPE_FALLBACK = {"fp16": ("bf16", "fp32"), "bf16": ("fp16", "fp32"), "fp8": ("int8", "bf16", "fp16"),
                   "int8": ("fp8", "bf16", "fp16"), "tf32": ("fp32",), "fp32": ("tf32",), "fp64": ("fp32",)}

@@ -11,7 +11,9 @@ import math
 import torch
 from torch.utils import flop_counter
 
-CATEGORIES = ("gemm", "attention", "elementwise", "reduction", "norm", "copy", "gather", "scan",
+# scan: a recurrence stepped element by element; chunked_scan: one computed chunk by chunk with
+# matrix multiplies (Mamba-2 SSD, chunked linear attention), which runs on the matrix units.
+CATEGORIES = ("gemm", "attention", "elementwise", "reduction", "norm", "copy", "gather", "scan", "chunked_scan",
               "memcpy", "collective", "other")
 
 GEMM_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_mm",

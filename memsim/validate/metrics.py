@@ -7,6 +7,7 @@ import pandas as pd
 # The groups errors are reported in: memsim categories folded into what a GPU profile shows.
 REPORT_GROUP = {"gemm": "gemm", "attention": "attention", "elementwise": "elementwise", "norm": "elementwise",
                 "reduction": "elementwise", "gather": "elementwise", "copy": "elementwise", "scan": "elementwise",
+                "chunked_scan": "gemm",
                 "memcpy": "memcpy"}
 GROUP_ORDER = ("gemm", "attention", "elementwise", "memcpy", "other")
 
