@@ -459,3 +459,29 @@ def test_mamba2_chunked_scan_is_one_fused_matrix_kernel_without_per_head_copies(
     per_head_b = str([batch, length, cfg.heads, cfg.state_size])
     scores = str([batch, cfg.heads, chunks, cfg.chunk_size, cfg.chunk_size])
     assert not set(trace.tensors.shape) & {per_head_b, scores}
+
+
+def test_slstm_runs_as_one_fused_kernel_so_the_trace_does_not_grow_with_the_prompt():
+    _, cfg = resolve("xlstm-tiny")
+    short, long = (trace_workload("xlstm-tiny", StepSpec(phase="prefill", context=length)) for length in (8, 64))
+    assert len(short.ops) == len(long.ops)
+    sequences = long.ops[long.ops.name == "memsim::slstm_sequence"]
+    assert len(sequences) == sum(cfg.is_slstm(i) for i in range(cfg.layers))
+    head_dim = cfg.hidden // cfg.heads
+    per_token = 2.0 * cfg.hidden * 4 * head_dim + 20.0 * cfg.hidden  # recurrent map + cell, batch 1
+    assert sequences.flops.to_numpy() == pytest.approx(64 * per_token)
+
+
+@pytest.mark.parametrize("name, delta", [("gla-tiny", False), ("gated-deltanet-tiny", True)])
+def test_chunked_linear_attention_is_one_fused_matrix_kernel(name, delta):
+    _, cfg = resolve(name)
+    batch, length = 2, 24
+    trace = trace_workload(name, StepSpec(phase="prefill", batch=batch, context=length))
+    fused = trace.ops[trace.ops.name == "memsim::chunked_linear_attention"]
+    assert len(fused) == cfg.layers and (fused.category == "chunked_scan").all()
+    dk, dv, width = cfg.key_dim, cfg.value_dim, min(cfg.chunk_size, length)
+    per_token = width * (dk + dv) + 2 * dk * dv + (width * (3 * dk + 2 * dv) + 2 * dk * dv if delta else 0)
+    assert fused.flops.to_numpy() == pytest.approx(2.0 * batch * cfg.heads * length * per_token)
+    chunks = -(-length // cfg.chunk_size)
+    scores = str([batch, cfg.heads, chunks, cfg.chunk_size, cfg.chunk_size])
+    assert scores not in set(trace.tensors.shape)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memsim.trace import run_fused
 from memsim.trace.workload import StepSpec, WorkloadStep, register
 from memsim.workloads.llama import MLP, RMSNorm
 from memsim.workloads.mamba import causal_conv, parallel_scan
@@ -98,6 +99,31 @@ def chunked(r, k, v, log_w, state, chunk: int, a=None, b=None):
     state.copy_(ends[:, :, -1])
     out = reads @ starts + outputs
     return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :length]
+
+
+def fused_chunked(r, k, v, log_w, state, chunk: int, a=None, b=None):
+    """`chunked` as the one fused kernel that chunked linear-attention libraries (flash-linear-
+    attention's chunk kernels) run: the chunk scores, decays and per-chunk states stay on chip, so it
+    reads r, k, v, the decays, the rank-one terms and the state once and writes the outputs and the
+    final state once. FLOPs are those of its matmuls: scores and their product with v inside each
+    chunk (C (dk + dv) per token and head), and reading and updating the state (2 dk dv); the
+    rank-one (delta) terms add C (3 dk + 2 dv) + 2 dk dv."""
+    batch, heads, length, key_dim = k.shape
+    value_dim = v.shape[-1]
+    out = torch.empty_like(v)
+
+    def compute():
+        out.copy_(chunked(r, k, v, log_w, state, chunk, a, b))
+
+    width = min(chunk, length)
+    per_token = width * (key_dim + value_dim) + 2 * key_dim * value_dim
+    if a is not None:
+        per_token += width * (3 * key_dim + 2 * value_dim) + 2 * key_dim * value_dim
+    extra = [t for t in (a, b) if t is not None]
+    run_fused("memsim::chunked_linear_attention", compute, reads=[r, k, v, log_w, state, *extra],
+              writes=[out, state], flops=2.0 * batch * heads * length * per_token, category="chunked_scan",
+              attrs={"steps": -(-length // chunk), "state_bytes": state.numel() * state.element_size()})
+    return out
 
 
 GATE_LOGIT_NORMALIZER = 16.0
@@ -184,7 +210,7 @@ class LinearAttention(nn.Module):
             o = recurrent_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], log_w[:, :, 0], memory, pick(a), pick(b))
             o = o.unsqueeze(2)
         else:
-            o = chunked(q, k, v, log_w, memory, cfg.chunk_size, a, b)
+            o = fused_chunked(q, k, v, log_w, memory, cfg.chunk_size, a, b)
         o = self.o_norm(o.transpose(1, 2)).reshape(batch, length, -1) * F.silu(self.g_proj(x))
         return self.o_proj(o)
 

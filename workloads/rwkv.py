@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from memsim.trace.workload import StepSpec, WorkloadStep, register
-from memsim.workloads.linear_attention import chunked, recurrent_step
+from memsim.workloads.linear_attention import fused_chunked, recurrent_step
 from memsim.workloads.stack import StackLM, build_stack_step, tagged_zeros
 
 
@@ -88,7 +88,7 @@ class TimeMix(nn.Module):
             o = recurrent_step(r[:, :, 0], k[:, :, 0], v[:, :, 0], log_w[:, :, 0], wkv,
                                -kk[:, :, 0], (kk * a)[:, :, 0]).unsqueeze(2)
         else:
-            o = chunked(r, k, v, log_w, wkv, cfg.chunk_size, -kk, kk * a)
+            o = fused_chunked(r, k, v, log_w, wkv, cfg.chunk_size, -kk, kk * a)
         o = self.ln_x(o.transpose(1, 2).reshape(batch * length, d)).reshape(batch, length, d)
         bonus = ((r * k * self.r_k.unsqueeze(1)).sum(-1, keepdim=True) * v).transpose(1, 2).reshape(batch, length, d)
         return self.output((o + bonus) * g)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memsim.trace import run_fused
 from memsim.trace.workload import StepSpec, WorkloadStep, register
 from memsim.workloads.llama import RMSNorm
 from memsim.workloads.mamba import causal_conv
@@ -144,6 +145,37 @@ def slstm_cell(pre, recurrent, c, n, m, h):
     return c, n, m_new, torch.sigmoid(o_pre) * c / n
 
 
+# Elementwise arithmetic per state element and token of the sLSTM cell (gates, stabiliser, update).
+SLSTM_FLOPS_PER_ELEMENT = 20.0
+
+
+def slstm_sequence(pre: torch.Tensor, recurrent: torch.Tensor, state: tuple) -> torch.Tensor:
+    """Every h of the sLSTM over pre (B, L, 4, H, d) from `state` (c, n, m, h), left final.
+
+    Recorded as one fused kernel, as FlashRNN (Poppel et al. 2024) runs it: the recurrent weights
+    and the state stay on chip for the whole sequence, so it reads the input pre-activations once
+    and writes every h once, instead of a round trip through memory per token.
+    """
+    batch, length, _, heads, head_dim = pre.shape
+    h_all = torch.empty((batch, length, heads, head_dim), dtype=pre.dtype, device=pre.device)
+
+    def compute():
+        carried, outputs = state, []
+        for t in range(length):
+            carried = slstm_cell(pre[:, t], recurrent, *carried)
+            outputs.append(carried[-1])
+        for stored, value in zip(state, carried):
+            stored.copy_(value)
+        h_all.copy_(torch.stack(outputs, dim=1))
+
+    elements = batch * heads * head_dim
+    flops = length * (2.0 * elements * 4 * head_dim + SLSTM_FLOPS_PER_ELEMENT * elements)
+    on_chip = recurrent.numel() * recurrent.element_size() + sum(t.numel() * t.element_size() for t in state)
+    run_fused("memsim::slstm_sequence", compute, reads=[pre, recurrent, *state], writes=[h_all, *state],
+              flops=flops, category="scan", attrs={"steps": length, "state_bytes": on_chip})
+    return h_all
+
+
 class SLSTMBlock(nn.Module):
     """Post up-projection block: the sLSTM cell over tokens, then a gated MLP, each residual."""
 
@@ -169,13 +201,7 @@ class SLSTMBlock(nn.Module):
         cfg = self.cfg
         batch, length, _ = x.shape
         pre = self.input_gates(self.norm(x)).reshape(batch, length, 4, cfg.heads, -1)
-        carried, outputs = state, []
-        for t in range(length):
-            carried = slstm_cell(pre[:, t], self.recurrent, *carried)
-            outputs.append(carried[-1])
-        for stored, value in zip(state, carried):
-            stored.copy_(value)
-        h = torch.stack(outputs, dim=1)
+        h = slstm_sequence(pre, self.recurrent, state)
         x = x + self.cell_norm(h).reshape(batch, length, cfg.hidden)
         y = self.mlp_norm(x)
         return x + self.down_proj(F.gelu(self.gate_proj(y)) * self.up_proj(y))
