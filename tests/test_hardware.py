@@ -1,5 +1,4 @@
 """The hardware schema: shipped configs load, and every kind of bad input is one clear line."""
-import copy
 
 import pytest
 import yaml

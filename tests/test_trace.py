@@ -1,5 +1,4 @@
 """Tracing through the dispatcher: ops, FLOPs, bytes, roles and lifetimes."""
-import math
 
 import numpy as np
 import pytest

@@ -5,8 +5,6 @@ import textwrap
 import warnings
 import zipfile
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest

@@ -103,9 +103,6 @@ class Trace:
     def total_flops(self) -> float:
         return float(self.ops["flops"].sum())
 
-    def bytes_by_role(self) -> dict[str, float]:
-        return self.tensors.groupby("role")["nbytes"].sum().to_dict()
-
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
