@@ -1,7 +1,6 @@
 """Calibration: the fit recovers known constants; calibrate writes loadable YAML; validate real."""
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -70,4 +69,7 @@ def test_validate_real_on_this_cpu(run_cli, tmp_path):
     proc = run_cli("validate", "real", "llama-tiny", "--device", "cpu", "--hw", out, "--json", check=True)
     result = json.loads(proc.stdout)
     overall = result["groups"]["overall"]
-    assert overall["count"] > 20 and overall["measured_s"] > 0 and np.isfinite(overall["sum_error"])
+    assert overall["count"] > 20 and overall["measured_s"] > 0
+    # the issue's target is 15% (met in validation/README.md); this shared 2-core machine varies by
+    # more between runs, so the test guards against a broken model, not against noise
+    assert abs(overall["sum_error"]) < 0.5
