@@ -105,6 +105,11 @@ def test_ground_truth_qwen_trace():
     assert len(gemms) > 200 and (gemms["m"] > 0).mean() > 0.95
     attention = trace.ops[trace.ops["category"] == "attention"]
     assert len(attention) > 0 and (attention["flops"] > 0).all()
+    # PyTorch's non-vectorised kernels (strided or broadcast operands) are told apart by name
+    strided = trace.ops[trace.ops["category"] == "strided"]
+    assert len(strided) > 100 and not strided["kernel"].str.contains("vectorized_elementwise_kernel").any()
+    vectorized = trace.ops[trace.ops["kernel"].str.contains("vectorized_elementwise_kernel")]
+    assert len(vectorized) > 100 and not (vectorized["category"] == "strided").any()
     total = sum(e["dur"] for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")) * 1e-6
     assert trace.ops["measured_s"].sum() == pytest.approx(total)
 

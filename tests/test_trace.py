@@ -70,6 +70,21 @@ def test_views_are_folded_and_scopes_recorded():
     assert "layers.1.mlp.down_proj" in set(trace.ops.scope)
 
 
+def test_elementwise_ops_over_non_contiguous_operands_are_strided():
+    x = torch.zeros(64, 32, device="meta")
+    scale = torch.zeros(64, 1, device="meta")
+
+    def step():
+        a = x * 2                    # contiguous: vectorised loads
+        b = x.t() * 2                # transposed operand
+        c = x * scale                # broadcast operand
+        d = x[:, :16].contiguous()   # copy out of a strided view
+        return a, b, c, d, x * 3.0   # a Python scalar is passed by value
+
+    categories = list(capture(step).ops.category)
+    assert categories == ["elementwise", "strided", "strided", "strided", "elementwise"]
+
+
 def test_lifetimes_distinguish_temporaries_from_persistent_tensors():
     weight = torch.zeros(8, 8, device="meta")
     cache = tag(torch.zeros(4, 8, device="meta"), "kv_cache", "cache")

@@ -360,6 +360,9 @@ class _DispatchRecorder(TorchDispatchMode):
         if flops is None:
             out_numel = sum(t.numel() for t in fresh) or sum(t.numel() for t in mutated)
             flops = opinfo.elementwise_flops(category, name, out_numel, sum(t.numel() for t in inputs))
+        results = fresh or mutated
+        if results:
+            category = opinfo.access_category(category, inputs + results, results[0].shape)
         op_id = self.recorder.record(name, category, reads, written, fresh, flops, dims)
         self.timer.resolve(self.recorder, op_id, measured)
 

@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 
 from memsim.errors import MemsimError
-from memsim.trace.ops import (ATTENTION_OPS, GEMM_OPS, attention_flops, categorize, gemm_dims, numel)
+from memsim.trace.ops import (ATTENTION_OPS, GEMM_OPS, STREAMING_CATEGORIES, attention_flops, categorize, gemm_dims,
+                              numel)
 from memsim.trace.table import ACCESS_COLUMNS, OP_COLUMNS, TENSOR_COLUMNS, Trace, empty_table
 
 TYPE_NAMES = {"c10::BFloat16": "bf16", "c10::Half": "fp16", "float": "fp32", "double": "fp64",
@@ -37,6 +38,9 @@ KERNEL_PATTERNS = (("gemm", re.compile(r"(?<!fb)gemm|xmma|cutlass|cublas|wgmma|m
 CAUSAL_ARGUMENT = {"aten::scaled_dot_product_attention": 5, "aten::_scaled_dot_product_flash_attention": 4,
                    "aten::_scaled_dot_product_efficient_attention": 5, "aten::_scaled_dot_product_cudnn_attention": 6}
 GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
+# PyTorch's kernels that load one element per thread (operands strided, broadcast or cast): the
+# kernel name tells which code path ran, so such kernels are priced as category 'strided'.
+SCALAR_LOAD_KERNEL = re.compile(r"(?<!vectorized_)elementwise_kernel|CatArrayBatchedCopy(?!_aligned|_vectorized)")
 
 
 def load_kineto(path: str | Path) -> Trace:
@@ -153,6 +157,8 @@ def _gpu_row(event: dict, op: dict | None) -> dict:
                 break
     if row["category"] in ("gemm", "attention") and row["flops"] == 0:
         row["category"] = "other"  # a matrix kernel whose problem size the trace does not record
+    if row["category"] in STREAMING_CATEGORIES and SCALAR_LOAD_KERNEL.search(event["name"]):
+        row["category"] = "strided"
     return row
 
 

@@ -13,8 +13,13 @@ from torch.utils import flop_counter
 
 # scan: a recurrence stepped element by element; chunked_scan: one computed chunk by chunk with
 # matrix multiplies (Mamba-2 SSD, chunked linear attention), which runs on the matrix units.
-CATEGORIES = ("gemm", "attention", "elementwise", "reduction", "norm", "copy", "gather", "scan", "chunked_scan",
-              "memcpy", "collective", "other")
+# strided: an elementwise op or copy over non-contiguous (strided or broadcast) operands. GPU
+# frameworks vectorise loads only when every operand is contiguous; otherwise each thread loads
+# one element through an index calculation, and the kernel streams at a fraction of the rate
+# (PyTorch's elementwise_kernel against vectorized_elementwise_kernel).
+CATEGORIES = ("gemm", "attention", "elementwise", "strided", "reduction", "norm", "copy", "gather", "scan",
+              "chunked_scan", "memcpy", "collective", "other")
+STREAMING_CATEGORIES = ("elementwise", "copy")
 
 GEMM_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_mm",
             "aten::convolution", "aten::_convolution", "aten::convolution_backward", "aten::addbmm"}
@@ -93,6 +98,16 @@ def categorize(name: str, tags=()) -> str:
     if torch.Tag.reduction in tags:
         return "reduction"
     return "other"
+
+
+def access_category(category: str, operands, result_shape) -> str:
+    """'strided' for an elementwise op or copy with a non-contiguous or broadcast operand (one
+    whose shape differs from the result's: the kernel walks it with stride 0); see CATEGORIES.
+    A single element (a scalar operand) does not count, as kernels pass it by value."""
+    if category in STREAMING_CATEGORIES and any(
+            t.numel() > 1 and (not t.is_contiguous() or tuple(t.shape) != tuple(result_shape)) for t in operands):
+        return "strided"
+    return category
 
 
 def numel(shape) -> int:

@@ -3,8 +3,9 @@
 The constants are those a user would tune by hand: the achieved fraction of the matrix peak per
 dtype, and per op category present in the data the achieved fraction of memory bandwidth and
 the fixed per-kernel cost, plus one compute/memory overlap loss. Never one per shape or per op.
-Bandwidth fractions are capped by the tier's own streaming efficiency (the datasheet config's
-measured copy rate). The fit minimises the mean absolute percentage error with Powell's method
+Bandwidth fractions are capped only by the datasheet peak: a device copy (half reads, half
+writes) is not the fastest access pattern, and read-heavy kernels such as a residual add measure
+above it. The fit minimises the mean absolute percentage error with Powell's method
 over the logits of the fractions (so they stay in range) and the logs of the overheads; it
 starts from fixed values, so the same data gives bit-identical constants.
 """
@@ -42,15 +43,11 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: list[
                     fitted_on: str = "") -> Calibration:
     """Calibration of `device` that best predicts ops.measured_s (priced with price_ops)."""
     unit = main_compute_unit(device)
-    tier = device.memories[unit.memory or device.default_memory]
     base = device.calibration
     dtypes = sorted(ops.loc[ops["category"].isin(MATRIX_CATEGORIES), "dtype"].unique())
     categories = sorted(ops["category"].unique())
     start = [_logit((base.matrix_efficiency.get(d) if base and d in base.matrix_efficiency else unit.matrix_efficiency))
              for d in dtypes]
-    # no kernel streams memory faster than the tier's measured streaming efficiency (a device
-    # copy): a fit that wants more is seeing cache-resident data, not the memory
-    ceiling = tier.efficiency
     start += [_logit(0.9) for _ in categories]
     start.append(_logit(0.3))
     start += [float(np.log(max(unit.op_overhead, 1e-6))) for _ in categories]
@@ -59,7 +56,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: list[
     def calibration(x) -> Calibration:
         return Calibration(
             source=source, matrix_efficiency={d: _expit(v) for d, v in zip(dtypes, x)},
-            bandwidth_efficiency={c: ceiling * _expit(v) for c, v in zip(categories, x[len(dtypes):])},
+            bandwidth_efficiency={c: _expit(v) for c, v in zip(categories, x[len(dtypes):])},
             overlap_loss=_expit(x[len(dtypes) + len(categories)]),
             category_overhead={c: max(float(np.exp(v)), MIN_OVERHEAD_S)
                                for c, v in zip(categories, x[len(dtypes) + len(categories) + 1:])},

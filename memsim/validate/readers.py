@@ -76,7 +76,10 @@ def read_vidur_mlp(path: Path) -> Measured:
     """Vidur's per-layer profile (mlp.csv): one row per (tokens, tensor parallel degree).
 
     Op shapes follow Vidur's Llama-style layer with weights split over the TP workers; times
-    are medians in ms; models are fp16, as Vidur profiles them.
+    are medians in ms; models are fp16, as Vidur profiles them. Rotary embedding and SiLU-and-mul
+    are category 'strided': their operands are strided views (q and k of the fused qkv output,
+    the gate and up halves of one tensor) and the Sarathi/vLLM kernels that Vidur times load
+    them one element per thread. The residual add is a contiguous, vectorised torch add.
     """
     frame = pd.read_csv(path)
     _columns(frame, path, ["n_head", "n_kv_head", "n_embd", "n_expanded_embd", "num_tokens",
@@ -105,9 +108,9 @@ def read_vidur_mlp(path: Path) -> Measured:
                    time("input_layernorm"), t),
             op_row("post_attention_layernorm", "norm", dtype, 4 * tokens, (tokens + e) * b, tokens * b,
                    time("post_attention_layernorm"), t),
-            op_row("attn_rope", "elementwise", dtype, 3 * t * (q + kv) * head_dim, t * (q + kv) * head_dim * b + t * 8,
+            op_row("attn_rope", "strided", dtype, 3 * t * (q + kv) * head_dim, t * (q + kv) * head_dim * b + t * 8,
                    t * (q + kv) * head_dim * b, time("attn_rope"), t),
-            op_row("mlp_act", "elementwise", dtype, 5 * t * f, t * up * b, t * f * b, time("mlp_act"), t),
+            op_row("mlp_act", "strided", dtype, 5 * t * f, t * up * b, t * f * b, time("mlp_act"), t),
             op_row("add", "elementwise", dtype, tokens, 2 * tokens * b, tokens * b, time("add"), t),
             op_row("emb", "gather", dtype, 0, tokens * b + t * 8, tokens * b, time("emb"), t),
         ]
