@@ -146,6 +146,12 @@ def test_calibration_overrides_the_datasheet():
     raw = json.loads(json.dumps(SYSTEM))
     raw["devices"]["gpu"]["calibration"] = {"source": "test", "bandwidth_efficiency": {"elementwise": 0.5},
                                            "category_overhead": {"elementwise": "5 us"}}
-    costs = price_ops(pd.DataFrame([op("elementwise", 0, 1e6, 1e6)]), validate_system(raw).device)
-    # 2e6 B at 0.5 TB/s = 4 us, plus the calibrated 5 us
-    assert costs["duration_s"][0] == pytest.approx(9e-6)
+    costs = price_ops(pd.DataFrame([op("elementwise", 0, 1e6, 1e6), op("strided", 0, 1e6, 1e6)]),
+                      validate_system(raw).device)
+    # 2e6 B at 0.5 TB/s = 4 us, plus the calibrated 5 us; a strided op, not calibrated here,
+    # takes the elementwise constants
+    assert list(costs["duration_s"]) == pytest.approx([9e-6, 9e-6])
+    raw["devices"]["gpu"]["calibration"]["bandwidth_efficiency"]["strided"] = 0.25
+    costs = price_ops(pd.DataFrame([op("strided", 0, 1e6, 1e6)]), validate_system(raw).device)
+    # 2e6 B at 0.25 TB/s = 8 us, plus the elementwise 5 us
+    assert costs["duration_s"][0] == pytest.approx(13e-6)

@@ -65,10 +65,16 @@ def op_overhead(unit: ComputeUnit, device: Device, category: str = "") -> float:
     return _for_category(calibration.category_overhead, category, calibration.launch_overhead, unit.op_overhead)
 
 
+# A category a calibration did not measure takes the constant of the one it is a variant of.
+CATEGORY_FALLBACK = {"strided": "elementwise"}
+
+
 def _for_category(per_category: dict, category: str, general: float | None, datasheet: float) -> float:
-    """A calibrated constant: the category's own, else the machine-wide one, else the datasheet's."""
-    if category in per_category:
-        return per_category[category]
+    """A calibrated constant: the category's own (or that of the category it varies), else the
+    machine-wide one, else the datasheet's."""
+    for candidate in (category, CATEGORY_FALLBACK.get(category)):
+        if candidate in per_category:
+            return per_category[candidate]
     return general if general is not None else datasheet
 
 
