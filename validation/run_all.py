@@ -258,21 +258,21 @@ and the kernel streams at about half the rate. memsim now prices such ops as cat
 (from the operands' strides when tracing, from the kernel name in a Kineto trace: PyTorch's
 `elementwise_kernel` against `vectorized_elementwise_kernel`). In Vidur's file the rotary and
 SiLU-and-mul kernels are of that kind (Sarathi's kernels load q, k and the gate/up halves one
-element per thread), the residual add is not. One constant fitted on them (0.55 of the HBM peak
-on the H100) predicts the Qwen trace's eager non-vectorised kernels, a different program.
+element per thread), the residual add is not. One constant fitted on them (`strided` in the constants above)
+predicts the Qwen trace's eager non-vectorised kernels, a different program.
 
 **Causes of the misses.**
-- *Vidur `add` (12.8%).* Its time is not linear in bytes: from 120 to 808 tokens it grows by 3 us
+- *Vidur `add`.* Its time is not linear in bytes: from 120 to 808 tokens it grows by 3 us
   for 16.9 MB (5.6 TB/s, faster than HBM: the down-projection output it reads was written just
   before and is still in the L2), above that it streams at ~3.1 TB/s. Vidur's medians also have
   1 us resolution, which is 20-100% of the smallest adds. memsim has no term for reads that hit
   a producer's output in the L2.
-- *Vidur RMSNorms (12-13%).* Sarathi's RMSNorm loads one element per thread, so it is bound by
+- *Vidur RMSNorms.* Sarathi's RMSNorm loads one element per thread, so it is bound by
   memory latency: it runs at ~1.1 TB/s until its input passes ~16 MB (~1900 tokens), then at
   ~0.8 TB/s once the input (written by the op before) no longer fits in the L2 and every load
   waits for HBM. At 4064 tokens memsim predicts 47 us against 65-68 us measured. Same missing
   L2-residency term.
-- *GEMM medians (5.7% and 6.3% against 5%).* Small decode GEMMs imply a fixed cost of ~3.5 us
+- *GEMM medians.* Small decode GEMMs imply a fixed cost of ~3.5 us
   plus ~2.9 TB/s streaming, but the one fixed cost per category is pulled to ~5 us by the
   tile model's errors on larger GEMMs, so attn_post_proj at <= 64 tokens is ~20% slow.
   Vidur's 1 us resolution is 5-10% of a 10-20 us GEMM on its own.
