@@ -155,3 +155,23 @@ def test_calibration_overrides_the_datasheet():
     costs = price_ops(pd.DataFrame([op("strided", 0, 1e6, 1e6)]), validate_system(raw).device)
     # 2e6 B at 0.25 TB/s = 8 us, plus the elementwise 5 us
     assert costs["duration_s"][0] == pytest.approx(13e-6)
+
+
+def test_a_reread_of_the_previous_ops_output_comes_from_the_cache_while_the_working_set_fits():
+    raw = json.loads(json.dumps(SYSTEM))
+    raw["devices"]["gpu"]["memories"]["l2"] = {"kind": "sram", "capacity": "4 MB", "bandwidth": "4 TB/s"}
+    raw["devices"]["gpu"]["default_memory"] = "hbm"
+    device = validate_system(raw).device
+    fits, spills = 1e6, 2e6  # footprints 2 MB and 4 MB against 0.75 * 4 MB usable
+    ops = pd.DataFrame([{**op("norm", 0, fits, fits), "reread_bytes": fits},
+                        {**op("norm", 0, spills, spills), "reread_bytes": spills},
+                        {**op("strided", 0, fits, fits), "reread_bytes": fits},
+                        {**op("norm", 0, fits, fits), "reread_bytes": 0.0}])
+    costs = price_ops(ops, device)
+    # the cached 1 MB costs 1 TB/s / 4 TB/s of its memory time: (0.25 + 1) us + 2 us overhead
+    assert costs["duration_s"][0] == pytest.approx(3.25e-6)
+    # 4 MB do not fit in 3 MB: everything from memory, 4 us + 2 us
+    assert costs["duration_s"][1] == pytest.approx(6e-6)
+    # a kernel bound by issuing scalar loads gains nothing; nor does an op that rereads nothing
+    assert list(costs["duration_s"][2:]) == pytest.approx([4e-6, 4e-6])
+    assert kernels.cached_read_bytes(*one(5.0, 10.0, 9.0))[0] == 0.0

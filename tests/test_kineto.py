@@ -8,6 +8,7 @@ from conftest import ground_truth
 from memsim.errors import MemsimError
 from memsim.trace.kineto import load_kineto
 
+BERT = "AMD-AGI/TraceLens/tests/traces/h100/gaunernst_bert-small-uncased__1016001.json.gz"
 QWEN = "AMD-AGI/TraceLens/tests/traces/h100/Qwen_Qwen1.5-0.5B-Chat__1016005.json.gz"
 
 
@@ -18,8 +19,9 @@ def cpu_op(name, ts, dur, dims, types, concrete=None):
     return {"ph": "X", "cat": "cpu_op", "name": name, "pid": 1, "tid": 1, "ts": ts, "dur": dur, "args": args}
 
 
-def launch(ts, correlation):
-    return {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": ts, "dur": 2,
+def launch(ts, correlation, api="cuda_runtime"):
+    name = "cudaLaunchKernel" if api == "cuda_runtime" else "cuLaunchKernel"
+    return {"ph": "X", "cat": api, "name": name, "pid": 1, "tid": 1, "ts": ts, "dur": 2,
             "args": {"correlation": correlation}}
 
 
@@ -80,6 +82,20 @@ def test_kernels_get_shapes_from_their_launching_op(tmp_path):
     assert ops.iloc[5]["bytes_written"] == 512
 
 
+def test_kernels_launched_through_the_driver_api_are_linked(tmp_path):
+    bf16 = "c10::BFloat16"
+    path = tmp_path / "driver.json"
+    path.write_text(json.dumps({"traceEvents": [
+        cpu_op("aten::addmm", 100, 50, [[512], [141, 512], [512, 2048], [], []], [bf16, bf16, bf16, "Scalar", "Scalar"]),
+        launch(110, 7, api="cuda_driver"),
+        kernel("void cutlass::Kernel2<cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_64x6_tn_align8>", 300, 6.0, 7),
+    ]}))
+    trace = load_kineto(path)
+    gemm = trace.ops.iloc[0]
+    assert trace.meta["unlinked_kernels"] == 0
+    assert (gemm["category"], gemm["m"], gemm["n"], gemm["k"]) == ("gemm", 141, 2048, 512)
+
+
 def test_plain_json_and_bad_files(tmp_path):
     path = tmp_path / "trace.json"
     path.write_text(json.dumps(small_trace()))
@@ -112,6 +128,14 @@ def test_ground_truth_qwen_trace():
     assert len(vectorized) > 100 and not (vectorized["category"] == "strided").any()
     total = sum(e["dur"] for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")) * 1e-6
     assert trace.ops["measured_s"].sum() == pytest.approx(total)
+
+
+def test_ground_truth_bert_trace_links_every_gemm():
+    """BERT-small's CUTLASS GEMMs are launched through the driver API (cuLaunchKernel)."""
+    trace = load_kineto(ground_truth(BERT))
+    gemm_kernels = trace.ops[trace.ops["kernel"].str.contains("gemm")]
+    assert len(gemm_kernels) == 26 and (gemm_kernels["category"] == "gemm").all() and (gemm_kernels["m"] == 141).all()
+    assert trace.meta["unlinked_kernels"] == 0
 
 
 def test_memsim_trace_imports_a_measured_kineto_file(run_cli, tmp_path):

@@ -85,6 +85,20 @@ def test_elementwise_ops_over_non_contiguous_operands_are_strided():
     assert categories == ["elementwise", "strided", "strided", "strided", "elementwise"]
 
 
+def test_reread_bytes_count_reads_of_what_the_op_just_before_wrote():
+    x = torch.zeros(64, 32, device="meta")
+    w = torch.zeros(32, 32, device="meta")
+
+    def step():
+        y = x * 2        # reads x, written by no op
+        z = y + x        # rereads y (8 KiB); x is not fresh
+        h = x @ w        # reads nothing z's op wrote
+        return z, h.relu(), y * 3  # relu rereads h; y was written three ops ago
+
+    trace = capture(step)
+    assert list(trace.ops["reread_bytes"]) == [0.0, 64 * 32 * 4, 0.0, 64 * 32 * 4, 0.0]
+
+
 def test_lifetimes_distinguish_temporaries_from_persistent_tensors():
     weight = torch.zeros(8, 8, device="meta")
     cache = tag(torch.zeros(4, 8, device="meta"), "kv_cache", "cache")

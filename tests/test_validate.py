@@ -98,10 +98,9 @@ def test_validate_command(run_cli, tmp_path):
 
 def test_vidur_h100_calibration_generalises_to_held_out_sizes_and_to_kineto(run_cli, tmp_path):
     """The issue's targets: calibrated on every other token count, GEMMs of the other half have
-    MAPE <= 8% (met) and median error <= 5% (missed: see validation/README.md); every op kind
-    MAPE <= 10% (met but for add and the post-attention norm); the Kineto Qwen trace, another
-    setup on the same GPU, within 10% summed (met). Misses are asserted at the level reached so
-    that a regression fails."""
+    MAPE <= 8% (met) and median error <= 5% (missed: see validation/README.md, asserted at the
+    level reached so that a regression fails); every op kind MAPE <= 10% (met); the Kineto Qwen
+    trace, another setup on the same GPU, within 10% summed (met)."""
     path = ground_truth("microsoft/vidur/data/profiling/compute/h100/meta-llama/Llama-2-7b-hf/mlp.csv")
     out = tmp_path / "h100.yaml"
     run_cli("calibrate", "--from", path, "--hw", HWCONFIGS / "nvidia-h100-sxm.yaml", "--fit-half", "--out", out,
@@ -109,9 +108,8 @@ def test_vidur_h100_calibration_generalises_to_held_out_sizes_and_to_kineto(run_
     result = json.loads(run_cli("validate", path, "--hw", out, "--held-out", "--json", check=True).stdout)
     gemm = result["groups"]["gemm"]
     assert gemm["mape"] <= 0.08 and gemm["median_ape"] <= 0.06
-    reached = {"add": 0.14, "post_attention_layernorm": 0.13}
     for kind, summary in result["ops"].items():
-        assert summary["mape"] <= reached.get(kind, 0.10), kind
+        assert summary["mape"] <= 0.10, kind
 
     qwen = ground_truth("AMD-AGI/TraceLens/tests/traces/h100/Qwen_Qwen1.5-0.5B-Chat__1016005.json.gz")
     kineto = json.loads(run_cli("validate", qwen, "--hw", out, "--json", check=True).stdout)

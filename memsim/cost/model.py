@@ -48,7 +48,8 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     with np.errstate(invalid="ignore", divide="ignore"):
         bandwidth = np.where(moved > 0, moved / (read / read_bw + written / (read_bw * write_ratio)), read_bw)
     overlap = np.full(count, device.calibration.overlap_loss if device.calibration else 0.0)
-    compute, memory, total = kernels.streaming_times(flops, moved, peak, bandwidth, overhead)
+    streamed = moved - _cache_saving(ops, category, read, written, tier, device, unit)
+    compute, memory, total = kernels.streaming_times(flops, streamed, peak, bandwidth, overhead)
 
     units = np.full(count, float(unit.count))
     elem_bytes = pd.Series(dtype).map(DTYPE_BYTES).fillna(4.0).to_numpy(float)
@@ -95,6 +96,28 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
         _price_collectives(ops, rows, moved, bandwidth, overhead, links, compute, memory, total)
     return pd.DataFrame({"compute_s": compute, "memory_s": memory, "overhead_s": total - np.maximum(compute, memory),
                          "duration_s": total}, index=ops.index)
+
+
+def cache_tier(device: Device, unit: ComputeUnit) -> MemoryTier | None:
+    """The on-chip cache in front of the unit's memory (a device's SRAM tier, e.g. the GPU L2)."""
+    own = unit.memory or device.default_memory
+    caches = [tier for name, tier in device.memories.items() if tier.kind == "sram" and name != own]
+    return max(caches, key=lambda tier: tier.capacity) if caches else None
+
+
+def _cache_saving(ops: pd.DataFrame, category, read, written, tier: MemoryTier, device: Device, unit: ComputeUnit):
+    """Bytes of memory time saved per op by rereads the cache serves: a cached byte costs
+    tier_bandwidth / cache_bandwidth of one that comes from memory. Not for kernels bound by
+    issuing loads (category 'strided': one element per thread), which run no faster from the
+    cache: Vidur's rotary and SiLU-and-mul kernels keep one rate across the L2 size, where its
+    vectorised add and norms speed up below it."""
+    cache = cache_tier(device, unit)
+    if cache is None or "reread_bytes" not in ops:
+        return np.zeros(len(ops))
+    reread = np.where(category == "strided", 0.0, np.minimum(ops["reread_bytes"].to_numpy(float), read))
+    usable = np.full(len(ops), cache.capacity * kernels.CACHE_REUSE_FRACTION)
+    hit = kernels.cached_read_bytes(reread, read + written, usable)
+    return hit * max(0.0, 1.0 - tier.read_bandwidth / cache.read_bandwidth)
 
 
 def storage_read_seconds(nbytes, tier: MemoryTier, request_bytes=None) -> np.ndarray:

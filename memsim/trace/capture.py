@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -255,6 +256,7 @@ class _Recorder:
         row["shapes"].append(json.dumps([list(t.shape) for t in tensors_in]))
         row["stream"].append(0)
         row["measured_s"].append(measured_s)
+        row["reread_bytes"].append(0.0)  # known once the trace is complete: see reread_bytes()
         return op_id
 
     def finish(self, meta: dict) -> Trace:
@@ -276,11 +278,23 @@ class _Recorder:
         ops = pd.DataFrame(self.op_rows, columns=list(OP_COLUMNS))
         warn_unpriced(ops)
         accesses = pd.DataFrame(self.access_rows, columns=list(ACCESS_COLUMNS))
+        ops["reread_bytes"] = reread_bytes(accesses, len(ops))
         for table, columns in ((ops, OP_COLUMNS), (tensors, TENSOR_COLUMNS), (accesses, ACCESS_COLUMNS)):
             for column, kind in columns.items():
                 if kind != "str":
                     table[column] = table[column].astype(kind)
         return Trace(ops, tensors, accesses, meta)
+
+
+def reread_bytes(accesses: pd.DataFrame, n_ops: int) -> np.ndarray:
+    """Per op, the bytes it reads of tensors that the op just before it wrote: the reads a cache
+    may serve (memsim.cost.kernels.cached_read_bytes decides whether it does)."""
+    reads = accesses[~accesses["write"]]
+    writes = accesses.loc[accesses["write"], ["op_id", "tensor_id"]].assign(op_id=lambda w: w["op_id"] + 1)
+    fresh = reads.merge(writes.drop_duplicates(), on=["op_id", "tensor_id"])
+    out = np.zeros(n_ops)
+    np.add.at(out, fresh["op_id"].to_numpy(np.int64), fresh["nbytes"].to_numpy(float))
+    return out
 
 
 def warn_unpriced(ops: pd.DataFrame) -> None:

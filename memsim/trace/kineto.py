@@ -3,7 +3,7 @@
 One op per GPU kernel, memcpy and memset, in start order, with its measured duration
 (ops.measured_s, seconds; Kineto's ts/dur are microseconds whatever displayTimeUnit says). A
 kernel is linked to the CPU op that launched it: the kernel's correlation id names its
-cudaLaunchKernel call, and the innermost CPU op on that thread whose span contains the call is
+launch call (cudaLaunchKernel, or cuLaunchKernel for kernels launched through the driver API), and the innermost CPU op on that thread whose span contains the call is
 the launching op (for attention, the outermost attention op, whose inputs are [B, H, S, D]).
 That op's `Input Dims` and `Input type` give the kernel's shapes, dtype, FLOPs and bytes.
 """
@@ -38,6 +38,9 @@ KERNEL_PATTERNS = (("gemm", re.compile(r"(?<!fb)gemm|xmma|cutlass|cublas|wgmma|m
 CAUSAL_ARGUMENT = {"aten::scaled_dot_product_attention": 5, "aten::_scaled_dot_product_flash_attention": 4,
                    "aten::_scaled_dot_product_efficient_attention": 5, "aten::_scaled_dot_product_cudnn_attention": 6}
 GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
+# Host calls that launch GPU work: the runtime API (cudaLaunchKernel) and the driver API
+# (cuLaunchKernel, which CUTLASS and Triton kernels go through).
+LAUNCH_CATEGORIES = ("cuda_runtime", "cuda_driver")
 # PyTorch's kernels that load one element per thread (operands strided, broadcast or cast): the
 # kernel name tells which code path ran, so such kernels are priced as category 'strided'.
 SCALAR_LOAD_KERNEL = re.compile(r"(?<!vectorized_)elementwise_kernel|CatArrayBatchedCopy(?!_aligned|_vectorized)")
@@ -48,7 +51,7 @@ def load_kineto(path: str | Path) -> Trace:
     path = Path(path)
     events, properties = _read_events(path)
     launches = {e["args"]["correlation"]: e for e in events
-                if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
+                if e.get("cat") in LAUNCH_CATEGORIES and "correlation" in e.get("args", {})}
     launching_op = _launching_ops(events, launches)
     gpu = sorted((e for e in events if e.get("cat") in GPU_CATEGORIES and e.get("ph") == "X"),
                  key=lambda e: (e["ts"], e["args"].get("correlation", 0)))
@@ -108,7 +111,7 @@ def _launching_ops(events: list[dict], launches: dict) -> dict:
     for event in events:
         if event.get("ph") != "X" or "ts" not in event:
             continue
-        if event.get("cat") == "cpu_op" or (event.get("cat") == "cuda_runtime"
+        if event.get("cat") == "cpu_op" or (event.get("cat") in LAUNCH_CATEGORIES
                                             and event.get("args", {}).get("correlation") in launches):
             by_thread.setdefault((event.get("pid"), event.get("tid")), []).append(event)
     found = {}
@@ -137,7 +140,8 @@ def _gpu_row(event: dict, op: dict | None) -> dict:
     args = event.get("args", {})
     row = {"name": event["name"], "kernel": event["name"], "category": "other", "scope": "", "dtype": "",
            "flops": 0.0, "bytes_read": 0.0, "bytes_written": 0.0, "batch": 0, "m": 0, "n": 0, "k": 0,
-           "attrs": "", "shapes": "", "stream": int(args.get("stream", 0)), "measured_s": event.get("dur", 0.0) * 1e-6}
+           "attrs": "", "shapes": "", "stream": int(args.get("stream", 0)), "measured_s": event.get("dur", 0.0) * 1e-6,
+           "reread_bytes": 0.0}  # a profile names no tensors, so what a kernel rereads is unknown
     if event["cat"] == "gpu_memcpy":
         direction = next((d for d in ("HtoD", "DtoH", "DtoD", "HtoH", "PtoP") if d in event["name"]), "DtoD")
         nbytes = float(args.get("bytes", 0))

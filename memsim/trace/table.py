@@ -10,7 +10,8 @@ An uncompressed zip archive holding four members:
 
 meta.json          {"format": "memsim-trace", "version": 1, ...}: what was traced (workload,
                    config, phase, batch, context, tokens, mode, device, torch_version, ...)
-ops.parquet        the columns of OP_COLUMNS below, one row per op, op_id = row number
+ops.parquet        the columns of OP_COLUMNS below, one row per op, op_id = row number;
+                   reread_bytes: what the op reads of the output of the op just before it
 tensors.parquet    the columns of TENSOR_COLUMNS, one row per tensor, tensor_id = row number
 accesses.parquet   the columns of ACCESS_COLUMNS: op_id and tensor_id refer to the tables above
 
@@ -42,7 +43,7 @@ OP_COLUMNS = {
     "op_id": "int64", "name": "str", "category": "str", "scope": "str", "dtype": "str",
     "flops": "float64", "bytes_read": "float64", "bytes_written": "float64",
     "batch": "int64", "m": "int64", "n": "int64", "k": "int64",
-    "attrs": "str", "shapes": "str", "stream": "int64", "measured_s": "float64",
+    "attrs": "str", "shapes": "str", "stream": "int64", "measured_s": "float64", "reread_bytes": "float64",
 }
 TENSOR_COLUMNS = {
     "tensor_id": "int64", "nbytes": "float64", "dtype": "str", "shape": "str", "role": "str",
@@ -62,7 +63,7 @@ def empty_table(columns: dict[str, str]) -> pd.DataFrame:
 
 TABLES = {"ops": OP_COLUMNS, "tensors": TENSOR_COLUMNS, "accesses": ACCESS_COLUMNS}
 # Columns a reader fills in when a file lacks them (added after version 1 was first written).
-COLUMN_DEFAULTS: dict[str, dict[str, object]] = {"ops": {"stream": 0, "measured_s": float("nan")}}
+COLUMN_DEFAULTS: dict[str, dict[str, object]] = {"ops": {"stream": 0, "measured_s": float("nan"), "reread_bytes": 0.0}}
 
 
 class Trace:

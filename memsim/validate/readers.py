@@ -35,8 +35,9 @@ class Measured:
 
 
 def op_row(label: str, category: str, dtype: str, flops: float, bytes_read: float, bytes_written: float,
-           measured_s: float, size: float, batch=0, m=0, n=0, k=0, attrs: dict | None = None) -> dict:
-    return {"name": label, "label": label, "category": category, "dtype": dtype, "flops": float(flops),
+           measured_s: float, size: float, batch=0, m=0, n=0, k=0, attrs: dict | None = None,
+           reread: float = 0.0) -> dict:
+    return {"reread_bytes": float(reread), "name": label, "label": label, "category": category, "dtype": dtype, "flops": float(flops),
             "bytes_read": float(bytes_read), "bytes_written": float(bytes_written), "batch": int(batch),
             "m": int(m), "n": int(n), "k": int(k), "attrs": json.dumps(attrs, sort_keys=True) if attrs else "",
             "shapes": "", "measured_s": float(measured_s), "size": float(size)}
@@ -105,13 +106,15 @@ def read_vidur_mlp(path: Path) -> Measured:
             gemm_row("mlp_up_proj", dtype, 1, t, up, e, time("mlp_up_proj"), t),
             gemm_row("mlp_down_proj", dtype, 1, t, e, f, time("mlp_down_proj"), t),
             op_row("input_layernorm", "norm", dtype, 4 * tokens, (tokens + e) * b, tokens * b,
-                   time("input_layernorm"), t),
+                   time("input_layernorm"), t, reread=tokens * b),
             op_row("post_attention_layernorm", "norm", dtype, 4 * tokens, (tokens + e) * b, tokens * b,
-                   time("post_attention_layernorm"), t),
+                   time("post_attention_layernorm"), t, reread=tokens * b),
             op_row("attn_rope", "strided", dtype, 3 * t * (q + kv) * head_dim, t * (q + kv) * head_dim * b + t * 8,
-                   t * (q + kv) * head_dim * b, time("attn_rope"), t),
-            op_row("mlp_act", "strided", dtype, 5 * t * f, t * up * b, t * f * b, time("mlp_act"), t),
-            op_row("add", "elementwise", dtype, tokens, 2 * tokens * b, tokens * b, time("add"), t),
+                   t * (q + kv) * head_dim * b, time("attn_rope"), t, reread=t * (q + kv) * head_dim * b),
+            op_row("mlp_act", "strided", dtype, 5 * t * f, t * up * b, t * f * b, time("mlp_act"), t,
+                   reread=t * up * b),
+            op_row("add", "elementwise", dtype, tokens, 2 * tokens * b, tokens * b, time("add"), t,
+                   reread=tokens * b),
             op_row("emb", "gather", dtype, 0, tokens * b + t * 8, tokens * b, time("emb"), t),
         ]
         for row in candidates:

@@ -30,14 +30,23 @@ def validation_result(priced: pd.DataFrame, source: str, hardware: str, by_label
     return result
 
 
+# Kernel names run to hundreds of characters of template arguments; the table shows their start.
+NAME_WIDTH = 80
+
+
+def _short(name: str) -> str:
+    name = name.removeprefix("void ")
+    return name if len(name) <= NAME_WIDTH else name[:NAME_WIDTH - 3] + "..."
+
+
 def format_table(summary: dict[str, dict], title: str) -> str:
-    """A fixed-width table of one summary (rows: groups or op names)."""
-    width = max([len(title)] + [len(name) for name in summary]) + 2
+    """A fixed-width table of one summary (rows: groups or op names, long names cut short)."""
+    width = max([len(title)] + [len(_short(name)) for name in summary]) + 2
     header = title.ljust(width) + "".join(label.rjust(9) for _, label, _ in METRIC_COLUMNS)
     lines = [header, "-" * len(header)]
     for name, metrics in summary.items():
         cells = "".join(fmt.format(metrics[key]).rjust(9) for key, _, fmt in METRIC_COLUMNS)
-        lines.append(name.ljust(width) + cells)
+        lines.append(_short(name).ljust(width) + cells)
     return "\n".join(lines)
 
 
