@@ -175,3 +175,18 @@ def test_a_reread_of_the_previous_ops_output_comes_from_the_cache_while_the_work
     # a kernel bound by issuing scalar loads gains nothing; nor does an op that rereads nothing
     assert list(costs["duration_s"][2:]) == pytest.approx([4e-6, 4e-6])
     assert kernels.cached_read_bytes(*one(5.0, 10.0, 9.0))[0] == 0.0
+
+
+def test_fp32_matmuls_run_on_the_vector_units_unless_they_are_tf32():
+    from memsim.cost.roofline import effective_peak
+
+    raw = json.loads(json.dumps(SYSTEM))
+    unit = raw["devices"]["gpu"]["compute"]["sm"]
+    unit["matrix_flops"]["tf32"] = "2 TFLOP/s"
+    unit["vector_flops"]["fp32"] = "0.5 TFLOP/s"
+    unit["matrix_efficiency"], unit["vector_efficiency"] = 0.9, 0.8
+    device = validate_system(raw).device
+    sm = device.compute["sm"]
+    assert effective_peak(sm, device, "fp32", matrix=True) == pytest.approx(0.5e12 * 0.8)
+    assert effective_peak(sm, device, "tf32", matrix=True) == pytest.approx(2e12 * 0.9)
+    assert effective_peak(sm, device, "bf16", matrix=True) == pytest.approx(4e12 * 0.9)

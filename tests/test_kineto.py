@@ -96,6 +96,18 @@ def test_kernels_launched_through_the_driver_api_are_linked(tmp_path):
     assert (gemm["category"], gemm["m"], gemm["n"], gemm["k"]) == ("gemm", 141, 2048, 512)
 
 
+def test_fp32_gemm_kernels_on_tensor_cores_are_tf32(tmp_path):
+    path = tmp_path / "tf32.json"
+    dims, types = [[64, 4096], [4096, 100]], ["float", "float"]
+    path.write_text(json.dumps({"traceEvents": [
+        cpu_op("aten::mm", 100, 20, dims, types), launch(105, 1),
+        cpu_op("aten::mm", 200, 20, dims, types), launch(205, 2),
+        kernel("void cutlass::Kernel<cutlass_80_tensorop_s1688gemm_64x64_16x6_nn_align4>", 300, 12.0, 1),
+        kernel("ampere_sgemm_128x64_nn", 320, 30.0, 2),
+    ]}))
+    assert list(load_kineto(path).ops["dtype"]) == ["tf32", "fp32"]
+
+
 def test_plain_json_and_bad_files(tmp_path):
     path = tmp_path / "trace.json"
     path.write_text(json.dumps(small_trace()))

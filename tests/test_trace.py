@@ -85,6 +85,17 @@ def test_elementwise_ops_over_non_contiguous_operands_are_strided():
     assert categories == ["elementwise", "strided", "strided", "strided", "elementwise"]
 
 
+def test_fp32_matmuls_are_tf32_only_where_the_program_allows_it():
+    a, b = torch.zeros(64, 32, device="meta"), torch.zeros(32, 16, device="meta")
+    assert list(capture(lambda: a @ b).ops["dtype"]) == ["fp32"]
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        assert list(capture(lambda: (a @ b) * 2).ops["dtype"]) == ["tf32", "fp32"]
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 def test_reread_bytes_count_reads_of_what_the_op_just_before_wrote():
     x = torch.zeros(64, 32, device="meta")
     w = torch.zeros(32, 32, device="meta")

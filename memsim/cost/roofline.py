@@ -12,8 +12,10 @@ from memsim.hardware.schema import ComputeUnit, Device, MemoryTier
 
 MATRIX_CATEGORIES = ("gemm", "attention", "chunked_scan")
 # A dtype without its own peak runs at the rate of the nearest one a unit has.
+# fp32 has none on matrix units: a GPU without an fp32 matrix rate runs fp32 matmuls on its vector
+# units (PyTorch's default precision; TF32 is a dtype of its own, 'tf32').
 DTYPE_FALLBACK = {"fp16": ("bf16", "fp32"), "bf16": ("fp16", "fp32"), "fp8": ("int8", "bf16", "fp16"),
-                  "int8": ("fp8", "bf16", "fp16"), "tf32": ("fp32",), "fp32": ("tf32",), "fp64": ("fp32",)}
+                  "int8": ("fp8", "bf16", "fp16"), "tf32": ("fp32",), "fp64": ("fp32",)}
 
 
 def _rate(table: dict[str, float], dtype: str) -> float:
@@ -25,10 +27,15 @@ def _rate(table: dict[str, float], dtype: str) -> float:
     return table.get("fp32", max(table.values(), default=0.0))
 
 
+def _has_rate(table: dict[str, float], dtype: str) -> bool:
+    return dtype in table or any(other in table for other in DTYPE_FALLBACK.get(dtype, ()))
+
+
 def effective_peak(unit: ComputeUnit, device: Device, dtype: str, matrix: bool) -> float:
-    """Achievable FLOP/s of `unit` for one dtype: the peak times the (calibrated) efficiency."""
+    """Achievable FLOP/s of `unit` for one dtype: the peak times the (calibrated) efficiency. A
+    matrix op in a dtype the matrix units lack (fp32 on a GPU) runs on the vector units."""
     calibration = device.calibration
-    if matrix and unit.matrix_flops:
+    if matrix and _has_rate(unit.matrix_flops, dtype):
         efficiency = unit.matrix_efficiency
         if calibration is not None and calibration.matrix_efficiency:
             efficiency = _rate(dict(calibration.matrix_efficiency), dtype) or efficiency

@@ -246,7 +246,7 @@ class _Recorder:
         row["name"].append(name)
         row["category"].append(category)
         row["scope"].append(self.scope[-1] if self.scope else "")
-        row["dtype"].append(dtype_name(typed[0].dtype) if typed else "")
+        row["dtype"].append(_math_dtype(category, dtype_name(typed[0].dtype) if typed else ""))
         row["flops"].append(float(flops))
         row["bytes_read"].append(bytes_read)
         row["bytes_written"].append(bytes_written)
@@ -284,6 +284,15 @@ class _Recorder:
                 if kind != "str":
                     table[column] = table[column].astype(kind)
         return Trace(ops, tensors, accesses, meta)
+
+
+def _math_dtype(category: str, dtype: str) -> str:
+    """The precision the matrix units compute in: fp32 matmuls run as TF32 on tensor cores only
+    where the program allowed it (torch.set_float32_matmul_precision('high'), or allow_tf32);
+    PyTorch's default ('highest') keeps them in fp32 on the vector units."""
+    if category == "gemm" and dtype == "fp32" and torch.get_float32_matmul_precision() != "highest":
+        return "tf32"
+    return dtype
 
 
 def reread_bytes(accesses: pd.DataFrame, n_ops: int) -> np.ndarray:

@@ -43,6 +43,9 @@ GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 LAUNCH_CATEGORIES = ("cuda_runtime", "cuda_driver")
 # PyTorch's kernels that load one element per thread (operands strided, broadcast or cast): the
 # kernel name tells which code path ran, so such kernels are priced as category 'strided'.
+# Tensor-core kernels that compute fp32 matmuls in TF32 (cuBLAS 'tf32', CUTLASS 'tensorop_s1688':
+# the m16n8k8 TF32 instruction); fp32 matmuls in other kernels (ampere_sgemm) ran in fp32.
+TF32_KERNEL = re.compile(r"tf32|tensorop_s1688", re.I)
 SCALAR_LOAD_KERNEL = re.compile(r"(?<!vectorized_)elementwise_kernel|CatArrayBatchedCopy(?!_aligned|_vectorized)")
 
 
@@ -159,6 +162,8 @@ def _gpu_row(event: dict, op: dict | None) -> dict:
                 row["category"] = category if row["category"] == "other" or category in ("gemm", "attention") \
                     else row["category"]
                 break
+    if row["category"] == "gemm" and row["dtype"] == "fp32" and TF32_KERNEL.search(event["name"]):
+        row["dtype"] = "tf32"
     if row["category"] in ("gemm", "attention") and row["flops"] == 0:
         row["category"] = "other"  # a matrix kernel whose problem size the trace does not record
     if row["category"] in STREAMING_CATEGORIES and SCALAR_LOAD_KERNEL.search(event["name"]):
