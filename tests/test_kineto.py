@@ -108,6 +108,21 @@ def test_fp32_gemm_kernels_on_tensor_cores_are_tf32(tmp_path):
     assert list(load_kineto(path).ops["dtype"]) == ["tf32", "fp32"]
 
 
+def test_a_split_k_reduction_is_priced_as_a_reduction_not_as_a_second_gemm(tmp_path):
+    path = tmp_path / "splitk.json"
+    path.write_text(json.dumps({"traceEvents": [
+        cpu_op("aten::mm", 100, 30, [[64, 4096], [4096, 100]], ["float", "float"]),
+        launch(105, 1), launch(110, 2),
+        kernel("void cutlass::Kernel<cutlass_80_tensorop_s1688gemm_64x64_16x6_nn_align4>", 300, 9.0, 1),
+        kernel("void splitKreduce_kernel<float, float, float, float, true, false>(cublasSplitKParams<float>)", 310,
+               3.0, 2),
+    ]}))
+    gemm, reduce = load_kineto(path).ops.itertuples()
+    assert (gemm.category, gemm.m, gemm.flops) == ("gemm", 64, 2 * 64 * 100 * 4096)
+    assert (reduce.category, reduce.m, reduce.flops) == ("reduction", 0, 64 * 100)
+    assert reduce.bytes_read == 2 * 64 * 100 * 4 and reduce.bytes_written == 64 * 100 * 4
+
+
 def test_plain_json_and_bad_files(tmp_path):
     path = tmp_path / "trace.json"
     path.write_text(json.dumps(small_trace()))

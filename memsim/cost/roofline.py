@@ -72,8 +72,9 @@ def op_overhead(unit: ComputeUnit, device: Device, category: str = "") -> float:
     return _for_category(calibration.category_overhead, category, calibration.launch_overhead, unit.op_overhead)
 
 
-# A category a calibration did not measure takes the constant of the one it is a variant of.
-CATEGORY_FALLBACK = {"strided": "elementwise"}
+# A category a calibration did not measure takes the constant of the one it is a variant of: a
+# fused attention kernel is a tiled matrix kernel like a GEMM (same launch, prologue, epilogue).
+CATEGORY_FALLBACK = {"strided": "elementwise", "attention": "gemm"}
 
 
 def _for_category(per_category: dict, category: str, general: float | None, datasheet: float) -> float:

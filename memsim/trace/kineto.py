@@ -43,6 +43,8 @@ GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 LAUNCH_CATEGORIES = ("cuda_runtime", "cuda_driver")
 # PyTorch's kernels that load one element per thread (operands strided, broadcast or cast): the
 # kernel name tells which code path ran, so such kernels are priced as category 'strided'.
+# Kernels a matmul launches besides its matrix kernel: cuBLAS's split-K reduction of partial sums.
+GEMM_HELPER_KERNEL = re.compile(r"splitK.?reduce", re.I)
 # Tensor-core kernels that compute fp32 matmuls in TF32 (cuBLAS 'tf32', CUTLASS 'tensorop_s1688':
 # the m16n8k8 TF32 instruction); fp32 matmuls in other kernels (ampere_sgemm) ran in fp32.
 TF32_KERNEL = re.compile(r"tf32|tensorop_s1688", re.I)
@@ -162,6 +164,8 @@ def _gpu_row(event: dict, op: dict | None) -> dict:
                 row["category"] = category if row["category"] == "other" or category in ("gemm", "attention") \
                     else row["category"]
                 break
+    if row["category"] == "gemm" and GEMM_HELPER_KERNEL.search(event["name"]):
+        _as_gemm_helper(row)
     if row["category"] == "gemm" and row["dtype"] == "fp32" and TF32_KERNEL.search(event["name"]):
         row["dtype"] = "tf32"
     if row["category"] in ("gemm", "attention") and row["flops"] == 0:
@@ -169,6 +173,15 @@ def _gpu_row(event: dict, op: dict | None) -> dict:
     if row["category"] in STREAMING_CATEGORIES and SCALAR_LOAD_KERNEL.search(event["name"]):
         row["category"] = "strided"
     return row
+
+
+def _as_gemm_helper(row: dict) -> None:
+    """A kernel a matmul launches besides its matrix kernel (cuBLAS's split-K reduction): it
+    reads the fp32 partial sums (two slices at least) and writes the output, so it is priced as
+    a reduction over the output, not as a second copy of the GEMM."""
+    outputs = float(max(row["batch"], 1) * row["m"] * row["n"])
+    row.update(category="reduction", flops=outputs, bytes_read=2 * outputs * TYPE_BYTES["fp32"],
+               bytes_written=row["bytes_written"], batch=0, m=0, n=0, k=0)
 
 
 def _torch_tags(name: str) -> tuple:
