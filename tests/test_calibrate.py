@@ -10,7 +10,7 @@ from memsim.cost import price_ops
 from memsim.hardware import load_system
 from memsim.hardware.schema import Calibration
 from memsim.validate.fit import calibration_half, fit_calibration
-from memsim.validate.readers import gemm_row, op_row
+from memsim.validate.readers import attention_row, gemm_row, op_row
 
 
 def synthetic_ops():
@@ -32,6 +32,26 @@ def test_fit_recovers_the_constants_that_made_the_data():
     assert fitted.matrix_efficiency["bf16"] == pytest.approx(0.7, rel=0.03)
     assert fitted.bandwidth_efficiency["elementwise"] == pytest.approx(0.6, rel=0.03)
     assert fitted.category_overhead["elementwise"] == pytest.approx(2e-6, rel=0.1)
+
+
+def test_fit_recovers_the_attention_fraction_of_the_gemm_rate():
+    device = load_system("nvidia-a100-80gb-sxm").device
+    truth = Calibration(source="truth", matrix_efficiency={"fp16": 0.8}, attention_efficiency=0.4, overlap_loss=0.3,
+                        bandwidth_efficiency={"gemm": 0.9, "attention": 0.7},
+                        category_overhead={"gemm": 4e-6, "attention": 10e-6})
+    rows = [gemm_row("mm", "fp16", 1, m, 8192, 8192, 0.0, m) for m in (1, 64, 512, 4096, 16384)]
+    rows += [attention_row("prefill", "fp16", 1, 32, 4, q, q, 128, True, 0.0, q) for q in (128, 512, 2048, 8192)]
+    rows += [attention_row("decode", "fp16", b, 32, 4, 1, kv, 128, False, 0.0, b * kv)
+             for b, kv in ((1, 1024), (16, 4096), (64, 8192))]
+    ops = pd.DataFrame(rows)
+    ops["measured_s"] = price_ops(ops, device.model_copy(update={"calibration": truth}))["duration_s"].to_numpy()
+    fitted = fit_calibration(ops, device, "test")
+    assert fitted.residuals["overall_mape"] < 0.01
+    assert fitted.attention_efficiency == pytest.approx(0.4, rel=0.05)
+    assert fitted.matrix_efficiency["fp16"] == pytest.approx(0.8, rel=0.03)
+    # attention data alone leaves the GEMM rate at the datasheet's and fits the fraction of it
+    alone = fit_calibration(ops[ops["category"] == "attention"].reset_index(drop=True), device, "test")
+    assert alone.matrix_efficiency == {} and alone.residuals["overall_mape"] < 0.02
 
 
 def test_calibration_half_takes_every_other_size():

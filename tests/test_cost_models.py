@@ -54,6 +54,31 @@ def test_flash_attention_io_reads_kv_once_per_query_block():
     assert gqa == 512 + 131072 / 4
 
 
+def test_flash_attention_rereads_of_kv_hit_the_cache_while_the_heads_in_flight_fit():
+    # the case above on 4 units: 2 blocks per head, so ceil(4/2) = 2 heads in flight, each with
+    # 256*128*2 = 65536 B of K and V: 131072 B fit a 200 kB cache, and the second pass over K
+    # and V (2 heads x 65536 B) comes from it; a 100 kB cache holds too little
+    shape = one(2, 256, 256, 64, 64, 1.0, 2, 65536, 4)
+    assert kernels.flash_attention_cached_rereads(*shape, np.array([2e5]))[0] == 131072
+    assert kernels.flash_attention_cached_rereads(*shape, np.array([1e5]))[0] == 0
+
+
+def test_attention_blocks_are_scheduled_over_the_units():
+    def seconds(problems, q, kv, causal, units):
+        args = one(problems, q, kv, 64, 64) + [np.array([causal]), np.zeros(1), np.array([units * 1e12]),
+                                                np.array([float(units)])] + one(1.0, 0.0, 0.0)
+        return kernels.attention_times(*args)[0][0]
+
+    # 4 heads, 256 causal queries: blocks of 128 rows see 128 and 256 keys, w = 2*128*{128,256}*128
+    # = 4.19 and 8.39 MFLOP; 8 blocks on 4 units of 1 TFLOP/s: mean load 4*12.58/4 MFLOP = 12.58 us
+    assert seconds(4, 256, 256, True, 4) == pytest.approx(4 * (4194304 + 8388608) / 4 / 1e12)
+    # 1 head: 2 blocks on 8 units, each block's keys split over floor(8/2) = 4 units; the longest
+    # block (8.39 MFLOP / 4) bounds it, not the mean load (12.58/8 MFLOP)
+    assert seconds(1, 256, 256, True, 8) == pytest.approx(8388608 / 4 / 1e12)
+    # decode: one query row over 4096 keys, split over all 4 units
+    assert seconds(1, 1, 4096, False, 4) == pytest.approx(2 * 4096 * 128 / 4 / 1e12)
+
+
 def test_unfused_attention_writes_and_reads_the_score_matrix():
     # operands 2*2*(256*64 + 256*128 + 256*64) = 262144 B; scores 4*2*2*256*256 = 1048576 B
     (total,) = kernels.unfused_attention_bytes(*one(2, 256, 256, 64, 64, 1.0, 2))
@@ -190,3 +215,20 @@ def test_fp32_matmuls_run_on_the_vector_units_unless_they_are_tf32():
     assert effective_peak(sm, device, "fp32", matrix=True) == pytest.approx(0.5e12 * 0.8)
     assert effective_peak(sm, device, "tf32", matrix=True) == pytest.approx(2e12 * 0.9)
     assert effective_peak(sm, device, "bf16", matrix=True) == pytest.approx(4e12 * 0.9)
+
+
+def test_fused_attention_runs_at_a_fraction_of_the_gemm_rate():
+    from memsim.cost.roofline import per_op_rates
+
+    raw = json.loads(json.dumps(SYSTEM))
+    raw["devices"]["gpu"]["compute"]["sm"]["attention_efficiency"] = 0.5
+    device = validate_system(raw).device
+    sm, hbm = device.compute["sm"], device.memories["hbm"]
+    categories, dtypes = np.array(["gemm", "attention"]), np.array(["bf16", "bf16"])
+    peak, _, _ = per_op_rates(categories, dtypes, sm, device, hbm)
+    assert list(peak) == [4e12, 2e12]  # datasheet: half the GEMM rate
+    raw["devices"]["gpu"]["calibration"] = {"source": "test", "matrix_efficiency": {"bf16": 0.5},
+                                           "attention_efficiency": 0.25}
+    device = validate_system(raw).device
+    peak, _, _ = per_op_rates(categories, dtypes, sm, device, hbm)
+    assert list(peak) == [2e12, 0.5e12]  # calibrated: a quarter of the calibrated GEMM rate

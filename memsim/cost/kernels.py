@@ -110,6 +110,33 @@ def flash_attention_bytes(problems, q_len, kv_len, head_dim, value_dim, kv_heads
 
 
 @numba.njit(cache=True)
+def flash_attention_cached_rereads(problems, q_len, kv_len, head_dim, value_dim, kv_heads_ratio, elem_bytes,
+                                   sram_per_unit, units, cache_bytes):
+    """Bytes of a fused attention kernel's K/V re-reads (the passes after the first, see
+    flash_attention_bytes) that the last-level cache serves instead of memory.
+
+    Idea: the FlashAttention IO bound counts SRAM only. On a GPU with an L2 the query blocks of
+    one head run at the same time on different units and read the same K and V, so after the
+    first pass they hit the L2 as long as the K/V of the heads in flight fit in it. About U
+    blocks are in flight, i.e. ceil(U / blocks_per_head) heads:
+        in_flight = min(P, ceil(U / ceil(q / Br)))
+        cached    = (passes - 1) * K/V bytes  if in_flight * r * kv * (d + dv) * b <= cache else 0
+    """
+    count = problems.shape[0]
+    out = np.zeros(count)
+    for i in range(count):
+        rows = FLASH_MAX_BLOCK_ROWS
+        if sram_per_unit[i] > 0.0:
+            rows = max(16.0, min(FLASH_MAX_BLOCK_ROWS, math.floor(sram_per_unit[i] / (4.0 * head_dim[i] * elem_bytes[i]))))
+        passes = math.ceil(max(q_len[i], 1.0) / rows)
+        per_head = kv_heads_ratio[i] * elem_bytes[i] * kv_len[i] * (head_dim[i] + value_dim[i])
+        in_flight = min(max(problems[i], 1.0), math.ceil(units[i] / passes))
+        if passes > 1 and in_flight * per_head <= cache_bytes[i]:
+            out[i] = (passes - 1) * max(problems[i], 1.0) * per_head
+    return out
+
+
+@numba.njit(cache=True)
 def unfused_attention_bytes(problems, q_len, kv_len, head_dim, value_dim, kv_heads_ratio, elem_bytes):
     """HBM bytes of attention run as separate kernels: QK^T, softmax, PV.
 
@@ -130,12 +157,21 @@ def unfused_attention_bytes(problems, q_len, kv_len, head_dim, value_dim, kv_hea
 
 
 @numba.njit(cache=True)
-def attention_times(problems, q_len, flops, bytes_moved, matrix_peak, units, bandwidth, overhead, overlap_loss):
-    """Fused attention time: tiles of 128 query rows per (batch, head) in waves over the units.
+def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, bytes_moved, matrix_peak, units,
+                    bandwidth, overhead, overlap_loss):
+    """Fused attention time: blocks of Br = 128 query rows per (batch, head), spread over the units.
 
-    Idea: FlashAttention-2 (Dao 2023) parallelises over batch, heads and query blocks; with too
-    few blocks to fill the units (short prompts, decode) the arithmetic runs on fewer units.
-        compute = flops / P * (waves * U / blocks),  blocks = P * ceil(q / 128)
+    Idea: FlashAttention-2 (Dao 2023) gives each block of query rows to one unit, which walks
+    the key/value blocks that block sees: all of them, or with a causal mask (queries aligned
+    to the end of the keys) only those up to its last row, so later blocks work longer. The
+    work is scheduled like jobs on U machines, whose makespan is at least the mean load and at
+    least the longest job (Graham's list-scheduling bound); few or unequal blocks (short
+    prompts, decode, causal) leave units idle, unless there are fewer blocks than units: then
+    the kernel splits each block's keys over s = floor(U / (P * blocks)) units (split-KV, as
+    FlashAttention-2's num_splits heuristic and flash-decoding do). Each unit runs at 1/U of
+    `matrix_peak` (the attention rate: see roofline.per_op_rates).
+        w_j     = 2 * rows_j * visible_j * (d + dv)       (QK^T and PV of block j)
+        compute = max(P * sum_j w_j / U, max_j w_j / s) / (peak / U)
         total   = overlapped(compute, bytes / B, overlap_loss) + overhead
     """
     count = problems.shape[0]
@@ -144,10 +180,23 @@ def attention_times(problems, q_len, flops, bytes_moved, matrix_peak, units, ban
     total = np.zeros(count)
     for i in range(count):
         memory[i] = bytes_moved[i] / bandwidth[i] if bandwidth[i] > 0.0 else 0.0
-        if matrix_peak[i] > 0.0 and flops[i] > 0.0:
-            blocks = max(problems[i], 1.0) * math.ceil(max(q_len[i], 1.0) / FLASH_MAX_BLOCK_ROWS)
-            waves = math.ceil(blocks / units[i])
-            compute[i] = flops[i] / matrix_peak[i] * (waves * units[i] / blocks)
+        if matrix_peak[i] > 0.0:
+            q = max(q_len[i], 1.0)
+            blocks = math.ceil(q / FLASH_MAX_BLOCK_ROWS)
+            work = 0.0
+            longest = 0.0
+            for j in range(int(blocks)):
+                rows = min(FLASH_MAX_BLOCK_ROWS, q - j * FLASH_MAX_BLOCK_ROWS)
+                visible = kv_len[i]
+                if causal[i]:
+                    visible = min(kv_len[i], kv_len[i] - q + min((j + 1) * FLASH_MAX_BLOCK_ROWS, q))
+                block = 2.0 * rows * visible * (head_dim[i] + value_dim[i])
+                work += block
+                longest = max(longest, block)
+            # too few blocks to fill the units: the kernel splits each block's keys over idle units
+            splits = max(1.0, math.floor(units[i] / (max(problems[i], 1.0) * blocks)))
+            load = max(max(problems[i], 1.0) * work / units[i], longest / splits)
+            compute[i] = load / (matrix_peak[i] / units[i])
         total[i] = overlapped(compute[i], memory[i], overlap_loss[i]) + overhead[i]
     return compute, memory, total
 

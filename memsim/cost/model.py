@@ -65,17 +65,8 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
 
     rows = np.flatnonzero((category == "attention") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))
     if rows.size:
-        attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
-        heads = np.array([float(a.get("heads") or 1) for a in attrs])
-        ratio = np.array([float(a.get("kv_heads") or a.get("heads") or 1) for a in attrs]) / heads
-        value_dim = np.array([float(a.get("value_dim") or 0) for a in attrs])
-        value_dim = np.where(value_dim > 0, value_dim, dims["k"][rows])
-        sram = np.full(rows.size, unit.sram_per_unit)
-        traffic = kernels.flash_attention_bytes(dims["batch"][rows], dims["m"][rows], dims["n"][rows],
-                                                dims["k"][rows], value_dim, ratio, elem_bytes[rows], sram)
-        result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], flops[rows], traffic, peak[rows],
-                                         units[rows], bandwidth[rows], overhead[rows], overlap[rows])
-        _put(rows, result, compute, memory, total)
+        _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhead, overlap, tier, device, unit,
+                         compute, memory, total)
 
     rows = np.flatnonzero((category == "scan") | (category == "chunked_scan"))
     if rows.size:
@@ -96,6 +87,30 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
         _price_collectives(ops, rows, moved, bandwidth, overhead, links, compute, memory, total)
     return pd.DataFrame({"compute_s": compute, "memory_s": memory, "overhead_s": total - np.maximum(compute, memory),
                          "duration_s": total}, index=ops.index)
+
+
+def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhead, overlap, tier, device, unit,
+                     compute, memory, total) -> None:
+    """Fused attention: FlashAttention's HBM traffic less the K/V re-reads the cache serves, and
+    its blocks of query rows scheduled over the units (kernels.attention_times)."""
+    attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
+    heads = np.array([float(a.get("heads") or 1) for a in attrs])
+    ratio = np.array([float(a.get("kv_heads") or a.get("heads") or 1) for a in attrs]) / heads
+    value_dim = np.array([float(a.get("value_dim") or 0) for a in attrs])
+    value_dim = np.where(value_dim > 0, value_dim, dims["k"][rows])
+    causal = np.array([bool(a.get("causal", False)) for a in attrs])
+    shape = (dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows], value_dim, ratio,
+             elem_bytes[rows], np.full(rows.size, unit.sram_per_unit))
+    traffic = kernels.flash_attention_bytes(*shape)
+    cache = cache_tier(device, unit)
+    if cache is not None:
+        usable = np.full(rows.size, cache.capacity * kernels.CACHE_REUSE_FRACTION)
+        cached = kernels.flash_attention_cached_rereads(*shape, units[rows], usable)
+        traffic = traffic - cached * max(0.0, 1.0 - tier.read_bandwidth / cache.read_bandwidth)
+    result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
+                                     value_dim, causal, traffic, peak[rows], units[rows], bandwidth[rows],
+                                     overhead[rows], overlap[rows])
+    _put(rows, result, compute, memory, total)
 
 
 def cache_tier(device: Device, unit: ComputeUnit) -> MemoryTier | None:

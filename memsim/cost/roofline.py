@@ -47,6 +47,14 @@ def effective_peak(unit: ComputeUnit, device: Device, dtype: str, matrix: bool) 
     return _rate(table, dtype) * efficiency
 
 
+def attention_fraction(unit: ComputeUnit, device: Device) -> float:
+    """Fraction of the GEMM rate a fused attention kernel reaches: calibrated, else datasheet."""
+    calibration = device.calibration
+    if calibration is not None and calibration.attention_efficiency is not None:
+        return calibration.attention_efficiency
+    return unit.attention_efficiency
+
+
 def bandwidth_efficiency(tier: MemoryTier, device: Device, category: str) -> float:
     """Achieved fraction of a tier's bandwidth for one op category (calibrated where known)."""
     calibration = device.calibration
@@ -97,12 +105,15 @@ def main_compute_unit(device: Device) -> ComputeUnit:
 def per_op_rates(categories: np.ndarray, dtypes: np.ndarray, unit: ComputeUnit, device: Device,
                  tier: MemoryTier) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Achievable FLOP/s, read bandwidth and fixed overhead of each op, by its category (matrix
-    or not) and dtype; computed once per distinct (category, dtype)."""
+    or not, fused attention) and dtype; computed once per distinct (category, dtype)."""
     codes, pairs = pd.factorize(pd.Series(categories, dtype=object) + "|" + pd.Series(dtypes, dtype=object))
     table = np.empty((len(pairs), 3))
     for index, pair in enumerate(pairs):
         category, dtype = pair.split("|", 1)
-        table[index] = (effective_peak(unit, device, dtype, category in MATRIX_CATEGORIES),
+        peak = effective_peak(unit, device, dtype, category in MATRIX_CATEGORIES)
+        if category == "attention":
+            peak *= attention_fraction(unit, device)
+        table[index] = (peak,
                         tier.read_bandwidth * bandwidth_efficiency(tier, device, category),
                         op_overhead(unit, device, category))
     rates = table[codes] if len(codes) else np.empty((0, 3))

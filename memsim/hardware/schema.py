@@ -102,6 +102,10 @@ class ComputeUnit(Spec):
     """Peak rate of elementwise and reduction work per dtype."""
     matrix_efficiency: Fraction = 1.0
     vector_efficiency: Fraction = 1.0
+    attention_efficiency: Fraction = 1.0
+    """Fraction of the GEMM rate (peak x matrix efficiency) that fused attention kernels reach on
+    long sequences: softmax, rescaling and the dependency between the two matmuls of each block
+    cost them what a GEMM does not pay (a published kernel benchmark, cited)."""
     sram_per_unit: Bytes = 0.0
     """On-chip memory each unit can tile into (shared memory, PMU, scratchpad)."""
     op_overhead: Time = 0.0
@@ -127,6 +131,8 @@ class Calibration(Spec):
     matrix_efficiency: dict[DType, Fraction] = Field(default_factory=dict)
     """Achieved fraction of the matrix peak per dtype, for the tile/wave GEMM model."""
     vector_efficiency: Fraction | None = None
+    attention_efficiency: Fraction | None = None
+    """Fraction of the GEMM rate that fused attention kernels reach, fitted on attention data."""
     memory_efficiency: Fraction | None = None
     """Achieved fraction of the main tier's bandwidth on streaming access."""
     bandwidth_efficiency: dict[OpCategory, Fraction] = Field(default_factory=dict)

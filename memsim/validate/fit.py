@@ -2,7 +2,8 @@
 
 The constants are those a user would tune by hand: the achieved fraction of the matrix peak per
 dtype, and per op category present in the data the achieved fraction of memory bandwidth and
-the fixed per-kernel cost, plus one compute/memory overlap loss. Never one per shape or per op.
+the fixed per-kernel cost, plus one compute/memory overlap loss and, where the data has fused
+attention kernels, the fraction of the GEMM rate they reach. Never one per shape or per op.
 Bandwidth fractions are capped only by the datasheet peak: a device copy (half reads, half
 writes) is not the fastest access pattern, and read-heavy kernels such as a residual add measure
 above it. The fit minimises the mean absolute percentage error with Powell's method
@@ -16,7 +17,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from memsim.cost import price_ops
-from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
+from memsim.cost.roofline import main_compute_unit
 from memsim.hardware.schema import Calibration, Device, Link
 from memsim.validate.metrics import error_summary
 
@@ -44,13 +45,18 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: list[
     """Calibration of `device` that best predicts ops.measured_s (priced with price_ops)."""
     unit = main_compute_unit(device)
     base = device.calibration
-    dtypes = sorted(ops.loc[ops["category"].isin(MATRIX_CATEGORIES), "dtype"].unique())
+    # fused attention has its own fraction of the GEMM rate, so GEMM-like ops alone set the latter
+    dtypes = sorted(ops.loc[ops["category"].isin(("gemm", "chunked_scan")), "dtype"].unique())
     categories = sorted(ops["category"].unique())
     start = [_logit((base.matrix_efficiency.get(d) if base and d in base.matrix_efficiency else unit.matrix_efficiency))
              for d in dtypes]
     start += [_logit(0.9) for _ in categories]
     start.append(_logit(0.3))
     start += [float(np.log(max(unit.op_overhead, 1e-6))) for _ in categories]
+    with_attention = "attention" in categories  # the attention rate is fitted only on attention data
+    if with_attention:
+        start.append(_logit(unit.attention_efficiency))
+    overheads = slice(len(dtypes) + len(categories) + 1, len(dtypes) + 2 * len(categories) + 1)
     measured = ops["measured_s"].to_numpy(float)
 
     def calibration(x) -> Calibration:
@@ -58,8 +64,8 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: list[
             source=source, matrix_efficiency={d: _expit(v) for d, v in zip(dtypes, x)},
             bandwidth_efficiency={c: _expit(v) for c, v in zip(categories, x[len(dtypes):])},
             overlap_loss=_expit(x[len(dtypes) + len(categories)]),
-            category_overhead={c: max(float(np.exp(v)), MIN_OVERHEAD_S)
-                               for c, v in zip(categories, x[len(dtypes) + len(categories) + 1:])},
+            category_overhead={c: max(float(np.exp(v)), MIN_OVERHEAD_S) for c, v in zip(categories, x[overheads])},
+            attention_efficiency=_expit(x[-1]) if with_attention else None,
             dispatch_overhead=base.dispatch_overhead if base else None, fitted_on=fitted_on)
 
     def loss(x) -> float:
