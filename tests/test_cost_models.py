@@ -232,3 +232,18 @@ def test_fused_attention_runs_at_a_fraction_of_the_gemm_rate():
     device = validate_system(raw).device
     peak, _, _ = per_op_rates(categories, dtypes, sm, device, hbm)
     assert list(peak) == [2e12, 0.5e12]  # calibrated: a quarter of the calibrated GEMM rate
+
+
+def test_gemms_whose_rows_are_not_16_byte_aligned_load_narrower_and_run_slower():
+    # bf16: N = 30522 is 61044 B per row, a multiple of 4 B only: 4/16 of the rate; K = 512 and
+    # N = 4096 are aligned; fp32 N = 2798 is 11192 B, a multiple of 8 B: half the rate
+    k, n = np.array([512.0, 512.0, 4096.0]), np.array([30522.0, 4096.0, 2798.0])
+    fraction = kernels.aligned_fraction(k, n, np.array([2.0, 2.0, 4.0]), np.full(3, 16.0))
+    assert list(fraction) == [0.25, 1.0, 0.5]
+    assert kernels.aligned_fraction(*one(512, 30522, 2, 0))[0] == 1.0  # no alignment requirement
+    raw = json.loads(json.dumps(SYSTEM))
+    raw["devices"]["gpu"]["compute"]["sm"]["load_alignment"] = "16 B"
+    ops = pd.DataFrame([op("gemm", 2 * 256 * n * 512, 0, 0, (1, 256, n, 512)) for n in (4096, 4090)])
+    costs = price_ops(ops, validate_system(raw).device)
+    # N = 4090 (8180 B a row, a multiple of 4 B): a quarter of the rate on ~the same work
+    assert costs["compute_s"][1] == pytest.approx(4 * costs["compute_s"][0], rel=0.01)

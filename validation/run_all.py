@@ -291,11 +291,14 @@ FINDINGS = """**What changed in this round.**
   figure for 512 tokens (180 TFLOP/s). Only attention data from that setup would calibrate
   it. Vidur's A100 prefill under the Vidur-mlp calibration is also slower than predicted:
   its paged kernels reach 0.42 of the GEMM rate against the datasheet's 0.8.
-- *Misaligned GEMMs.* BERT's 141x30522x512 LM head is -50%, and HTA's TF32 GEMMs with
-  N = 2798 are -54% to -70%. A leading dimension not a multiple of 16 bytes forces CUTLASS's
-  align2/align1 kernels (4-byte loads), which run 2-3x slower; memsim has no alignment term.
-- *HTA rank0 (A100 training).* Its kernels overlap NCCL kernels of a 16-rank job, and its
-  small device copies take 3-4 us against the 1 us datasheet overhead.
+- *Misaligned GEMMs.* A row (K or N) not a multiple of 16 bytes forces CUTLASS's align2/align1
+  tensor-core kernels, which load 4 or 8 bytes at a time; memsim now scales the matrix rate
+  by that width over 16 B. BERT's 141x30522x512 LM head (4-byte rows) went from -50% to -13%.
+  HTA's TF32 GEMMs with N = 2798 went from -54..-70% to -39..-60%: cuBLAS ran its align1
+  kernel although 8-byte loads were possible, and those kernels overlap NCCL kernels.
+- *HTA rank0 (A100 training).* Its kernels overlap NCCL kernels of a 16-rank job; its two
+  small TF32 GEMMs take 12-14 us against 6-7 predicted, and its small device copies take
+  3-4 us against the 1 us datasheet overhead.
 - *LLMCompass softmax/layernorm/gelu.* Those times include ~50 us of host-side timing overhead
   per call (a 1024-element GELU "takes" 48 us), a measurement setup no GPU-kernel model shares.
 - *This CPU.* The machine is 2 vCPUs shared with other jobs: the same micro-benchmark varies by

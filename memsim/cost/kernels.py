@@ -85,6 +85,30 @@ def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overh
 
 
 @numba.njit(cache=True)
+def aligned_fraction(k, n, elem_bytes, alignment):
+    """Fraction of the matrix rate a GEMM keeps when its rows are not aligned to the load width.
+
+    Idea: CUTLASS and cuBLAS kernels load operand tiles with vector loads of `alignment` bytes
+    (the kernels' alignment parameter: align8 for 16-bit types, align4 for fp32); when a row
+    length (K for A, N for B and C, in bytes) is not a multiple of that, the library falls back
+    to kernels that load as many bytes as the row length allows, issuing alignment/width times
+    the load instructions, and the main loop is bound by issuing them.
+        width    = largest power of two dividing both K*b and N*b, at most `alignment`
+        fraction = width / alignment            (1 where alignment is 0: no requirement)
+    """
+    count = k.shape[0]
+    out = np.ones(count)
+    for i in range(count):
+        if alignment[i] <= 0.0:
+            continue
+        width = alignment[i]
+        while width > 1.0 and ((k[i] * elem_bytes[i]) % width != 0.0 or (n[i] * elem_bytes[i]) % width != 0.0):
+            width /= 2.0
+        out[i] = width / alignment[i]
+    return out
+
+
+@numba.njit(cache=True)
 def flash_attention_bytes(problems, q_len, kv_len, head_dim, value_dim, kv_heads_ratio, elem_bytes, sram_per_unit):
     """HBM bytes of a fused, tiled attention kernel (FlashAttention IO analysis).
 

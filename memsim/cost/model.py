@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from memsim.cost import kernels
-from memsim.cost.roofline import main_compute_unit, per_op_rates
+from memsim.cost.roofline import main_compute_unit, on_matrix_units, per_op_rates
 from memsim.hardware.schema import ComputeUnit, Device, Link, MemoryTier
 
 COST_COLUMNS = ("compute_s", "memory_s", "overhead_s", "duration_s")
@@ -58,8 +58,12 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     # a GEMM or attention op without its problem dimensions keeps the streaming price above
     rows = np.flatnonzero((category == "gemm") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))
     if rows.size:
+        # only tensor-core kernels need aligned vector loads; vector-unit (SIMT) GEMMs do not
+        needs = {d: unit.load_alignment if on_matrix_units(unit, d) else 0.0 for d in set(dtype[rows])}
+        alignment = np.array([needs[d] for d in dtype[rows]])
+        aligned = kernels.aligned_fraction(dims["k"][rows], dims["n"][rows], elem_bytes[rows], alignment)
         result = kernels.gemm_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
-                                    moved[rows], peak[rows], units[rows], bandwidth[rows], overhead[rows],
+                                    moved[rows], peak[rows] * aligned, units[rows], bandwidth[rows], overhead[rows],
                                     overlap[rows])
         _put(rows, result, compute, memory, total)
 

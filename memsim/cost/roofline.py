@@ -31,11 +31,16 @@ def _has_rate(table: dict[str, float], dtype: str) -> bool:
     return dtype in table or any(other in table for other in DTYPE_FALLBACK.get(dtype, ()))
 
 
+def on_matrix_units(unit: ComputeUnit, dtype: str) -> bool:
+    """Whether a matmul in `dtype` runs on the unit's matrix units (else on its vector units)."""
+    return _has_rate(unit.matrix_flops, dtype)
+
+
 def effective_peak(unit: ComputeUnit, device: Device, dtype: str, matrix: bool) -> float:
     """Achievable FLOP/s of `unit` for one dtype: the peak times the (calibrated) efficiency. A
     matrix op in a dtype the matrix units lack (fp32 on a GPU) runs on the vector units."""
     calibration = device.calibration
-    if matrix and _has_rate(unit.matrix_flops, dtype):
+    if matrix and on_matrix_units(unit, dtype):
         efficiency = unit.matrix_efficiency
         if calibration is not None and calibration.matrix_efficiency:
             efficiency = _rate(dict(calibration.matrix_efficiency), dtype) or efficiency

@@ -108,6 +108,9 @@ class ComputeUnit(Spec):
     cost them what a GEMM does not pay (a published kernel benchmark, cited)."""
     sram_per_unit: Bytes = 0.0
     """On-chip memory each unit can tile into (shared memory, PMU, scratchpad)."""
+    load_alignment: Bytes = 0.0
+    """Width of the vector loads that feed the matrix units at full rate (16 B on NVIDIA GPUs):
+    a matmul whose rows are not a multiple of it loads narrower. 0: no such requirement."""
     op_overhead: Time = 0.0
     """Fixed cost of every op on this unit: kernel launch, pipeline fill."""
     memory: str | None = None
