@@ -81,6 +81,36 @@ def test_calibrate_from_file_writes_a_loadable_yaml(run_cli, tmp_path):
     assert missing.returncode == 2 and "--hw" in missing.stderr
 
 
+def test_calibrate_from_a_layer_profile_and_an_attention_profile_together(run_cli, tmp_path):
+    """Two files of one machine fit one calibration: GEMM constants from the first, attention's
+    fraction of the GEMM rate from the second."""
+    device = load_system("nvidia-a100-80gb-sxm").device
+    truth = device.model_copy(update={"calibration": Calibration(
+        source="truth", matrix_efficiency={"fp16": 0.8}, attention_efficiency=0.4)})
+    sizes = (64, 256, 1024, 4096)
+    gemms = pd.DataFrame([gemm_row("mm", "fp16", 1, m, 4096, 4096, 0.0, m) for m in sizes])
+    matmul = tmp_path / "matmul_A100.csv"
+    matmul.write_text("".join(f"{m}, 4096, 4096, {t * 1e3:.6f}ms, 0Tflops\n"
+                              for m, t in zip(sizes, price_ops(gemms, truth)["duration_s"])))
+    cases = [(q, q, True) for q in sizes] + [(1, kv, False) for kv in sizes]
+    rows = pd.DataFrame([attention_row("a", "fp16", 1, 32, 8, q, kv, 128, causal, 0.0, q) for q, kv, causal in cases])
+    attention = tmp_path / "attention.csv"
+    lines = ["n_embd,n_q_head,n_kv_head,num_tensor_parallel_workers,batch_size,prefill_chunk_size,kv_cache_size,"
+             "is_prefill,time_stats.attn_prefill.median,time_stats.attn_decode.median"]
+    for (q, kv, causal), t in zip(cases, price_ops(rows, truth)["duration_s"]):
+        ms = f"{t * 1e3:.6f}"
+        lines.append(f"4096,32,8,1,1,{q if causal else 0},{0 if causal else kv},{causal},"
+                     f"{ms if causal else ''},{'' if causal else ms}")
+    attention.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "both.yaml"
+    run_cli("calibrate", "--from", matmul, "--from", attention, "--hw", HWCONFIGS / "nvidia-a100-80gb-sxm.yaml",
+            "--out", out, check=True)
+    calibration = load_system(out).device.calibration
+    assert "matmul_A100.csv" in calibration.fitted_on and "attention.csv" in calibration.fitted_on
+    assert calibration.matrix_efficiency["fp16"] == pytest.approx(0.8, rel=0.05)
+    assert calibration.attention_efficiency == pytest.approx(0.4, rel=0.1)
+
+
 def test_validate_real_on_this_cpu(run_cli, tmp_path):
     out = tmp_path / "cpu.yaml"
     run_cli("calibrate", "--device", "cpu", "--out", out, check=True)

@@ -20,7 +20,9 @@ def add_parser(commands) -> None:
     calibrate = commands.add_parser("calibrate", help="fit a machine's efficiencies and overheads; write a calibrated YAML")
     source = calibrate.add_mutually_exclusive_group(required=True)
     source.add_argument("--device", choices=["cpu", "cuda"], help="measure this machine's device with torch")
-    source.add_argument("--from", dest="measured", metavar="MEASURED", help="fit to a file measured on the machine")
+    source.add_argument("--from", dest="measured", metavar="MEASURED", action="append",
+                        help="fit to a file measured on the machine (repeat to fit several, e.g. a layer "
+                             "profile and an attention profile)")
     calibrate.add_argument("--hw", metavar="BASE.yaml", help="the machine's datasheet config (default for --device "
                            "cpu: generic-x86-cpu; for cuda: chosen by the GPU's name)")
     calibrate.add_argument("--format", help="format of MEASURED (default: detected)")
@@ -47,24 +49,31 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
-def calibrate_from_file(measured: str, hw: str, format: str | None, fit_half: bool, progress=None):
-    """(Calibration, base config path) fitted to a measured file; see memsim.validate.fit."""
+def calibrate_from_file(measured: str | list[str], hw: str, format: str | None, fit_half: bool, progress=None):
+    """(Calibration, base config path) fitted to one or more files measured on the same machine
+    (each read in its own format, halved on its own sizes); see memsim.validate.fit."""
+    import pandas as pd
+
     from memsim.hardware import load_system
     from memsim.hardware.load import resolve_path
     from memsim.validate.fit import calibration_half, fit_calibration
     from memsim.validate.readers import read_measured
 
     system = load_system(hw)
-    data = read_measured(measured, format)
-    ops = data.ops
-    if fit_half:
-        ops = ops[calibration_half(ops["size"])].reset_index(drop=True)
+    frames, described, device_name = [], [], ""
+    for path in [measured] if isinstance(measured, str) else measured:
+        data = read_measured(path, format)
+        ops = data.ops[calibration_half(data.ops["size"])] if fit_half else data.ops
+        frames.append(ops)
+        described.append(f"{Path(path).name} ({data.format}, {'every other size' if fit_half else 'all rows'})")
+        device_name = device_name or data.device_name
+    ops = pd.concat(frames, ignore_index=True)
     if progress:
-        progress(f"fitting {len(ops)} measured ops of {Path(measured).name}")
-    described = f"{Path(measured).name} ({data.format}, {'every other size' if fit_half else 'all rows'})"
+        progress(f"fitting {len(ops)} measured ops of {', '.join(name.split(' (')[0] for name in described)}")
+    described = " + ".join(described)
     calibration = fit_calibration(ops, system.device, f"fitted to {described}", list(system.links.values()),
                                   fitted_on=described)
-    return calibration.model_copy(update={"device_name": data.device_name}), resolve_path(hw)
+    return calibration.model_copy(update={"device_name": device_name}), resolve_path(hw)
 
 
 def calibrate_this_machine(device: str, hw: str | None, progress=None):

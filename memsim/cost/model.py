@@ -1,8 +1,9 @@
 """The one entry point the engine uses to price ops on a device.
 
 price_ops returns, per op, compute_s (the arithmetic alone, tile and wave losses included),
-memory_s (moving the op's bytes through the unit's own memory tier, uncontended; for fused
-attention the bytes of the FlashAttention IO model), overhead_s (fixed per-op cost) and
+memory_s (moving the op's bytes through the unit's own memory tier, uncontended; reads the
+on-chip cache serves count at the cache's rate: an op's rereads of the op before it, fused
+attention's K/V re-reads), overhead_s (fixed per-op cost) and
 duration_s (the uncontended prediction). The engine turns memory_s into flows that can be
 slowed by contention. Each category goes to its model in memsim.cost.kernels.
 """
