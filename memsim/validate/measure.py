@@ -43,7 +43,7 @@ def _micro_step(device: str, dtype: torch.dtype):
              for m, n, k in GEMM_SHAPES[device]]
     vectors = [torch.randn(count, device=device, dtype=dtype) for count in ELEMENTS[device]]
     rows = ROWS[device]
-    matrices = [torch.randn(rows, count // rows or 1, device=device, dtype=dtype) for count in ELEMENTS[device][2:]]
+    matrices = [torch.randn(rows, count // rows or 1, device=device, dtype=dtype) for count in ELEMENTS[device][1:]]
     table = torch.randn(32000, 256, device=device, dtype=dtype)
     ids = [torch.randint(0, 32000, (count,), device=device) for count in (1, 64, 4096)]
     attention = [(torch.randn(b, h, q, d, device=device, dtype=dtype), torch.randn(b, h, kv, d, device=device, dtype=dtype))
