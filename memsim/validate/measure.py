@@ -55,6 +55,9 @@ def _micro_step(device: str, dtype: torch.dtype):
                 torch.mm(a, b)
             for x in vectors:
                 torch.add(x, x)
+                torch.mul(x, 2.0)
+                torch.pow(x, 2)
+                torch.rsqrt(x)
                 torch.nn.functional.silu(x)
                 x.clone()
             for x in matrices:

@@ -6,7 +6,7 @@ import pandas as pd
 
 from memsim.validate.measure import check_device, single_thread
 
-RUNS = 3
+RUNS = 5
 
 
 def measure_workload(name: str, device: str, phase: str, batch: int, context: int, progress=None) -> pd.DataFrame:
