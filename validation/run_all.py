@@ -28,6 +28,7 @@ from memsim.validate.fit import calibration_half  # noqa: E402
 from memsim.validate.measure import stderr_progress  # noqa: E402
 from memsim.validate.readers import gemm_row, read_measured  # noqa: E402
 from memsim.validate.report import predict, validation_result  # noqa: E402
+from memsim.validate.real import RUNS  # noqa: E402
 
 VIDUR = "microsoft/vidur/data/profiling/compute/{gpu}/meta-llama/Llama-2-7b-hf/mlp.csv"
 TRACELENS = "AMD-AGI/TraceLens/tests/traces/h100"
@@ -244,7 +245,7 @@ Fitted constants:
 ## This CPU: `memsim validate real` after `memsim calibrate --device cpu`
 
 Each round calibrates this machine and then runs the workloads for real (each op's fastest of
-3 runs, one thread). The spread between rounds is the machine's own (shared 2 vCPUs).
+{RUNS} runs, one thread). The spread between rounds is the machine's own (shared 2 vCPUs).
 
 {chr(10).join(cpu_lines) if cpu_lines else "(skipped: --no-cpu)"}
 """
