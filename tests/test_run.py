@@ -48,6 +48,18 @@ def test_prefill_of_a_long_prompt_is_compute_bound():
     assert result.step_time_s >= gemm_flops / unit.matrix_flops["bf16"]
 
 
+def test_unfused_attention_of_a_long_prompt_is_slower_by_its_score_matrix_traffic(run_cli):
+    args = ("run", "nvidia-h100-sxm", "llama2-7b", "--phase", "prefill", "--context", 4096, "--json")
+    fused = json.loads(run_cli(*args, check=True).stdout)
+    unfused = json.loads(run_cli(*args, "--attention", "unfused", check=True).stdout)
+    _, cfg = resolve("llama2-7b")
+    # each layer writes and reads the heads x 4096 x 4096 scores several times (bf16 and fp32)
+    scores = cfg.layers * cfg.heads * 4096 * 4096 * 2
+    hbm = load_system("nvidia-h100-sxm").device.memories["hbm"].read_bandwidth
+    assert unfused["step_time_s"] - fused["step_time_s"] >= 4 * scores / hbm
+    assert unfused["bytes_moved"]["gpu.hbm"] - fused["bytes_moved"]["gpu.hbm"] >= 4 * scores
+
+
 def test_table_output_and_timeline_file(run_cli, tmp_path):
     proc = run_cli("run", "nvidia-a100-80gb-sxm", "llama-tiny", "--phase", "prefill", "--context", "32",
                    "--out", tmp_path, check=True)

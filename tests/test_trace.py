@@ -85,6 +85,23 @@ def test_elementwise_ops_over_non_contiguous_operands_are_strided():
     assert categories == ["elementwise", "strided", "strided", "strided", "elementwise"]
 
 
+def test_unfused_attention_records_the_score_matrix_kernels_instead_of_one_fused_op():
+    spec = dict(phase="prefill", batch=2, context=64, dtype="bf16")
+    fused = trace_workload("llama-tiny", StepSpec(**spec)).ops
+    unfused = trace_workload("llama-tiny", StepSpec(**spec, attention="unfused")).ops
+    assert (fused["category"] == "attention").sum() > 0 and (unfused["category"] == "attention").sum() == 0
+    layers = (fused["category"] == "attention").sum()
+    assert (unfused["name"] == "aten::_softmax").sum() == layers
+    assert (unfused["name"] == "aten::bmm").sum() == 2 * layers
+    qk, softmax = unfused[unfused["name"] == "aten::bmm"].iloc[0], unfused[unfused["name"] == "aten::_softmax"].iloc[0]
+    # QK^T writes the 64 x 64 scores of every (batch, head) in bf16; softmax works on them in fp32
+    assert (qk["m"], qk["n"], qk["dtype"]) == (64, 64, "bf16") and qk["bytes_written"] == qk["batch"] * 64 * 64 * 2
+    assert softmax["dtype"] == "fp32" and softmax["bytes_read"] == qk["batch"] * 64 * 64 * 4
+    assert unfused["bytes_read"].sum() > fused["bytes_read"].sum()
+    with pytest.raises(MemsimError, match="attention form"):
+        trace_workload("llama-tiny", StepSpec(**spec, attention="sparse"))
+
+
 def test_fp32_matmuls_are_tf32_only_where_the_program_allows_it():
     a, b = torch.zeros(64, 32, device="meta"), torch.zeros(32, 16, device="meta")
     assert list(capture(lambda: a @ b).ops["dtype"]) == ["fp32"]

@@ -18,6 +18,9 @@ def add_parser(commands) -> None:
                      help="prefill/train: tokens per sequence; decode: tokens already in the cache")
     run.add_argument("--dtype", default=None, help="override the workload's dtype (fp32, bf16, fp16)")
     run.add_argument("--optimizer", default="adamw", help=OPTIMIZER_HELP)
+    run.add_argument("--attention", default="fused", choices=["fused", "unfused"],
+                     help="scaled_dot_product_attention as one fused kernel (default) or as eager "
+                          "matmul/softmax/matmul ops, for comparison")
     run.add_argument("--config", action="append", metavar="KEY=VALUE", help="override a workload config key")
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a hardware key")
     run.add_argument("--plan", metavar="FILE", help="placement and movement plan (YAML): where tensors live, "
@@ -37,7 +40,7 @@ def load_trace_or_workload(args):
     if Path(args.workload).is_file():
         return Trace.load(args.workload)
     spec = StepSpec(phase=args.phase, batch=args.batch, context=args.context, device="meta", dtype=args.dtype,
-                    optimizer=args.optimizer)
+                    optimizer=args.optimizer, attention=args.attention)
     return trace_workload(args.workload, spec, key_values(args.config, "--config"))
 
 

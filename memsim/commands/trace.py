@@ -28,6 +28,9 @@ def add_parser(commands) -> None:
     trace.add_argument("--dtype", default=None, help="override the workload's dtype (fp32, bf16, fp16)")
     trace.add_argument("--optimizer", default="adamw",
                        help=OPTIMIZER_HELP)
+    trace.add_argument("--attention", default="fused", choices=["fused", "unfused"],
+                       help="scaled_dot_product_attention as one fused kernel (default) or as eager "
+                            "matmul/softmax/matmul ops, for comparison")
     trace.add_argument("--mode", default="meta", choices=["meta", "real"],
                        help="meta: shapes only, any size; real: run and time each op")
     trace.add_argument("--device", default=None, help="real mode: cpu or cuda (default: cuda where present)")
@@ -84,7 +87,8 @@ def cmd_trace(args) -> int:
     from memsim.trace.workload import StepSpec
 
     spec = StepSpec(phase=args.phase, batch=args.batch, context=args.context,
-                    device=device_for(args.mode, args.device), dtype=args.dtype, optimizer=args.optimizer)
+                    device=device_for(args.mode, args.device), dtype=args.dtype, optimizer=args.optimizer,
+                    attention=args.attention)
     with Console(stderr=True).status(f"tracing {args.workload} ({spec.phase}, {args.mode} on {spec.device})"), \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -390,6 +390,17 @@ class _DispatchRecorder(TorchDispatchMode):
         self.timer.resolve(self.recorder, op_id, measured)
 
 
+class _EagerAttention(TorchFunctionMode):
+    """Records F.scaled_dot_product_attention as unfused attention (see _AttentionCall.run_eager):
+    its score matrix crosses memory between kernels, for comparison with the fused kernel."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not F.scaled_dot_product_attention:
+            return func(*args, **kwargs)
+        return _AttentionCall(args[3:], kwargs, _WINDOWS[-1] if _WINDOWS else None).run_eager(*args[:3])
+
+
 class _FusedAttention(TorchFunctionMode):
     """Records F.scaled_dot_product_attention as the one fused kernel a GPU runs.
 
@@ -479,8 +490,35 @@ class _AttentionCall:
     def causal(self) -> bool:
         return bool(self.rest[2] if len(self.rest) > 2 else self.kwargs.get("is_causal", False))
 
+    def _argument(self, index: int, name: str, default):
+        return self.rest[index] if len(self.rest) > index else self.kwargs.get(name, default)
+
     def run(self, query, key, value):
         return F.scaled_dot_product_attention(query, key, value, *self.rest, **self.kwargs)
+
+    def run_eager(self, query, key, value):
+        """Attention as separate kernels, the way eager implementations (Hugging Face's 'eager')
+        run it without a fused kernel: QK^T, scale, mask, softmax in fp32 cast back, PV."""
+        heads, kv_heads = query.shape[-3], key.shape[-3]
+        if kv_heads != heads:  # grouped-query attention: each K/V head serves a group of queries
+            key = key.repeat_interleave(heads // kv_heads, dim=-3)
+            value = value.repeat_interleave(heads // kv_heads, dim=-3)
+        scale = self._argument(3, "scale", None) or query.shape[-1] ** -0.5
+        scores = torch.matmul(query, key.transpose(-2, -1)) * scale
+        q_len, kv_len = query.shape[-2], key.shape[-2]
+        if self.causal or self.window is not None:
+            allowed = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
+            if self.window is not None:
+                allowed = allowed & ~torch.ones_like(allowed).tril(kv_len - q_len - self.window)
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        mask = self.mask
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        dropout = self._argument(1, "dropout_p", 0.0)
+        if dropout and torch.is_grad_enabled():
+            probs = F.dropout(probs, dropout)
+        return torch.matmul(probs, value)
 
 
 def _fused_layout(t: torch.Tensor) -> torch.Tensor:
@@ -548,12 +586,14 @@ class _Timer:
 
 
 def capture(step: Callable[[], Any], *, module: torch.nn.Module | None = None, mode: str = "meta",
-            device: str = "meta", meta: dict | None = None, warmup: int = 0) -> Trace:
+            device: str = "meta", meta: dict | None = None, warmup: int = 0, fused_attention: bool = True) -> Trace:
     """Run `step()` once under the dispatcher and return its trace.
 
     `module` names the weights (its parameters get role 'weight' and their qualified names) and
     the module scope of each op. `mode` is 'meta' (nothing computed or timed) or 'real' (each op
     timed on `device`, after `warmup` untraced runs so that first-call costs are not measured).
+    `fused_attention=False` records scaled_dot_product_attention as eager attention's separate
+    kernels (matmul, softmax, matmul) instead of one fused kernel.
     """
     if mode not in ("meta", "real"):
         raise ValueError(f"mode must be 'meta' or 'real', not {mode!r}")
@@ -574,7 +614,8 @@ def capture(step: Callable[[], Any], *, module: torch.nn.Module | None = None, m
              torch.nn.modules.module.register_module_forward_hook(leave, always_call=True)]
     _ACTIVE.append((recorder, timer))
     try:
-        with _FusedAttention(recorder, timer), _DispatchRecorder(recorder, timer):
+        attention = _FusedAttention(recorder, timer) if fused_attention else _EagerAttention()
+        with attention, _DispatchRecorder(recorder, timer):
             result = step()
         timer.finish(recorder)
     finally:

@@ -19,6 +19,7 @@ import torch
 from memsim.errors import MemsimError
 
 PHASES = ("prefill", "decode", "train")
+ATTENTION_FORMS = ("fused", "unfused")
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 
 
@@ -35,6 +36,9 @@ class StepSpec:
     """Overrides the config's dtype (e.g. fp32 for a real CPU run)."""
     optimizer: str = "adamw"
     """Train: the optimizer, as memsim.trace.training.parse_optimizer reads it."""
+    attention: str = "fused"
+    """'fused': scaled_dot_product_attention is one FlashAttention-class kernel; 'unfused': it
+    runs as the separate matmul, softmax and matmul ops of eager attention, for comparison."""
 
     @property
     def tokens(self) -> int:
@@ -121,6 +125,8 @@ def build_step(name: str, spec: StepSpec, overrides: dict[str, str] | None = Non
     if spec.batch < 1 or spec.context < 1:
         raise MemsimError(f"workload '{name}': batch and context must be at least 1 "
                           f"(got batch {spec.batch}, context {spec.context})")
+    if spec.attention not in ATTENTION_FORMS:
+        raise MemsimError(f"unknown attention form '{spec.attention}' (expected one of {', '.join(ATTENTION_FORMS)})")
     if spec.dtype is not None and spec.dtype not in TORCH_DTYPES:
         raise MemsimError(f"unknown dtype '{spec.dtype}' (expected one of {', '.join(TORCH_DTYPES)})")
     return config, family.build(config, spec)
@@ -135,5 +141,7 @@ def trace_workload(name: str, spec: StepSpec, overrides: dict[str, str] | None =
             "context": spec.context, "tokens": spec.tokens}
     if spec.phase == "train":
         meta["optimizer"] = spec.optimizer
+    if spec.attention != "fused":
+        meta["attention"] = spec.attention
     return capture(step.run, module=step.module, mode=mode, device=spec.device, meta=meta,
-                   warmup=1 if mode == "real" else 0)
+                   warmup=1 if mode == "real" else 0, fused_attention=spec.attention == "fused")
