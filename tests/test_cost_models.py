@@ -64,9 +64,12 @@ def test_flash_attention_rereads_of_kv_hit_the_cache_while_the_heads_in_flight_f
 
 
 def test_attention_blocks_are_scheduled_over_the_units():
-    def seconds(problems, q, kv, causal, units):
-        args = one(problems, q, kv, 64, 64) + [np.array([causal]), np.zeros(1), np.array([units * 1e12]),
-                                                np.array([float(units)])] + one(1.0, 0.0, 0.0)
+    def seconds(problems, q, kv, causal, units, flops=None):
+        if flops is None:  # the matmuls of the blocks below
+            blocks = [(min(128, q - j), min(kv, kv - q + min(j + 128, q)) if causal else kv) for j in range(0, q, 128)]
+            flops = problems * sum(2 * rows * visible * 128 for rows, visible in blocks)
+        args = one(problems, q, kv, 64, 64) + [np.array([causal]), np.array([float(flops)]), np.zeros(1),
+                                                np.array([units * 1e12]), np.array([float(units)])] + one(1.0, 0.0, 0.0)
         return kernels.attention_times(*args)[0][0]
 
     # 4 heads, 256 causal queries: blocks of 128 rows see 128 and 256 keys, w = 2*128*{128,256}*128
@@ -77,6 +80,9 @@ def test_attention_blocks_are_scheduled_over_the_units():
     assert seconds(1, 256, 256, True, 8) == pytest.approx(8388608 / 4 / 1e12)
     # decode: one query row over 4096 keys, split over all 4 units
     assert seconds(1, 1, 4096, False, 4) == pytest.approx(2 * 4096 * 128 / 4 / 1e12)
+    # a backward pass (2.5x the forward's FLOPs) spreads over the same blocks
+    forward = 4 * (4194304 + 8388608)
+    assert seconds(4, 256, 256, True, 4, 2.5 * forward) == pytest.approx(2.5 * forward / 4 / 1e12)
 
 
 def test_unfused_attention_writes_and_reads_the_score_matrix():

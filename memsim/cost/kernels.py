@@ -181,7 +181,7 @@ def unfused_attention_bytes(problems, q_len, kv_len, head_dim, value_dim, kv_hea
 
 
 @numba.njit(cache=True)
-def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, bytes_moved, matrix_peak, units,
+def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, flops, bytes_moved, matrix_peak, units,
                     bandwidth, overhead, overlap_loss):
     """Fused attention time: blocks of Br = 128 query rows per (batch, head), spread over the units.
 
@@ -193,9 +193,12 @@ def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, bytes_
     prompts, decode, causal) leave units idle, unless there are fewer blocks than units: then
     the kernel splits each block's keys over s = floor(U / (P * blocks)) units (split-KV, as
     FlashAttention-2's num_splits heuristic and flash-decoding do). Each unit runs at 1/U of
-    `matrix_peak` (the attention rate: see roofline.per_op_rates).
+    `matrix_peak` (the attention rate: see roofline.per_op_rates). The work executed is the
+    blocks' whole tiles (masked parts of diagonal tiles included), or the op's own FLOPs F where
+    they are more (a backward pass does ~2.5x the forward's matmuls):
         w_j     = 2 * rows_j * visible_j * (d + dv)       (QK^T and PV of block j)
-        compute = max(P * sum_j w_j / U, max_j w_j / s) / (peak / U)
+        E       = max(F, P * sum_j w_j)
+        compute = max(E / U, E * max_j w_j / (P * sum_j w_j * s)) / (peak / U)
         total   = overlapped(compute, bytes / B, overlap_loss) + overhead
     """
     count = problems.shape[0]
@@ -204,7 +207,7 @@ def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, bytes_
     total = np.zeros(count)
     for i in range(count):
         memory[i] = bytes_moved[i] / bandwidth[i] if bandwidth[i] > 0.0 else 0.0
-        if matrix_peak[i] > 0.0:
+        if matrix_peak[i] > 0.0 and flops[i] > 0.0:
             q = max(q_len[i], 1.0)
             blocks = math.ceil(q / FLASH_MAX_BLOCK_ROWS)
             work = 0.0
@@ -218,8 +221,11 @@ def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, bytes_
                 work += block
                 longest = max(longest, block)
             # too few blocks to fill the units: the kernel splits each block's keys over idle units
-            splits = max(1.0, math.floor(units[i] / (max(problems[i], 1.0) * blocks)))
-            load = max(max(problems[i], 1.0) * work / units[i], longest / splits)
+            problem_count = max(problems[i], 1.0)
+            splits = max(1.0, math.floor(units[i] / (problem_count * blocks)))
+            executed = max(flops[i], problem_count * work)  # whole tiles, masked ones included
+            longest_share = longest / (problem_count * work) if work > 0.0 else 1.0
+            load = max(executed / units[i], executed * longest_share / splits)
             compute[i] = load / (matrix_peak[i] / units[i])
         total[i] = overlapped(compute[i], memory[i], overlap_loss[i]) + overhead[i]
     return compute, memory, total

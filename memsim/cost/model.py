@@ -113,8 +113,8 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
         cached = kernels.flash_attention_cached_rereads(*shape, units[rows], usable)
         traffic = traffic - cached * max(0.0, 1.0 - tier.read_bandwidth / cache.read_bandwidth)
     result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
-                                     value_dim, causal, traffic, peak[rows], units[rows], bandwidth[rows],
-                                     overhead[rows], overlap[rows])
+                                     value_dim, causal, ops["flops"].to_numpy(float)[rows], traffic, peak[rows],
+                                     units[rows], bandwidth[rows], overhead[rows], overlap[rows])
     _put(rows, result, compute, memory, total)
 
 
