@@ -111,7 +111,7 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
     if cache is not None:
         usable = np.full(rows.size, cache.capacity * kernels.CACHE_REUSE_FRACTION)
         cached = kernels.flash_attention_cached_rereads(*shape, units[rows], usable)
-        traffic = traffic - cached * max(0.0, 1.0 - tier.read_bandwidth / cache.read_bandwidth)
+        traffic = traffic - cached * _cache_discount(tier, cache)
     result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                      value_dim, causal, ops["flops"].to_numpy(float)[rows], traffic, peak[rows],
                                      units[rows], bandwidth[rows], overhead[rows], overlap[rows])
@@ -126,18 +126,22 @@ def cache_tier(device: Device, unit: ComputeUnit) -> MemoryTier | None:
 
 
 def _cache_saving(ops: pd.DataFrame, category, read, written, tier: MemoryTier, device: Device, unit: ComputeUnit):
-    """Bytes of memory time saved per op by rereads the cache serves: a cached byte costs
-    tier_bandwidth / cache_bandwidth of one that comes from memory. Not for kernels bound by
-    issuing loads (category 'strided': one element per thread), which run no faster from the
-    cache: Vidur's rotary and SiLU-and-mul kernels keep one rate across the L2 size, where its
-    vectorised add and norms speed up below it."""
+    """Bytes of memory time saved per op by rereads the cache serves (see _cache_discount). Not
+    for kernels bound by issuing loads (category 'strided': one element per thread), which run
+    no faster from the cache: Vidur's rotary and SiLU-and-mul kernels keep one rate across the
+    L2 size, where its vectorised add and norms speed up below it."""
     cache = cache_tier(device, unit)
     if cache is None or "reread_bytes" not in ops:
         return np.zeros(len(ops))
     reread = np.where(category == "strided", 0.0, np.minimum(ops["reread_bytes"].to_numpy(float), read))
     usable = np.full(len(ops), cache.capacity * kernels.CACHE_REUSE_FRACTION)
     hit = kernels.cached_read_bytes(reread, read + written, usable)
-    return hit * max(0.0, 1.0 - tier.read_bandwidth / cache.read_bandwidth)
+    return hit * _cache_discount(tier, cache)
+
+
+def _cache_discount(tier: MemoryTier, cache: MemoryTier) -> float:
+    """Share of a byte's memory time saved when the cache serves it instead of the tier."""
+    return max(0.0, 1.0 - tier.read_bandwidth / cache.read_bandwidth)
 
 
 def storage_read_seconds(nbytes, tier: MemoryTier, request_bytes=None) -> np.ndarray:

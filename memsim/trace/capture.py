@@ -482,16 +482,17 @@ class _AttentionCall:
     kwargs: dict
     window: int | None
 
+    def _argument(self, index: int, name: str, default):
+        """An argument after q, k, v: positional (attn_mask, dropout_p, is_causal, scale) or named."""
+        return self.rest[index] if len(self.rest) > index else self.kwargs.get(name, default)
+
     @property
     def mask(self):
-        return self.rest[0] if self.rest else self.kwargs.get("attn_mask")
+        return self._argument(0, "attn_mask", None)
 
     @property
     def causal(self) -> bool:
-        return bool(self.rest[2] if len(self.rest) > 2 else self.kwargs.get("is_causal", False))
-
-    def _argument(self, index: int, name: str, default):
-        return self.rest[index] if len(self.rest) > index else self.kwargs.get(name, default)
+        return bool(self._argument(2, "is_causal", False))
 
     def run(self, query, key, value):
         return F.scaled_dot_product_attention(query, key, value, *self.rest, **self.kwargs)
