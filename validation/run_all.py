@@ -52,7 +52,7 @@ MAMF = "stas00/ml-engineering/compute/accelerator/README.MAMF_table_excerpt.md"
 OWN_HALF = ("microsoft/vidur/data/profiling/a100/attention.csv",
             "PrincetonUniversity/LLMCompass/ae/figure5/ab/real_hardware/matmul_A100.csv")
 CPU_WORKLOADS = (("llama-tiny", "prefill", 1, 64), ("llama-tiny", "decode", 4, 64))
-CPU_RUNS = 3
+CPU_RUNS = 5
 
 
 def row(name: str, config: str, summary: dict) -> dict:
