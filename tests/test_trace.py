@@ -85,6 +85,18 @@ def test_elementwise_ops_over_non_contiguous_operands_are_strided():
     assert categories == ["elementwise", "strided", "strided", "strided", "elementwise"]
 
 
+def test_cpu_ops_are_timed_by_the_threads_cpu_time_when_torch_runs_one_thread():
+    import time
+
+    from memsim.trace.capture import _Timer
+    from memsim.validate.measure import single_thread
+
+    with single_thread("cpu"):
+        assert _Timer("real", "cpu").clock is time.thread_time  # other processes' time is not counted
+    if torch.get_num_threads() > 1:
+        assert _Timer("real", "cpu").clock is time.perf_counter  # a parallel op spans several threads
+
+
 def test_unfused_attention_records_the_score_matrix_kernels_instead_of_one_fused_op():
     spec = dict(phase="prefill", batch=2, context=64, dtype="bf16")
     fused = trace_workload("llama-tiny", StepSpec(**spec)).ops

@@ -245,7 +245,8 @@ Fitted constants:
 ## This CPU: `memsim validate real` after `memsim calibrate --device cpu`
 
 Each round calibrates this machine and then runs the workloads for real (each op's fastest of
-{RUNS} runs, one thread). The spread between rounds is the machine's own (shared 2 vCPUs).
+{RUNS} runs, one thread, timed by the thread's CPU time). The spread between rounds is the
+machine's own (shared 2 vCPUs).
 
 {chr(10).join(cpu_lines) if cpu_lines else "(skipped: --no-cpu)"}
 """
@@ -302,8 +303,12 @@ FINDINGS = """**What changed in this round.**
   3-4 us against the 1 us datasheet overhead.
 - *LLMCompass softmax/layernorm/gelu.* Those times include ~50 us of host-side timing overhead
   per call (a 1024-element GELU "takes" 48 us), a measurement setup no GPU-kernel model shares.
-- *This CPU.* The machine is 2 vCPUs shared with other jobs: the same micro-benchmark varies by
-  20-30% from one run to the next, which bounds what any calibration can reach here.
+- *This CPU.* The machine is 2 vCPUs shared with other jobs. Timed by wall clock, the same
+  workload's summed time varied from 1.2 to 2.0 ms within seconds. Ops are now timed by the
+  calling thread's CPU time (torch on one thread), which does not count time given to other
+  processes; the same workload then measures within 3%. What remains is the model's: a
+  workload's small ops (arange, division, in-place adds) cost more fixed time than the
+  micro-benchmarks' contiguous elementwise ops, and its tiny GEMMs less.
 """
 
 

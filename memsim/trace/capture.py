@@ -548,11 +548,14 @@ class _AttentionWithFusedBackward(torch.autograd.Function):
 
 
 class _Timer:
-    """Times ops in real mode: wall clock on the CPU, CUDA events on a GPU; nothing on meta."""
+    """Times ops in real mode: CUDA events on a GPU; on the CPU the calling thread's CPU time
+    when torch runs one thread (time the OS gives other processes on a shared machine is not
+    the op's), else wall clock; nothing on meta."""
 
     def __init__(self, mode: str, device: str):
         self.enabled = mode == "real"
         self.cuda = self.enabled and device == "cuda"
+        self.clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
 
     def start(self):
         if not self.enabled:
@@ -561,7 +564,7 @@ class _Timer:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
             return event
-        return time.perf_counter()
+        return self.clock()
 
     def stop(self, token):
         if not self.enabled:
@@ -570,7 +573,7 @@ class _Timer:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
             return (token, event)
-        return time.perf_counter() - token
+        return self.clock() - token
 
     def resolve(self, recorder: _Recorder, op_id: int, measured):
         if self.cuda:
