@@ -303,12 +303,14 @@ FINDINGS = """**What changed in this round.**
   3-4 us against the 1 us datasheet overhead.
 - *LLMCompass softmax/layernorm/gelu.* Those times include ~50 us of host-side timing overhead
   per call (a 1024-element GELU "takes" 48 us), a measurement setup no GPU-kernel model shares.
-- *This CPU.* The machine is 2 vCPUs shared with other jobs. Timed by wall clock, the same
-  workload's summed time varied from 1.2 to 2.0 ms within seconds. Ops are now timed by the
+- *This CPU.* The machine is 2 vCPUs shared with other jobs. Timed by wall clock, four
+  back-to-back runs of the llama-tiny prefill summed 1.38 to 2.04 ms. Ops are now timed by the
   calling thread's CPU time (torch on one thread), which does not count time given to other
-  processes; the same workload then measures within 3%. What remains is the model's: a
-  workload's small ops (arange, division, in-place adds) cost more fixed time than the
-  micro-benchmarks' contiguous elementwise ops, and its tiny GEMMs less.
+  processes: four back-to-back runs then summed 1.21 to 1.24 ms. Between rounds, a minute
+  apart, the table above still varies by up to 25%: neighbours contending for caches and
+  memory bandwidth slow the op itself, which no clock excludes. Within a round the model's
+  own bias shows: a workload's small ops (arange, division, in-place adds) cost more fixed
+  time than the micro-benchmarks' contiguous elementwise ops, and its tiny GEMMs less.
 """
 
 
