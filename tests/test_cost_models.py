@@ -73,16 +73,18 @@ def test_attention_blocks_are_scheduled_over_the_units():
         return kernels.attention_times(*args)[0][0]
 
     # 4 heads, 256 causal queries: blocks of 128 rows see 128 and 256 keys, w = 2*128*{128,256}*128
-    # = 4.19 and 8.39 MFLOP; 8 blocks on 4 units of 1 TFLOP/s: mean load 4*12.58/4 MFLOP = 12.58 us
-    assert seconds(4, 256, 256, True, 4) == pytest.approx(4 * (4194304 + 8388608) / 4 / 1e12)
+    # = 4.19 and 8.39 MFLOP, and each pays a setup of one 128-key step, c = 4.19 MFLOP;
+    # 8 blocks on 4 units of 1 TFLOP/s: mean load 4*(12.58 + 8.39)/4 MFLOP = 20.97 us
+    setup = 4194304
+    assert seconds(4, 256, 256, True, 4) == pytest.approx(4 * (4194304 + 8388608 + 2 * setup) / 4 / 1e12)
     # 1 head: 2 blocks on 8 units, each block's keys split over floor(8/2) = 4 units; the longest
-    # block (8.39 MFLOP / 4) bounds it, not the mean load (12.58/8 MFLOP)
-    assert seconds(1, 256, 256, True, 8) == pytest.approx(8388608 / 4 / 1e12)
-    # decode: one query row over 4096 keys, split over all 4 units
-    assert seconds(1, 1, 4096, False, 4) == pytest.approx(2 * 4096 * 128 / 4 / 1e12)
+    # block (8.39 + 4.19 MFLOP, over 4 units) bounds it, not the mean load (20.97/8 MFLOP)
+    assert seconds(1, 256, 256, True, 8) == pytest.approx((8388608 + setup) / 4 / 1e12)
+    # decode: one query row over 4096 keys (+128 of setup), split over all 4 units
+    assert seconds(1, 1, 4096, False, 4) == pytest.approx(2 * (4096 + 128) * 128 / 4 / 1e12)
     # a backward pass (2.5x the forward's FLOPs) spreads over the same blocks
     forward = 4 * (4194304 + 8388608)
-    assert seconds(4, 256, 256, True, 4, 2.5 * forward) == pytest.approx(2.5 * forward / 4 / 1e12)
+    assert seconds(4, 256, 256, True, 4, 2.5 * forward) == pytest.approx((2.5 * forward + 4 * 2 * setup) / 4 / 1e12)
 
 
 def test_unfused_attention_writes_and_reads_the_score_matrix():

@@ -18,6 +18,11 @@ GEMM_TILES = np.array([[256.0, 128.0], [128.0, 256.0], [128.0, 192.0], [128.0, 1
 MIN_SPLIT_K = 256.0
 # Query rows one FlashAttention thread block keeps on chip at most (FlashAttention-2's Br).
 FLASH_MAX_BLOCK_ROWS = 128.0
+# Keys' worth of work a block of query rows pays besides its K/V steps: loading its Q tile,
+# rescaling and writing its O tile cost about one step. FlashAttention-2 at head dim 64 on an
+# H100 runs at 180 TFLOP/s for 512 causal tokens and 282 non-causal, against 299 and 324 at
+# 16k (FlashAttention-3 paper, Fig. 4): 2.5 and 4 steps per block plus ~one each.
+FLASH_BLOCK_SETUP_KEYS = 128.0
 
 
 @numba.njit(cache=True)
@@ -195,10 +200,12 @@ def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, flops,
     FlashAttention-2's num_splits heuristic and flash-decoding do). Each unit runs at 1/U of
     `matrix_peak` (the attention rate: see roofline.per_op_rates). The work executed is the
     blocks' whole tiles (masked parts of diagonal tiles included), or the op's own FLOPs F where
-    they are more (a backward pass does ~2.5x the forward's matmuls):
+    they are more (a backward pass does ~2.5x the forward's matmuls), plus each block's setup
+    of about one K/V step (FLASH_BLOCK_SETUP_KEYS = k0), which short sequences feel:
         w_j     = 2 * rows_j * visible_j * (d + dv)       (QK^T and PV of block j)
-        E       = max(F, P * sum_j w_j)
-        compute = max(E / U, E * max_j w_j / (P * sum_j w_j * s)) / (peak / U)
+        c_j     = 2 * rows_j * k0 * (d + dv)              (its Q load and O write)
+        E       = max(F, P * sum_j w_j) + P * sum_j c_j
+        compute = max(E / U, E * max_j (w_j + c_j) / (P * sum_j (w_j + c_j) * s)) / (peak / U)
         total   = overlapped(compute, bytes / B, overlap_loss) + overhead
     """
     count = problems.shape[0]
@@ -211,6 +218,7 @@ def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, flops,
             q = max(q_len[i], 1.0)
             blocks = math.ceil(q / FLASH_MAX_BLOCK_ROWS)
             work = 0.0
+            setup = 0.0
             longest = 0.0
             for j in range(int(blocks)):
                 rows = min(FLASH_MAX_BLOCK_ROWS, q - j * FLASH_MAX_BLOCK_ROWS)
@@ -218,13 +226,16 @@ def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, flops,
                 if causal[i]:
                     visible = min(kv_len[i], kv_len[i] - q + min((j + 1) * FLASH_MAX_BLOCK_ROWS, q))
                 block = 2.0 * rows * visible * (head_dim[i] + value_dim[i])
+                fixed = 2.0 * rows * FLASH_BLOCK_SETUP_KEYS * (head_dim[i] + value_dim[i])
                 work += block
-                longest = max(longest, block)
+                setup += fixed
+                longest = max(longest, block + fixed)
             # too few blocks to fill the units: the kernel splits each block's keys over idle units
             problem_count = max(problems[i], 1.0)
             splits = max(1.0, math.floor(units[i] / (problem_count * blocks)))
-            executed = max(flops[i], problem_count * work)  # whole tiles, masked ones included
-            longest_share = longest / (problem_count * work) if work > 0.0 else 1.0
+            # whole tiles, masked ones included, or the op's own FLOPs (a backward pass), + setup
+            executed = max(flops[i], problem_count * work) + problem_count * setup
+            longest_share = longest / (problem_count * (work + setup))
             load = max(executed / units[i], executed * longest_share / splits)
             compute[i] = load / (matrix_peak[i] / units[i])
         total[i] = overlapped(compute[i], memory[i], overlap_loss[i]) + overhead[i]
