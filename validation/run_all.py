@@ -272,12 +272,13 @@ FINDINGS = """**What changed in this round.**
   4096x2798x64 sgemm moved from -66% to +11%.
 - *Attention.* Blocks of 128 query rows are scheduled over the units:
   - the causal critical path (later blocks see more keys);
-  - split-KV when blocks are too few to fill the units.
+  - split-KV when blocks are too few to fill the units;
+  - each block's setup (Q load, O write) of about one K/V step, which short sequences feel.
   K/V re-reads hit the L2 while the heads in flight fit, instead of counting HBM traffic once
   per query block. Fused attention runs at a fraction of the GEMM rate:
   - from the datasheet, taken from FlashAttention-2 benchmarks (H100 0.45, A100 0.8);
   - fitted where the calibration data has attention. On Vidur's A100 attention file (own half)
-    the fitted fraction is 0.42.
+    the fitted fraction is 0.44.
 
 **Causes of the misses.**
 - *GEMM medians.* cuBLAS picks kernels whose times are not monotone in the token count.
@@ -290,9 +291,9 @@ FINDINGS = """**What changed in this round.**
   Vidur's H100 setup reaches 83% (clocks and libraries differ, as the issue notes).
 - *Attention in the Kineto traces.* The Qwen trace's FlashAttention-2, at head_dim 64, 559
   causal tokens, runs at ~90 TFLOP/s, half of the FlashAttention-3 paper's FlashAttention-2
-  figure for 512 tokens (180 TFLOP/s). Only attention data from that setup would calibrate
-  it. Vidur's A100 prefill under the Vidur-mlp calibration is also slower than predicted:
-  its paged kernels reach 0.42 of the GEMM rate against the datasheet's 0.8.
+  figure for 512 tokens (180 TFLOP/s), so it is predicted ~37% fast. Only attention data from
+  that setup would calibrate it. Vidur's A100 prefill under the Vidur-mlp calibration is also slower than predicted:
+  its paged kernels reach 0.44 of the GEMM rate against the datasheet's 0.8.
 - *Misaligned GEMMs.* A row (K or N) not a multiple of 16 bytes forces CUTLASS's align2/align1
   tensor-core kernels, which load 4 or 8 bytes at a time; memsim now scales the matrix rate
   by that width over 16 B. BERT's 141x30522x512 LM head (4-byte rows) went from -50% to -13%.
