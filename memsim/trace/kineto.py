@@ -3,9 +3,9 @@
 One op per GPU kernel, memcpy and memset, in start order, with its measured duration
 (ops.measured_s, seconds; Kineto's ts/dur are microseconds whatever displayTimeUnit says). A
 kernel is linked to the CPU op that launched it: the kernel's correlation id names its
-launch call (cudaLaunchKernel, or cuLaunchKernel for kernels launched through the driver API), and the innermost CPU op on that thread whose span contains the call is
-the launching op (for attention, the outermost attention op, whose inputs are [B, H, S, D]).
-That op's `Input Dims` and `Input type` give the kernel's shapes, dtype, FLOPs and bytes.
+launch call (cudaLaunchKernel, or cuLaunchKernel for kernels launched through the driver API),
+and the innermost CPU op on that thread whose span contains the call is the launching op (for
+attention, the outermost attention op, whose inputs are [B, H, S, D]). That op's `Input Dims` and `Input type` give the kernel's shapes, dtype, FLOPs and bytes.
 """
 from __future__ import annotations
 
@@ -41,13 +41,13 @@ GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 # Host calls that launch GPU work: the runtime API (cudaLaunchKernel) and the driver API
 # (cuLaunchKernel, which CUTLASS and Triton kernels go through).
 LAUNCH_CATEGORIES = ("cuda_runtime", "cuda_driver")
-# PyTorch's kernels that load one element per thread (operands strided, broadcast or cast): the
-# kernel name tells which code path ran, so such kernels are priced as category 'strided'.
 # Kernels a matmul launches besides its matrix kernel: cuBLAS's split-K reduction of partial sums.
 GEMM_HELPER_KERNEL = re.compile(r"splitK.?reduce", re.I)
 # Tensor-core kernels that compute fp32 matmuls in TF32 (cuBLAS 'tf32', CUTLASS 'tensorop_s1688':
 # the m16n8k8 TF32 instruction); fp32 matmuls in other kernels (ampere_sgemm) ran in fp32.
 TF32_KERNEL = re.compile(r"tf32|tensorop_s1688", re.I)
+# PyTorch's kernels that load one element per thread (operands strided, broadcast or cast): the
+# kernel name tells which code path ran, so such kernels are priced as category 'strided'.
 SCALAR_LOAD_KERNEL = re.compile(r"(?<!vectorized_)elementwise_kernel|CatArrayBatchedCopy(?!_aligned|_vectorized)")
 
 

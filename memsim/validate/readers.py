@@ -37,10 +37,10 @@ class Measured:
 def op_row(label: str, category: str, dtype: str, flops: float, bytes_read: float, bytes_written: float,
            measured_s: float, size: float, batch=0, m=0, n=0, k=0, attrs: dict | None = None,
            reread: float = 0.0) -> dict:
-    return {"reread_bytes": float(reread), "name": label, "label": label, "category": category, "dtype": dtype, "flops": float(flops),
+    return {"name": label, "label": label, "category": category, "dtype": dtype, "flops": float(flops),
             "bytes_read": float(bytes_read), "bytes_written": float(bytes_written), "batch": int(batch),
             "m": int(m), "n": int(n), "k": int(k), "attrs": json.dumps(attrs, sort_keys=True) if attrs else "",
-            "shapes": "", "measured_s": float(measured_s), "size": float(size)}
+            "shapes": "", "measured_s": float(measured_s), "size": float(size), "reread_bytes": float(reread)}
 
 
 def gemm_row(label: str, dtype: str, batch: int, m: int, n: int, k: int, measured_s: float, size: float,
