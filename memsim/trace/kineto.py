@@ -5,7 +5,8 @@ One op per GPU kernel, memcpy and memset, in start order, with its measured dura
 kernel is linked to the CPU op that launched it: the kernel's correlation id names its
 launch call (cudaLaunchKernel, or cuLaunchKernel for kernels launched through the driver API),
 and the innermost CPU op on that thread whose span contains the call is the launching op (for
-attention, the outermost attention op, whose inputs are [B, H, S, D]). That op's `Input Dims` and `Input type` give the kernel's shapes, dtype, FLOPs and bytes.
+attention, the outermost attention op, whose inputs are [B, H, S, D]). That op's `Input Dims`
+and `Input type` give the kernel's shapes, dtype, FLOPs and bytes.
 """
 from __future__ import annotations
 
