@@ -294,6 +294,11 @@ FINDINGS = """**What changed in this round.**
   figure for 512 tokens (180 TFLOP/s), so it is predicted ~37% fast. Only attention data from
   that setup would calibrate it. Vidur's A100 prefill under the Vidur-mlp calibration is also slower than predicted:
   its paged kernels reach 0.44 of the GEMM rate against the datasheet's 0.8.
+- *Qwen's non-vectorised kernels.* Its bf16 ones stream at 1.3-1.6 TB/s (predicted 5-27% fast),
+  its fp32 broadcast multiply at 2.25 TB/s (26% slow), against the 1.85 TB/s fitted on Vidur's
+  fp16 rotary and SiLU-and-mul kernels. A per-element issue cost (wider elements move more
+  bytes per load) fixed the fp32 multiply but not the fp32 copies (1.88 TB/s), so it is not in
+  the model.
 - *Misaligned GEMMs.* A row (K or N) not a multiple of 16 bytes forces CUTLASS's align2/align1
   tensor-core kernels, which load 4 or 8 bytes at a time; memsim now scales the matrix rate
   by that width over 16 B. BERT's 141x30522x512 LM head (4-byte rows) went from -50% to -13%.
