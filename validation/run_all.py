@@ -292,8 +292,9 @@ FINDINGS = """**What changed in this round.**
 - *Attention in the Kineto traces.* The Qwen trace's FlashAttention-2, at head_dim 64, 559
   causal tokens, runs at ~90 TFLOP/s, half of the FlashAttention-3 paper's FlashAttention-2
   figure for 512 tokens (180 TFLOP/s), so it is predicted ~37% fast. Only attention data from
-  that setup would calibrate it. Vidur's A100 prefill under the Vidur-mlp calibration is also slower than predicted:
-  its paged kernels reach 0.44 of the GEMM rate against the datasheet's 0.8.
+  that setup would calibrate it. Vidur's A100 prefill under the Vidur-mlp calibration is also
+  slower than predicted: its paged kernels reach 0.44 of the GEMM rate against the
+  datasheet's 0.8.
 - *Qwen's non-vectorised kernels.* Its bf16 ones stream at 1.3-1.6 TB/s (predicted 5-27% fast),
   its fp32 broadcast multiply at 2.25 TB/s (26% slow), against the 1.85 TB/s fitted on Vidur's
   fp16 rotary and SiLU-and-mul kernels. A per-element issue cost (wider elements move more
