@@ -205,7 +205,7 @@ def write_readme(path: Path, frame: pd.DataFrame, calibrations, mamf: list[str],
     text = f"""# Validation against measured GPU and CPU runs
 
 Regenerate with `.venv/bin/python validation/run_all.py` (reads ../shared/ground-truth; about a
-minute, plus two for the CPU rounds; `--no-cpu` skips them). Every number below comes from that
+minute on two cores, CPU rounds included; `--no-cpu` skips them). Every number below comes from that
 one command.
 
 **Protocol.** Each GPU is calibrated with `memsim calibrate --from` on *every other token count*
