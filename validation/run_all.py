@@ -313,7 +313,7 @@ FINDINGS = """**What changed in this round.**
 - *This CPU.* The machine is 2 vCPUs shared with other jobs. Timed by wall clock, four
   back-to-back runs of the llama-tiny prefill summed 1.38 to 2.04 ms. Ops are now timed by the
   calling thread's CPU time (torch on one thread), which does not count time given to other
-  processes: four back-to-back runs then summed 1.21 to 1.24 ms. Between rounds, a minute
+  processes: four back-to-back runs then summed 1.21 to 1.24 ms. Between rounds, ~10 s
   apart, the table above still varies by up to 25%: neighbours contending for caches and
   memory bandwidth slow the op itself, which no clock excludes. Within a round the model's
   own bias shows: a workload's small ops (arange, division, in-place adds) cost more fixed
