@@ -114,6 +114,16 @@ def aligned_fraction(k, n, elem_bytes, alignment):
 
 
 @numba.njit(cache=True)
+def _flash_passes(q_len, head_dim, elem_bytes, sram_per_unit):
+    """Passes a fused attention kernel makes over K and V: one per block of Br query rows, with
+    Br = min(128, SRAM / (4 * d * b)) (see flash_attention_bytes)."""
+    rows = FLASH_MAX_BLOCK_ROWS
+    if sram_per_unit > 0.0:
+        rows = max(16.0, min(FLASH_MAX_BLOCK_ROWS, math.floor(sram_per_unit / (4.0 * head_dim * elem_bytes))))
+    return math.ceil(max(q_len, 1.0) / rows)
+
+
+@numba.njit(cache=True)
 def flash_attention_bytes(problems, q_len, kv_len, head_dim, value_dim, kv_heads_ratio, elem_bytes, sram_per_unit):
     """HBM bytes of a fused, tiled attention kernel (FlashAttention IO analysis).
 
@@ -128,10 +138,7 @@ def flash_attention_bytes(problems, q_len, kv_len, head_dim, value_dim, kv_heads
     count = problems.shape[0]
     out = np.zeros(count)
     for i in range(count):
-        rows = FLASH_MAX_BLOCK_ROWS
-        if sram_per_unit[i] > 0.0:
-            rows = max(16.0, min(FLASH_MAX_BLOCK_ROWS, math.floor(sram_per_unit[i] / (4.0 * head_dim[i] * elem_bytes[i]))))
-        passes = math.ceil(max(q_len[i], 1.0) / rows)
+        passes = _flash_passes(q_len[i], head_dim[i], elem_bytes[i], sram_per_unit[i])
         q_o = problems[i] * elem_bytes[i] * q_len[i] * (head_dim[i] + value_dim[i])
         k_v = problems[i] * kv_heads_ratio[i] * elem_bytes[i] * kv_len[i] * (head_dim[i] + value_dim[i])
         out[i] = q_o + k_v * passes
@@ -154,10 +161,7 @@ def flash_attention_cached_rereads(problems, q_len, kv_len, head_dim, value_dim,
     count = problems.shape[0]
     out = np.zeros(count)
     for i in range(count):
-        rows = FLASH_MAX_BLOCK_ROWS
-        if sram_per_unit[i] > 0.0:
-            rows = max(16.0, min(FLASH_MAX_BLOCK_ROWS, math.floor(sram_per_unit[i] / (4.0 * head_dim[i] * elem_bytes[i]))))
-        passes = math.ceil(max(q_len[i], 1.0) / rows)
+        passes = _flash_passes(q_len[i], head_dim[i], elem_bytes[i], sram_per_unit[i])
         per_head = kv_heads_ratio[i] * elem_bytes[i] * kv_len[i] * (head_dim[i] + value_dim[i])
         in_flight = min(max(problems[i], 1.0), math.ceil(units[i] / passes))
         if passes > 1 and in_flight * per_head <= cache_bytes[i]:
