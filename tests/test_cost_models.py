@@ -210,6 +210,20 @@ def test_a_reread_of_the_previous_ops_output_comes_from_the_cache_while_the_work
     assert kernels.cached_read_bytes(*one(5.0, 10.0, 9.0))[0] == 0.0
 
 
+def test_an_op_of_several_kernels_pays_each_kernels_overhead_and_caches_one_kernels_bytes():
+    raw = json.loads(json.dumps(SYSTEM))
+    raw["devices"]["gpu"]["memories"]["l2"] = {"kind": "sram", "capacity": "4 MB", "bandwidth": "4 TB/s"}
+    raw["devices"]["gpu"]["default_memory"] = "hbm"
+    device = validate_system(raw).device
+    # 4 MB moved in all; as one kernel that footprint spills the 3 MB usable, as two kernels of
+    # 2 MB each it fits, so the 1 MB reread costs a quarter of its memory time
+    one_kernel = {**op("elementwise", 0, 2e6, 2e6), "reread_bytes": 1e6}
+    two_kernels = {**op("elementwise", 0, 2e6, 2e6, attrs={"kernels": 2}), "reread_bytes": 1e6}
+    costs = price_ops(pd.DataFrame([one_kernel, two_kernels]), device)
+    # 4 us of memory + 2 us overhead; (3 + 0.25) us of memory + 2 x 2 us overhead
+    assert list(costs["duration_s"]) == pytest.approx([6e-6, 7.25e-6])
+
+
 def test_fp32_matmuls_run_on_the_vector_units_unless_they_are_tf32():
     from memsim.cost.roofline import effective_peak
 

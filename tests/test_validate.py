@@ -40,6 +40,23 @@ def test_vidur_mlp_shapes(tmp_path):
     assert ops.loc["input_layernorm", "category"] == "norm" and ops.loc["emb", "category"] == "gather"
 
 
+def test_vidur_parallel_block_sums_three_tensors_and_a_plain_mlp_runs_gelu_contiguously(tmp_path):
+    # phi-2's block (no post-attention norm, no gated MLP): add = attention + MLP + residual
+    path = write_vidur(tmp_path / "mlp.csv")
+    frame = pd.read_csv(path).drop(columns=["time_stats.post_attention_layernorm.median"])
+    frame.assign(use_gated_mlp=False).to_csv(path, index=False)
+    ops = read_measured(path).ops
+    ops = ops[ops["size"] == 8].set_index("label")
+    assert "post_attention_layernorm" not in ops.index
+    add = ops.loc["add"]
+    # two add kernels, each reading two 8x64 fp16 tensors and writing one
+    assert (add["bytes_read"], add["bytes_written"]) == (4 * 8 * 64 * 2, 2 * 8 * 64 * 2)
+    assert json.loads(add["attrs"])["kernels"] == 2
+    # GELU reads the 8 x 128/2 up-projection output once, contiguously
+    act = ops.loc["mlp_act"]
+    assert (act["category"], act["bytes_read"], act["bytes_written"]) == ("elementwise", 8 * 64 * 2, 8 * 64 * 2)
+
+
 def test_other_formats(tmp_path):
     matmul = tmp_path / "matmul_A100.csv"
     matmul.write_text("64, 128, 256, 0.0100ms, 1.0Tflops\n")

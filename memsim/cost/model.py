@@ -43,13 +43,15 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     read = ops["bytes_read"].to_numpy(float)
     written = ops["bytes_written"].to_numpy(float)
     peak, read_bw, overhead = per_op_rates(category, dtype, unit, device, tier)
+    launches = _kernel_counts(ops)
+    overhead = overhead * launches
     write_ratio = tier.write_bandwidth / tier.read_bandwidth
     moved = read + written
     # one bandwidth per op such that moved / bandwidth = read / B_read + written / B_write
     with np.errstate(invalid="ignore", divide="ignore"):
         bandwidth = np.where(moved > 0, moved / (read / read_bw + written / (read_bw * write_ratio)), read_bw)
     overlap = np.full(count, device.calibration.overlap_loss if device.calibration else 0.0)
-    streamed = moved - _cache_saving(ops, category, read, written, tier, device, unit)
+    streamed = moved - _cache_saving(ops, category, read, written, launches, tier, device, unit)
     compute, memory, total = kernels.streaming_times(flops, streamed, peak, bandwidth, overhead)
 
     units = np.full(count, float(unit.count))
@@ -125,8 +127,10 @@ def cache_tier(device: Device, unit: ComputeUnit) -> MemoryTier | None:
     return max(caches, key=lambda tier: tier.capacity) if caches else None
 
 
-def _cache_saving(ops: pd.DataFrame, category, read, written, tier: MemoryTier, device: Device, unit: ComputeUnit):
-    """Bytes of memory time saved per op by rereads the cache serves (see _cache_discount). Not
+def _cache_saving(ops: pd.DataFrame, category, read, written, launches, tier: MemoryTier, device: Device,
+                  unit: ComputeUnit):
+    """Bytes of memory time saved per op by rereads the cache serves (see _cache_discount); an op
+    of several kernels holds one kernel's share of its bytes in the cache at a time. Not
     for kernels bound by issuing loads (category 'strided': one element per thread), which run
     no faster from the cache: Vidur's rotary and SiLU-and-mul kernels keep one rate across the
     L2 size, where its vectorised add and norms speed up below it."""
@@ -135,7 +139,7 @@ def _cache_saving(ops: pd.DataFrame, category, read, written, tier: MemoryTier, 
         return np.zeros(len(ops))
     reread = np.where(category == "strided", 0.0, np.minimum(ops["reread_bytes"].to_numpy(float), read))
     usable = np.full(len(ops), cache.capacity * kernels.CACHE_REUSE_FRACTION)
-    hit = kernels.cached_read_bytes(reread, read + written, usable)
+    hit = kernels.cached_read_bytes(reread, (read + written) / launches, usable)
     return hit * _cache_discount(tier, cache)
 
 
@@ -157,6 +161,16 @@ def storage_read_seconds(nbytes, tier: MemoryTier, request_bytes=None) -> np.nda
 
 def _put(rows, result, compute, memory, total) -> None:
     compute[rows], memory[rows], total[rows] = result
+
+
+def _kernel_counts(ops: pd.DataFrame) -> np.ndarray:
+    """Kernels each op launches, each paying the fixed per-kernel cost: 1 unless its attrs name
+    more (a measured region that runs several kernels, such as a sum of three tensors)."""
+    counts = np.ones(len(ops))
+    attrs = ops["attrs"].fillna("").astype(str)
+    rows = np.flatnonzero(attrs.str.contains('"kernels"', regex=False).to_numpy())
+    counts[rows] = [float(_attrs(text)["kernels"]) for text in attrs.to_numpy()[rows]]
+    return counts
 
 
 def _attrs(text) -> dict:

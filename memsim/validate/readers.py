@@ -76,15 +76,19 @@ def _columns(frame: pd.DataFrame, path: Path, needed: list[str]) -> None:
 def read_vidur_mlp(path: Path) -> Measured:
     """Vidur's per-layer profile (mlp.csv): one row per (tokens, tensor parallel degree).
 
-    Op shapes follow Vidur's Llama-style layer with weights split over the TP workers; times
-    are medians in ms; models are fp16, as Vidur profiles them. Rotary embedding and SiLU-and-mul
-    are category 'strided': their operands are strided views (q and k of the fused qkv output,
-    the gate and up halves of one tensor) and the Sarathi/vLLM kernels that Vidur times load
-    them one element per thread. The residual add is a contiguous, vectorised torch add.
+    Op shapes follow Vidur's profiled block (vidur/profiling/mlp/mlp_impl.py) with weights split
+    over the TP workers; times are medians in ms; models are fp16, as Vidur profiles them.
+    Rotary embedding and a gated MLP's SiLU-and-mul are category 'strided': their operands are
+    strided views (q and k of the fused qkv output, the gate and up halves of one tensor) and the
+    Sarathi/vLLM kernels that Vidur times load them one element per thread. A plain MLP's GELU
+    (torch.nn.GELU) and the residual add are contiguous, vectorised torch ops. A file without a
+    post-attention norm is a parallel block (attention and MLP both read the input norm, as in
+    phi-2), whose timed add sums three tensors: two add kernels.
     """
     frame = pd.read_csv(path)
     _columns(frame, path, ["n_head", "n_kv_head", "n_embd", "n_expanded_embd", "num_tokens",
                            "num_tensor_parallel_workers"])
+    parallel_block = "time_stats.post_attention_layernorm.median" not in frame.columns
     rows = []
     dtype, b = "fp16", 2
     for rec in frame.to_dict("records"):
@@ -100,6 +104,13 @@ def read_vidur_mlp(path: Path) -> Measured:
             return rec.get(f"time_stats.{op}.median", np.nan) * 1e-3
 
         tokens = t * e
+        adds = 2 if parallel_block else 1
+        if gated:
+            act = op_row("mlp_act", "strided", dtype, 5 * t * f, t * up * b, t * f * b, time("mlp_act"), t,
+                         reread=t * up * b)
+        else:
+            act = op_row("mlp_act", "elementwise", dtype, 8 * t * f, t * f * b, t * f * b, time("mlp_act"), t,
+                         reread=t * f * b)
         candidates = [
             gemm_row("attn_pre_proj", dtype, 1, t, (q + 2 * kv) * head_dim, e, time("attn_pre_proj"), t),
             gemm_row("attn_post_proj", dtype, 1, t, e, q * head_dim, time("attn_post_proj"), t),
@@ -111,14 +122,16 @@ def read_vidur_mlp(path: Path) -> Measured:
                    time("post_attention_layernorm"), t, reread=tokens * b),
             op_row("attn_rope", "strided", dtype, 3 * t * (q + kv) * head_dim, t * (q + kv) * head_dim * b + t * 8,
                    t * (q + kv) * head_dim * b, time("attn_rope"), t, reread=t * (q + kv) * head_dim * b),
-            op_row("mlp_act", "strided", dtype, 5 * t * f, t * up * b, t * f * b, time("mlp_act"), t,
-                   reread=t * up * b),
-            op_row("add", "elementwise", dtype, tokens, 2 * tokens * b, tokens * b, time("add"), t,
-                   reread=tokens * b),
+            act,
+            # each add kernel reads two tensors, one of them just written (the MLP's output, then
+            # the first add's sum), and writes one
+            op_row("add", "elementwise", dtype, adds * tokens, 2 * adds * tokens * b, adds * tokens * b,
+                   time("add"), t, reread=adds * tokens * b),
             op_row("emb", "gather", dtype, 0, tokens * b + t * 8, tokens * b, time("emb"), t),
         ]
         for row in candidates:
-            row["attrs"] = json.dumps({"tp": tp})
+            row["attrs"] = json.dumps({"tp": tp, "kernels": adds} if row["label"] == "add" and adds > 1
+                                      else {"tp": tp})
             if np.isfinite(row["measured_s"]) and row["measured_s"] > 0:
                 rows.append(row)
     return Measured(_table(rows, path, "Vidur layer ops"), "vidur-mlp", str(path))
