@@ -1,6 +1,7 @@
 """Regenerate validation/README.md: memsim's errors on every measured file in ../shared/ground-truth.
 
     .venv/bin/python validation/run_all.py [--ground-truth DIR] [--out validation/README.md] [--no-cpu]
+                                           [--vidur-models VIDUR/data/profiling/compute]
 
 Protocol (generalisation, never fit): each GPU is calibrated with `memsim calibrate --from` on
 every other token count of its Vidur Llama-2-7B file (--fit-half); errors are reported on the
@@ -105,6 +106,8 @@ def main() -> int:
     parser.add_argument("--ground-truth", default=str(REPO.parent / "shared" / "ground-truth"))
     parser.add_argument("--out", default=str(REPO / "validation" / "README.md"))
     parser.add_argument("--no-cpu", action="store_true", help="skip the real CPU run (machine-dependent)")
+    parser.add_argument("--vidur-models", help="Vidur's data/profiling/compute folder (from a clone of "
+                        "microsoft/vidur): every other model's mlp.csv of each GPU is validated too")
     args = parser.parse_args()
     root = Path(args.ground_truth)
     if not root.is_dir():
@@ -151,11 +154,26 @@ def main() -> int:
                 rows += price_file(path, datasheet, "datasheet", label)[0]
                 if relative in OWN_HALF:
                     rows += own_half(path, spec["hw"], label, folder)
+            for path in other_vidur_models(args.vidur_models, gpu):
+                stderr_progress(f"{gpu}: Vidur {path.parent.name}")
+                label = f"{gpu} Vidur {path.parent.name} mlp.csv"
+                found, result = price_file(path, system, "calibrated (Vidur half)", label)
+                rows += found
+                gemm = result["groups"]["gemm"]
+                targets.append((f"{label} GEMMs (other model, same GPU): median <= 5%", gemm["median_ape"], 0.05))
+                targets.append((f"{label} GEMMs (other model, same GPU): MAPE <= 8%", gemm["mape"], 0.08))
         cpu_lines = [] if args.no_cpu else cpu_section(folder, targets)
     mamf = mamf_rows(root, calibrated) if (root / MAMF).exists() else []
     write_readme(Path(args.out), pd.DataFrame(rows), calibrations, mamf, cpu_lines, targets)
     print(f"wrote {args.out}")
     return 0
+
+
+def other_vidur_models(folder: str | None, gpu: str) -> list[Path]:
+    """Vidur's mlp.csv of every model but Llama-2-7B profiled on `gpu` (<gpu>/<org>/<model>/mlp.csv)."""
+    if not folder:
+        return []
+    return sorted(path for path in (Path(folder) / gpu).glob("*/*/mlp.csv") if path.parent.name != "Llama-2-7b-hf")
 
 
 def own_half(path: Path, hw: str, label: str, folder: str) -> list[dict]:
@@ -204,9 +222,10 @@ def write_readme(path: Path, frame: pd.DataFrame, calibrations, mamf: list[str],
         constants.append(f"- **{gpu}** ({calibration.fitted_on}): {shown}")
     text = f"""# Validation against measured GPU and CPU runs
 
-Regenerate with `.venv/bin/python validation/run_all.py` (reads ../shared/ground-truth; about a
-minute on two cores, CPU rounds included; `--no-cpu` skips them). Every number below comes from that
-one command.
+Regenerate with `.venv/bin/python validation/run_all.py --vidur-models VIDUR/data/profiling/compute`
+(reads ../shared/ground-truth and, with that flag, the other models' profiles of a clone of
+microsoft/vidur; about a minute and a half on two cores, CPU rounds included; `--no-cpu` skips
+them). Every number below comes from that one command.
 
 **Protocol.** Each GPU is calibrated with `memsim calibrate --from` on *every other token count*
 of its Vidur Llama-2-7B file (`--fit-half`). The constants fitted are global to the machine:
@@ -256,31 +275,33 @@ machine's own (shared 2 vCPUs).
 # Why the missed targets are missed: causes found in the model and the data, not in the numbers
 # above (which the script regenerates).
 FINDINGS = """**What changed in this round.**
-- *Rereads served by the L2.* An op that reads what the op just before it wrote finds it in the
-  L2 while its footprint (bytes read and written) fits in 3/4 of the L2. Traced ops know
-  their producers from the trace's accesses; Vidur's reader knows the layer's order. Such
-  reads are priced at the L2's rate. The vectorised add and the RMSNorms of both Vidur files
-  slow by ~1.4x once they stop fitting (H100 norms: ~1.33 TB/s up to 2048 tokens, ~0.95 TB/s
-  from 2560), while the scalar-load rotary and SiLU-and-mul kernels keep one rate across that
-  size, so category `strided` gains nothing from the cache.
-- *Kineto.* Kernels launched through the driver API (`cuLaunchKernel`, CUTLASS) are now linked
-  to their ops (BERT-small: 26 GEMMs priced, was 4). cuBLAS's split-K reduction kernel is
-  priced as a reduction, no longer as a second copy of its GEMM.
-- *fp32 matmuls.* They run on the vector units unless TF32 is on: the kernel name tells
-  (`s1688gemm` is TF32, `ampere_sgemm` is fp32), and so does the traced program's matmul
-  precision. Before, every fp32 GEMM was priced at the TF32 tensor-core rate. HTA's
-  4096x2798x64 sgemm moved from -66% to +11%.
-- *Attention.* Blocks of 128 query rows are scheduled over the units:
-  - the causal critical path (later blocks see more keys);
-  - split-KV when blocks are too few to fill the units;
-  - each block's setup (Q load, O write) of about one K/V step, which short sequences feel.
-  K/V re-reads hit the L2 while the heads in flight fit, instead of counting HBM traffic once
-  per query block. Fused attention runs at a fraction of the GEMM rate:
-  - from the datasheet, taken from FlashAttention-2 benchmarks (H100 0.45, A100 0.8);
-  - fitted where the calibration data has attention. On Vidur's A100 attention file (own half)
-    the fitted fraction is 0.44.
+- *Other models' Vidur profiles.* With `--vidur-models` pointing at a clone's
+  `data/profiling/compute`, every other model profiled on each GPU is validated with the same
+  calibration (Llama-2-7B half). Those files are public (microsoft/vidur) but not in
+  ../shared/ground-truth, so their rows appear only when the folder is given; the table below
+  was generated with it.
+- *Vidur's parallel block.* A profile without a post-attention norm is Vidur's parallel block
+  (phi-2): attention and MLP both read the input norm and the timed add sums three tensors,
+  which torch runs as two add kernels. A plain (non-gated) MLP's activation is torch's GELU on
+  contiguous data, a vectorised elementwise op, not the strided SiLU-and-mul kernel. Ops that
+  run several kernels pay each kernel's fixed cost and hold one kernel's bytes in the L2 at a
+  time. phi-2 on H100: add 49% -> 7% MAPE.
 
 **Causes of the misses.**
+- *Long-K GEMMs on H100.* Vidur's H100 GEMMs at 3072-4096 tokens slow as K grows past ~5000:
+  the down projection (N = model width) reaches 811, 751, 711 and 676 TFLOP/s at K = 3584,
+  7168, 14336 and 28672 (Llama-2-70B, TP 8 to 1), and CodeLlama-34B's follows the same curve,
+  so the 70B and 34B files' TP-1 GEMMs are predicted 7-10% fast. The A100 files do not show
+  it (235 TFLOP/s at every K). A model in which the activation operand is re-read from HBM
+  once per wave when it exceeds 3/4 of the L2 (rasterisation along M) removed the 70B and 34B
+  bias (signed -2.5% -> -0.6%), but it raised the MAPE of the 7B held-out half, phi-2 and
+  A100 Llama-2-70B, so it is not in the model. Power-limited clocks under long tensor-core
+  main loops are the other candidate; no datasheet figure sets them.
+- *phi-2's LayerNorm, GELU and rotary kernels.* Vidur runs torch's vectorised LayerNorm for
+  phi-2 (Sarathi's scalar-load RMSNorm for the Llama family), and its GELU streams at 2.45 TB/s
+  against the residual add's 3.1 TB/s; both are priced with constants fitted on the Llama-2-7B
+  kernels (31% and 33% MAPE). Its rotary kernel at head_dim 80 runs at 1.27 TB/s, 29% below the
+  head_dim-128 kernels of the calibration file.
 - *GEMM medians.* cuBLAS picks kernels whose times are not monotone in the token count.
   H100 up-projection at TP 1 takes 71 us at 128 tokens, 126 us at 136 and 87 us at 152. No
   model that picks the best tile follows those choices, and Vidur's 1 us resolution is 5-10%
