@@ -127,6 +127,13 @@ def test_ring_and_tree_all_reduce():
     seconds = kernels.collective_times(np.full(2, 1e6), np.full(2, 4.0), np.full(2, 1e11), np.full(2, 5e-6),
                                        np.array([0, 1]), np.full(2, 2.0))
     assert seconds == pytest.approx([45e-6, 40e-6])
+    # In the switch: 2*ceil(log2 4)*5 us + 1e6/1e11 = 20 us + 10 us; each rank sends its 1 MB
+    # once, where a ring sends 2*3/4 of it
+    (switch,) = kernels.collective_times(*one(1e6, 4.0, 1e11, 5e-6), np.array([kernels.IN_NETWORK]), np.full(1, 2.0))
+    assert switch == pytest.approx(30e-6)
+    wire = kernels.collective_wire_bytes(np.full(3, 1e6), np.full(3, 4.0),
+                                         np.array([kernels.RING, kernels.TREE, kernels.IN_NETWORK]), np.full(3, 2.0))
+    assert wire == pytest.approx([1.5e6, 2e6, 1e6])
 
 
 SYSTEM = {"name": "toy", "devices": {

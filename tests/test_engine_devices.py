@@ -66,6 +66,21 @@ def test_a_tensor_parallel_layer_splits_the_work_and_ring_all_reduces_the_output
     assert result.peak_bytes()["gpu3.hbm"] == pytest.approx(50 * MB + 250, rel=1e-9)
 
 
+def test_a_switch_that_reduces_in_network_halves_the_bytes_of_a_large_all_reduce_and_adds_its_latency():
+    # As above, but the switch reduces (NVLS) with 2 us per hop: each GPU sends its 200 MB once
+    # (2 ms at 100 GB/s) while the reduced result comes back on the other direction, and the
+    # all-reduce pays 2 x ceil(log2 4) x 2 us = 8 us of synchronisation: 1006 + 8 + 2000 us.
+    ops = [{"scope": "layers.0.attn.o_proj", "category": "gemm", "flops": 4e12},
+           {"scope": "layers.0.mlp", "category": "gemm", "flops": 1e12}]
+    trace = synthetic_trace(ops, [{"nbytes": 200 * MB}, {"nbytes": 1e3}], [(0, 0, True), (1, 0, False), (1, 1, True)])
+    system = node(4)
+    system["links"]["switch"].update(in_network_reduction=True, latency="2 us")
+    plan = {"tensor_parallel": {"devices": ["gpu0", "gpu1", "gpu2", "gpu3"], "allreduce_after": ["*.o_proj"]}}
+    result = simulate(trace, validate_system(system), plan)
+    reduce = result.timeline[result.timeline["kind"] == "collective"].iloc[0]
+    assert reduce["end_s"] - reduce["start_s"] == pytest.approx(2008 * US, rel=1e-9)
+
+
 def test_the_hgx_node_routes_gpu_to_gpu_through_the_switch_ports():
     system = load_system("nvidia-hgx-h100-8gpu")
     assert sorted(system.instances()) == ["gpu0", "gpu1", "gpu2", "gpu3", "gpu4", "gpu5", "gpu6", "gpu7", "host"]

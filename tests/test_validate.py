@@ -57,6 +57,23 @@ def test_vidur_parallel_block_sums_three_tensors_and_a_plain_mlp_runs_gelu_conti
     assert (act["category"], act["bytes_read"], act["bytes_written"]) == ("elementwise", 8 * 64 * 2, 8 * 64 * 2)
 
 
+def test_vidur_collectives_are_priced_over_the_nodes_switch(run_cli, tmp_path):
+    path = tmp_path / "all_reduce.csv"
+    path.write_text(",time_stats.all_reduce.median,rank,num_workers,size,collective,devices_per_node\n"
+                    "0,0.05,0,8,1048576,all_reduce,8\n1,0.3,0,4,67108864,all_reduce,8\n")
+    data = read_measured(path)
+    assert data.format == "vidur-collective"
+    first = data.ops.iloc[0]
+    # 1 Mi fp16 elements per rank, over 8 ranks
+    assert (first["category"], first["bytes_read"], json.loads(first["attrs"])) == \
+        ("collective", 2 * 2**20, {"kind": "all_reduce", "ranks": 8})
+    result = json.loads(run_cli("validate", path, "--hw", "nvidia-hgx-h100-8gpu", "--json", check=True).stdout)
+    predicted = result["groups"]["overall"]["predicted_s"]
+    # NVLS on the HGX switch: 128 MiB at 0.8 x 450 GB/s is 373 us, plus 2 x 2 x 3 us; 2 MiB over
+    # 8 ranks: 5.8 us + 2 x 3 x 3 us; each with the datasheet's 1 us kernel overhead
+    assert predicted == pytest.approx(2 * 2**20 / 360e9 + 18e-6 + 2**27 / 360e9 + 12e-6 + 2e-6, rel=1e-6)
+
+
 def test_other_formats(tmp_path):
     matmul = tmp_path / "matmul_A100.csv"
     matmul.write_text("64, 128, 256, 0.0100ms, 1.0Tflops\n")

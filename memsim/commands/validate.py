@@ -11,8 +11,8 @@ from memsim.errors import MemsimError
 def add_parser(commands) -> None:
     validate = commands.add_parser("validate", help="compare memsim's op costs with measured times")
     validate.add_argument("target", nargs="+", metavar="MEASURED | real WORKLOAD",
-                          help="a measured file (kineto, vidur-mlp, vidur-attention, llmcompass, tracelens-gemm), "
-                               "or 'real WORKLOAD' to run a workload on this machine")
+                          help="a measured file (kineto, vidur-mlp, vidur-attention, vidur-collective, llmcompass, "
+                               "tracelens-gemm), or 'real WORKLOAD' to run a workload on this machine")
     validate.add_argument("--hw", help="hardware YAML (calibrated or datasheet); for 'real' default: calibrate now")
     validate.add_argument("--format", help="format of MEASURED (default: detected)")
     validate.add_argument("--held-out", action="store_true",

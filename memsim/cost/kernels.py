@@ -336,16 +336,16 @@ def transfer_times(nbytes, bandwidth, latency, request_bytes, queue_depth):
 PAGEABLE_FRACTION = 0.5
 
 
-@numba.njit(cache=True)
-def collective_times(nbytes, ranks, bandwidth, latency, algorithm, bytes_factor):
-    """Ring or tree collectives, the alpha-beta model of Thakur, Rabenseifner and Gropp (2005).
+# Collective algorithms (collective_times' `algorithm`).
+RING, TREE, IN_NETWORK = 0, 1, 2
 
-    algorithm 0 (ring): 2*(p-1) steps of size S/p for all-reduce (bytes_factor 2), p-1 steps for
-    all-gather / reduce-scatter (bytes_factor 1):
-        total = bytes_factor * (p-1) * (latency + S / (p * B))
-    algorithm 1 (tree, double binary tree of NCCL): 2*log2(p) latencies, 2*S over the link
-    (pipelined) for all-reduce:
-        total = bytes_factor * (ceil(log2 p) * latency + S / B)
+
+@numba.njit(cache=True)
+def collective_wire_bytes(nbytes, ranks, algorithm, bytes_factor):
+    """Bytes each rank sends over its link (and receives) in one collective of nbytes per rank.
+
+    ring: bytes_factor * (p-1)/p * S; tree: bytes_factor * S; in-network reduction: S, sent
+    once to the switch (which reduces it) while the result comes back on the other direction.
     """
     count = nbytes.shape[0]
     out = np.zeros(count)
@@ -353,8 +353,43 @@ def collective_times(nbytes, ranks, bandwidth, latency, algorithm, bytes_factor)
         p = max(ranks[i], 1.0)
         if p <= 1.0:
             continue
-        if algorithm[i] == 0:
-            out[i] = bytes_factor[i] * (p - 1.0) * (latency[i] + nbytes[i] / (p * bandwidth[i]))
+        if algorithm[i] == RING:
+            out[i] = bytes_factor[i] * (p - 1.0) / p * nbytes[i]
+        elif algorithm[i] == TREE:
+            out[i] = bytes_factor[i] * nbytes[i]
         else:
-            out[i] = bytes_factor[i] * (math.ceil(math.log2(p)) * latency[i] + nbytes[i] / bandwidth[i])
+            out[i] = nbytes[i]
+    return out
+
+
+@numba.njit(cache=True)
+def collective_times(nbytes, ranks, bandwidth, latency, algorithm, bytes_factor):
+    """Ring, tree or in-network collectives: the alpha-beta model of Thakur, Rabenseifner and
+    Gropp (2005), and of NCCL's NVLS algorithm.
+
+    algorithm RING: 2*(p-1) steps of size S/p for all-reduce (bytes_factor 2), p-1 steps for
+    all-gather / reduce-scatter (bytes_factor 1):
+        total = bytes_factor * (p-1) * (latency + S / (p * B))
+    algorithm TREE (double binary tree of NCCL): 2*log2(p) latencies, 2*S over the link
+    (pipelined) for all-reduce:
+        total = bytes_factor * (ceil(log2 p) * latency + S / B)
+    algorithm IN_NETWORK (a switch that reduces, NVLink SHARP on third-generation NVSwitch,
+    which NCCL's NVLS all-reduce uses; InfiniBand SHARP): each rank sends its S to the switch
+    and receives the reduced S on the other direction at the same time, with the tree's
+    synchronisation depth:
+        total = bytes_factor * ceil(log2 p) * latency + S / B
+    """
+    count = nbytes.shape[0]
+    out = np.zeros(count)
+    for i in range(count):
+        p = max(ranks[i], 1.0)
+        if p <= 1.0:
+            continue
+        steps = math.ceil(math.log2(p))
+        if algorithm[i] == RING:
+            out[i] = bytes_factor[i] * (p - 1.0) * (latency[i] + nbytes[i] / (p * bandwidth[i]))
+        elif algorithm[i] == TREE:
+            out[i] = bytes_factor[i] * (steps * latency[i] + nbytes[i] / bandwidth[i])
+        else:
+            out[i] = bytes_factor[i] * steps * latency[i] + nbytes[i] / bandwidth[i]
     return out

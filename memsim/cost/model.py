@@ -201,12 +201,16 @@ def _price_memcpy(ops, rows, moved, bandwidth, overhead, links, compute, memory,
 
 
 def _price_collectives(ops, rows, moved, bandwidth, overhead, links, compute, memory, total) -> None:
-    """Ring (default) or tree collectives over the first peer link; attrs name ranks and kind."""
+    """Collectives over the first peer link; attrs name ranks, kind and optionally the algorithm
+    (ring or tree). Without one an all-reduce reduces in the switch where the link can, else
+    runs as a ring, as NCCL chooses for large messages."""
     link = _first_link(links, PEER_LINK_KINDS)
     attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
     ranks = np.array([float(a.get("ranks") or 1) for a in attrs])
-    algorithm = np.array([1 if a.get("algorithm") == "tree" else 0 for a in attrs], dtype=np.int64)
-    factor = np.array([COLLECTIVE_BYTES_FACTOR.get(str(a.get("kind", "all_reduce")), 1.0) for a in attrs])
+    kinds = [str(a.get("kind", "all_reduce")) for a in attrs]
+    algorithm = np.array([collective_algorithm(a.get("algorithm"), kind, link)
+                          for a, kind in zip(attrs, kinds)], dtype=np.int64)
+    factor = np.array([COLLECTIVE_BYTES_FACTOR.get(kind, 1.0) for kind in kinds])
     rate = np.full(rows.size, link.bandwidth * link.efficiency) if link is not None else bandwidth[rows]
     latency = np.full(rows.size, link.latency if link is not None else 0.0)
     # the payload is what one rank contributes: its input tensor
@@ -215,3 +219,13 @@ def _price_collectives(ops, rows, moved, bandwidth, overhead, links, compute, me
     compute[rows] = 0.0
     memory[rows] = seconds
     total[rows] = seconds + overhead[rows]
+
+
+def collective_algorithm(named: str | None, kind: str, link: Link | None) -> int:
+    """The algorithm code (kernels.RING, TREE, IN_NETWORK) of one collective over `link`."""
+    if named == "tree":
+        return kernels.TREE
+    if named != "ring" and COLLECTIVE_BYTES_FACTOR.get(kind) == 2.0 and link is not None \
+            and link.in_network_reduction:
+        return kernels.IN_NETWORK
+    return kernels.RING

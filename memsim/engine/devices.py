@@ -15,6 +15,8 @@ import fnmatch
 import numpy as np
 import pandas as pd
 
+from memsim.cost.kernels import collective_times, collective_wire_bytes
+from memsim.cost.model import collective_algorithm
 from memsim.engine.movement import Movement
 from memsim.engine.tasks import GraphBuilder
 from memsim.engine.topology import Hop, Topology
@@ -76,7 +78,9 @@ def add_op_flows(builder: GraphBuilder, topo: Topology, plan: Plan, op_task: np.
 
 def add_allreduces(builder: GraphBuilder, topo: Topology, plan: Plan, trace: Trace, op_task: np.ndarray,
                    moved: Movement) -> None:
-    """A ring all-reduce of the output of every op whose scope matches `allreduce_after`."""
+    """An all-reduce of the output of every op whose scope matches `allreduce_after`: in the
+    switch where the ranks' link reduces in network (NVLS), else as a ring. Each rank sends its
+    wire bytes to the next and the task pays the algorithm's latency (kernels.collective_times)."""
     if plan.tensor_parallel is None or not plan.tensor_parallel.allreduce_after:
         return
     members = plan.tensor_parallel.devices
@@ -86,9 +90,18 @@ def add_allreduces(builder: GraphBuilder, topo: Topology, plan: Plan, trace: Tra
     matched = np.zeros(len(scopes), dtype=bool)
     for pattern in plan.tensor_parallel.allreduce_after:
         matched |= np.array([fnmatch.fnmatchcase(scope, pattern) for scope in scopes], dtype=bool)
-    for op in np.flatnonzero(matched):
-        task = builder.add_task(f"all-reduce {scopes[op]}", "collective", f"{members[0]}.collective")
-        share = 2 * (n - 1) / n * written[op]
+    first, second = topo.compute_tier(members[0]), topo.compute_tier(members[1 % n])
+    algorithm = collective_algorithm(None, "all_reduce", topo.direct_link(first, second))
+    _, latency = topo.route(first, second)
+    rows = np.flatnonzero(matched)
+    shape = (rows.size,)
+    ranks, codes, factor = np.full(shape, float(n)), np.full(shape, algorithm, dtype=np.int64), np.full(shape, 2.0)
+    shares = collective_wire_bytes(written[rows], ranks, codes, factor)
+    # the latency term alone: the bytes' time comes from the flows
+    latencies = collective_times(np.zeros(shape), ranks, np.ones(shape), np.full(shape, latency), codes, factor)
+    for op, share, wait in zip(rows, shares, latencies):
+        task = builder.add_task(f"all-reduce {scopes[op]}", "collective", f"{members[0]}.collective",
+                                overhead_s=float(wait))
         for rank, member in enumerate(members):
             source, target = topo.compute_tier(member), topo.compute_tier(members[(rank + 1) % n])
             hops, _ = topo.route(source, target)

@@ -15,7 +15,7 @@ import numpy as np
 
 from memsim.cost.roofline import effective_bandwidth, main_compute_unit
 from memsim.errors import MemsimError
-from memsim.hardware.schema import System
+from memsim.hardware.schema import Link, System
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Topology:
     """Per device instance, the channel of its main compute unit."""
     latency: dict[int, float] = field(default_factory=dict)
     _edges: dict[str, list[tuple[str, list[int], float]]] = field(default_factory=dict)
+    _direct: dict[tuple[str, str], Link] = field(default_factory=dict)
 
     @classmethod
     def of(cls, system: System) -> "Topology":
@@ -56,14 +57,14 @@ class Topology:
             rate = link.bandwidth * link.efficiency
             a, b = link.between
             if link.kind == "nvswitch":
-                topo._add_switch(link_name, a, rate, link.latency)
+                topo._add_switch(link_name, link, a, rate)
             elif link.duplex == "half":
                 both = topo._add(f"{link_name}", rate, "link")
-                topo._connect(a, b, [both], link.latency)
-                topo._connect(b, a, [both], link.latency)
+                topo._connect(a, b, [both], link)
+                topo._connect(b, a, [both], link)
             else:
-                topo._connect(a, b, [topo._add(f"{link_name} {a}->{b}", rate, "link")], link.latency)
-                topo._connect(b, a, [topo._add(f"{link_name} {b}->{a}", rate, "link")], link.latency)
+                topo._connect(a, b, [topo._add(f"{link_name} {a}->{b}", rate, "link")], link)
+                topo._connect(b, a, [topo._add(f"{link_name} {b}->{a}", rate, "link")], link)
         return topo
 
     def _add(self, name: str, capacity: float, kind: str) -> int:
@@ -72,10 +73,15 @@ class Topology:
         self.kind.append(kind)
         return len(self.names) - 1
 
-    def _connect(self, a: str, b: str, channels: list[int], latency: float) -> None:
-        self._edges[a].append((b, channels, latency))
+    def _connect(self, a: str, b: str, channels: list[int], link: Link) -> None:
+        self._edges[a].append((b, channels, link.latency))
+        self._direct[(a, b)] = link
 
-    def _add_switch(self, link_name: str, endpoint: str, rate: float, latency: float) -> None:
+    def direct_link(self, a: str, b: str) -> Link | None:
+        """The link joining two tiers without a tier between them, if any."""
+        return self._direct.get((a, b))
+
+    def _add_switch(self, link_name: str, link: Link, endpoint: str, rate: float) -> None:
         device, _, memory = endpoint.partition(".")
         copies = self.system.instance_names(device)
         ports = {copy: (self._add(f"{link_name} {copy} out", rate, "link"),
@@ -83,7 +89,7 @@ class Topology:
         for a in copies:
             for b in copies:
                 if a != b:
-                    self._connect(f"{a}.{memory}", f"{b}.{memory}", [ports[a][0], ports[b][1]], latency)
+                    self._connect(f"{a}.{memory}", f"{b}.{memory}", [ports[a][0], ports[b][1]], link)
 
     def route(self, source: str, target: str) -> tuple[list[Hop], float]:
         """The fewest-hop path from one tier to another, as hops over channels, and its latency.

@@ -200,6 +200,9 @@ class Link(Spec):
     latency: Time = 0.0
     duplex: Literal["full", "half"] = "full"
     efficiency: Fraction = 1.0
+    in_network_reduction: bool = False
+    """The switch reduces data itself (NVLink SHARP on third-generation NVSwitch, InfiniBand
+    SHARP): an all-reduce sends each rank's data to it once and receives the result once."""
     source: str = ""
 
 

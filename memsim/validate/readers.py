@@ -18,7 +18,7 @@ import pandas as pd
 from memsim.errors import MemsimError
 from memsim.trace.ops import attention_flops
 
-FORMATS = ("kineto", "vidur-mlp", "vidur-attention", "llmcompass", "tracelens-gemm")
+FORMATS = ("kineto", "vidur-mlp", "vidur-attention", "vidur-collective", "llmcompass", "tracelens-gemm")
 BYTES = {"fp16": 2, "bf16": 2, "fp32": 4, "fp8": 1}
 TORCH_TYPES = {"c10::BFloat16": "bf16", "c10::Half": "fp16", "float": "fp32", "c10::Float8_e4m3fn": "fp8"}
 
@@ -233,8 +233,27 @@ def read_kineto(path: Path) -> Measured:
     return Measured(ops, "kineto", str(path), trace.meta.get("device_name", ""), dict(trace.meta))
 
 
+def read_vidur_collective(path: Path) -> Measured:
+    """Vidur's collective profile (network/<setup>/all_reduce.csv and kin): one row per (ranks,
+    size). `size` counts fp16 elements per rank (Vidur's collectives are fp16 torch.distributed
+    calls replayed from CUDA graphs); times are medians in ms."""
+    frame = pd.read_csv(path)
+    _columns(frame, path, ["num_workers", "size", "collective"])
+    rows = []
+    for rec in frame.to_dict("records"):
+        kind, ranks, elements = str(rec["collective"]), int(rec["num_workers"]), int(rec["size"])
+        seconds = rec.get(f"time_stats.{kind}.median", np.nan) * 1e-3
+        payload = 2 * elements
+        written = payload * ranks if kind == "all_gather" else payload
+        row = op_row(f"{kind} x{ranks}", "collective", "fp16", 0.0, payload, written, seconds, payload,
+                     attrs={"ranks": ranks, "kind": kind})
+        if np.isfinite(seconds) and seconds > 0:
+            rows.append(row)
+    return Measured(_table(rows, path, "Vidur collectives"), "vidur-collective", str(path))
+
+
 READERS = {"kineto": read_kineto, "vidur-mlp": read_vidur_mlp, "vidur-attention": read_vidur_attention,
-           "llmcompass": read_llmcompass, "tracelens-gemm": read_tracelens}
+           "vidur-collective": read_vidur_collective, "llmcompass": read_llmcompass, "tracelens-gemm": read_tracelens}
 
 
 def detect_format(path: Path) -> str:
@@ -250,6 +269,8 @@ def detect_format(path: Path) -> str:
         return "vidur-mlp"
     if "time_stats.attn_prefill" in header or "time_stats.attn_decode" in header:
         return "vidur-attention"
+    if "num_workers" in header and "collective" in header:
+        return "vidur-collective"
     if "param: M" in header or "param: N_Q" in header:
         return "tracelens-gemm"
     if name.split("_")[0] in ("matmul", "softmax", "layernorm", "gelu"):
