@@ -60,18 +60,21 @@ def test_vidur_parallel_block_sums_three_tensors_and_a_plain_mlp_runs_gelu_conti
 def test_vidur_collectives_are_priced_over_the_nodes_switch(run_cli, tmp_path):
     path = tmp_path / "all_reduce.csv"
     path.write_text(",time_stats.all_reduce.median,rank,num_workers,size,collective,devices_per_node\n"
-                    "0,0.05,0,8,1048576,all_reduce,8\n1,0.3,0,4,67108864,all_reduce,8\n")
+                    "0,0.05,0,8,1048576,all_reduce,8\n1,0.3,0,4,67108864,all_reduce,4\n")
     data = read_measured(path)
     assert data.format == "vidur-collective"
     first = data.ops.iloc[0]
     # 1 Mi fp16 elements per rank, over 8 ranks
     assert (first["category"], first["bytes_read"], json.loads(first["attrs"])) == \
-        ("collective", 2 * 2**20, {"kind": "all_reduce", "ranks": 8})
+        ("collective", 2 * 2**20, {"kind": "all_reduce", "nodes": 1, "ranks": 8})
     result = json.loads(run_cli("validate", path, "--hw", "nvidia-hgx-h100-8gpu", "--json", check=True).stdout)
     predicted = result["groups"]["overall"]["predicted_s"]
     # NVLS on the HGX switch: 128 MiB at 0.8 x 450 GB/s is 373 us, plus 2 x 2 x 3 us; 2 MiB over
     # 8 ranks: 5.8 us + 2 x 3 x 3 us; each with the datasheet's 1 us kernel overhead
     assert predicted == pytest.approx(2 * 2**20 / 360e9 + 18e-6 + 2**27 / 360e9 + 12e-6 + 2e-6, rel=1e-6)
+    path.write_text(",time_stats.all_reduce.median,rank,num_workers,size,collective,devices_per_node\n"
+                    "0,0.05,0,4,2048,all_reduce,2\n")
+    assert read_measured(path).ops["label"][0] == "all_reduce x4 over 2 nodes"
 
 
 def test_other_formats(tmp_path):

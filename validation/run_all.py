@@ -5,8 +5,9 @@
 
 Protocol (generalisation, never fit): each GPU is calibrated with `memsim calibrate --from` on
 every other token count of its Vidur Llama-2-7B file (--fit-half); errors are reported on the
-other half of that file and on every other file measured on the same GPU. Each file is also
-priced with the datasheet config alone. Finally this CPU is calibrated (`memsim calibrate
+other half of that file and on every other file measured on the same GPU; with --vidur, also on
+Vidur's profiles of other models, and its DGX all-reduce profiles are priced on the 8-GPU node
+configs. Each file is also priced with the datasheet config alone. Finally this CPU is calibrated (`memsim calibrate
 --device cpu`) and a tiny workload run for real is compared with its prediction.
 """
 from __future__ import annotations
@@ -48,7 +49,9 @@ MACHINES = {
         "facebookresearch/HolisticTraceAnalysis/tests/data/negative_queue_length_values_check/rank0.json.gz"]},
 }
 VIDUR_COMPUTE = "data/profiling/compute"
-VIDUR_ALL_REDUCE = "data/profiling/network/h100_dgx/all_reduce.csv"
+# Vidur's all-reduce profiles and the node configs they are priced on
+VIDUR_ALL_REDUCE = {"h100": ("data/profiling/network/h100_dgx/all_reduce.csv", "nvidia-hgx-h100-8gpu"),
+                    "a100": ("data/profiling/network/a100_dgx/all_reduce.csv", "nvidia-dgx-a100-8gpu")}
 MAMF = "stas00/ml-engineering/compute/accelerator/README.MAMF_table_excerpt.md"
 # Files also calibrated on every other size of their own, to separate what the model can fit
 # (with constants of that setup) from what transfers between setups.
@@ -109,7 +112,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "validation" / "README.md"))
     parser.add_argument("--no-cpu", action="store_true", help="skip the real CPU run (machine-dependent)")
     parser.add_argument("--vidur", help="a clone of microsoft/vidur: its other models' profiles "
-                        "(data/profiling/compute) and its DGX H100 all-reduce profile are validated too")
+                        "(data/profiling/compute) and its DGX H100 and A100 all-reduce profiles are validated too")
     args = parser.parse_args()
     root = Path(args.ground_truth)
     if not root.is_dir():
@@ -181,18 +184,21 @@ def other_vidur_models(clone: str | None, gpu: str) -> list[Path]:
 
 
 def collectives(clone: str | None) -> list[dict]:
-    """Vidur's DGX H100 all-reduce profile priced on the HGX H100 datasheet config, per rank count."""
-    path = Path(clone or "") / VIDUR_ALL_REDUCE
-    if not clone or not path.exists():
-        return []
-    stderr_progress(f"h100: Vidur {VIDUR_ALL_REDUCE}")
-    data = read_measured(path)
-    system = load_system("nvidia-hgx-h100-8gpu")
+    """Vidur's DGX all-reduce profiles priced on the 8-GPU node datasheet configs, per rank count."""
     rows = []
-    for label, ops in data.ops.groupby("label", sort=True):
-        summary = validation_result(predict(ops.reset_index(drop=True), system), str(path), system.name,
-                                    by_label=False)["groups"]["overall"]
-        rows.append(row(f"h100 Vidur DGX all_reduce.csv [{label}]", "datasheet (HGX H100)", summary))
+    for gpu, (relative, hw) in VIDUR_ALL_REDUCE.items():
+        path = Path(clone or "") / relative
+        if not clone or not path.exists():
+            continue
+        stderr_progress(f"{gpu}: Vidur {relative}")
+        data = read_measured(path)
+        system = load_system(hw)
+        # the node configs have no network between nodes: only the ranks of one node are priced
+        one_node = data.ops[data.ops["attrs"].str.contains('"nodes": 1', regex=False)]
+        for label, ops in one_node.groupby("label", sort=True):
+            summary = validation_result(predict(ops.reset_index(drop=True), system), str(path), system.name,
+                                        by_label=False)["groups"]["overall"]
+            rows.append(row(f"{gpu} Vidur DGX all_reduce.csv [{label}]", f"datasheet ({hw})", summary))
     return rows
 
 
