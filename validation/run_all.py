@@ -193,9 +193,7 @@ def collectives(clone: str | None) -> list[dict]:
         stderr_progress(f"{gpu}: Vidur {relative}")
         data = read_measured(path)
         system = load_system(hw)
-        # the node configs have no network between nodes: only the ranks of one node are priced
-        one_node = data.ops[data.ops["attrs"].str.contains('"nodes": 1', regex=False)]
-        for label, ops in one_node.groupby("label", sort=True):
+        for label, ops in data.ops.groupby("label", sort=True):
             summary = validation_result(predict(ops.reset_index(drop=True), system), str(path), system.name,
                                         by_label=False)["groups"]["overall"]
             rows.append(row(f"{gpu} Vidur DGX all_reduce.csv [{label}]", f"datasheet ({hw})", summary))
@@ -313,7 +311,9 @@ FINDINGS = """**What changed in this round.**
   Vidur's DGX H100 all-reduce profile (CUDA-graph replays, 2/4/8 GPUs, 4 KB to 128 MB), priced
   on the HGX datasheet config: MAPE 72.9% -> 13.1% at 8 GPUs and 56.7% -> 21.3% at 4 GPUs
   (summed time +83% -> +0.2% and +65% -> +10.5%); 2 GPUs are unchanged (38.7%), where both
-  algorithms send each byte once.
+  algorithms send each byte once. Vidur's DGX A100 profile (second-generation NVSwitch, no
+  in-switch reduction) checks the ring on the new DGX A100 config: 21-28% MAPE at 2, 4 and 8
+  GPUs (rows spanning two nodes are left out: memsim prices a collective over one link).
 - *Vidur's parallel block.* A profile without a post-attention norm is Vidur's parallel block
   (phi-2): attention and MLP both read the input norm and the timed add sums three tensors,
   which torch runs as two add kernels. A plain (non-gated) MLP's activation is torch's GELU on
@@ -325,7 +325,9 @@ FINDINGS = """**What changed in this round.**
 - *Small all-reduces.* Vidur's DGX H100 all-reduces take 31-44 us from 4 KB to 1 MB whatever the
   GPU count, against 6-18 us predicted from the 3 us link latency (the tree-depth latency of
   NVLS); at 2 GPUs large messages reach 548 GB/s per direction, above the 450 GB/s NVLink port,
-  so they are predicted up to 47% slow.
+  so they are predicted up to 47% slow. On the DGX A100, 4 GPUs reach 223 GB/s of algorithm
+  bandwidth at 128 MB, above what a ring can (200 GB/s of a 300 GB/s port), so NCCL ran
+  another schedule there; the ring is predicted 24-28% slow in summed time at 4 and 8 GPUs.
 - *Long-K GEMMs on H100.* Vidur's H100 GEMMs at 3072-4096 tokens slow as K grows past ~5000:
   the down projection (N = model width) reaches 811, 751, 711 and 676 TFLOP/s at K = 3584,
   7168, 14336 and 28672 (Llama-2-70B, TP 8 to 1), and CodeLlama-34B's follows the same curve,

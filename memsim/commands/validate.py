@@ -49,6 +49,8 @@ def cmd_validate(args) -> int:
 
         system = load_system(args.hw)
         data = read_measured(args.target[0], args.format)
+        if "skipped" in data.meta:
+            stderr_progress(f"{args.target[0]}: left out {data.meta['skipped']}")
         ops = data.ops
         if args.held_out:
             ops = ops[~calibration_half(ops["size"])].reset_index(drop=True)

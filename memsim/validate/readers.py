@@ -235,24 +235,27 @@ def read_kineto(path: Path) -> Measured:
 
 def read_vidur_collective(path: Path) -> Measured:
     """Vidur's collective profile (network/<setup>/all_reduce.csv and kin): one row per (ranks,
-    size). `size` counts fp16 elements per rank (Vidur's collectives are fp16 torch.distributed
-    calls replayed from CUDA graphs); times are medians in ms. Rows whose ranks span several
-    nodes (devices_per_node below num_workers) say so in their label and attrs."""
+    size) within one node. `size` counts fp16 elements per rank (Vidur's collectives are fp16
+    torch.distributed calls replayed from CUDA graphs); times are medians in ms. Rows whose ranks
+    span several nodes (devices_per_node below num_workers) are left out and counted in
+    meta['skipped']: memsim prices a collective over one peer link, not a hierarchy of them."""
     frame = pd.read_csv(path)
     _columns(frame, path, ["num_workers", "size", "collective"])
-    rows = []
+    rows, skipped = [], 0
     for rec in frame.to_dict("records"):
         kind, ranks, elements = str(rec["collective"]), int(rec["num_workers"]), int(rec["size"])
-        nodes = max(1, ranks // int(rec.get("devices_per_node") or ranks))
+        if int(rec.get("devices_per_node") or ranks) < ranks:
+            skipped += 1
+            continue
         seconds = rec.get(f"time_stats.{kind}.median", np.nan) * 1e-3
         payload = 2 * elements
         written = payload * ranks if kind == "all_gather" else payload
-        label = f"{kind} x{ranks}" + (f" over {nodes} nodes" if nodes > 1 else "")
-        row = op_row(label, "collective", "fp16", 0.0, payload, written, seconds, payload,
-                     attrs={"ranks": ranks, "kind": kind, "nodes": nodes})
+        row = op_row(f"{kind} x{ranks}", "collective", "fp16", 0.0, payload, written, seconds, payload,
+                     attrs={"ranks": ranks, "kind": kind})
         if np.isfinite(seconds) and seconds > 0:
             rows.append(row)
-    return Measured(_table(rows, path, "Vidur collectives"), "vidur-collective", str(path))
+    meta = {"skipped": f"{skipped} rows whose ranks span several nodes (priced only within a node)"} if skipped else {}
+    return Measured(_table(rows, path, "Vidur collectives within one node"), "vidur-collective", str(path), meta=meta)
 
 
 READERS = {"kineto": read_kineto, "vidur-mlp": read_vidur_mlp, "vidur-attention": read_vidur_attention,
