@@ -3,8 +3,8 @@
 The micro-benchmarks are ordinary torch steps traced in real mode (memsim.trace.capture), so
 each measured op carries exactly the FLOPs, bytes, dims and per-op timing (CPU wall clock with
 ATen dispatch, or CUDA events) that a traced workload's ops carry; calibration fitted on them
-therefore transfers to `memsim validate real`. Each op runs several times and the fastest run
-counts: on a shared machine the slower runs measure the neighbours, not the op.
+therefore transfers to `memsim validate real`. Each op runs several times in several rounds and
+the fastest run counts: on a shared machine the slower runs measure the neighbours, not the op.
 """
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from memsim.errors import MemsimError
 from memsim.validate.readers import op_row
 
 REPEATS = 5
+# Rounds of REPEATS, one after another: a neighbour's burst of load lasts about as long as one
+# round, so the fastest of several rounds is the op's own time.
+ROUNDS = 3
 # (m, n, k): square, skinny (decode-like) and wide GEMMs; sizes scaled per device.
 GEMM_SHAPES = {"cpu": [(1, 256, 64), (64, 64, 64), (64, 128, 64), (1, 1024, 1024), (8, 2048, 512), (32, 256, 256),
                        (64, 512, 512), (128, 512, 1024), (256, 1024, 1024), (512, 512, 512), (256, 256, 2048),
@@ -54,12 +57,18 @@ def _micro_step(device: str, dtype: torch.dtype):
             for a, b in gemms:
                 torch.mm(a, b)
             for x in vectors:
+                # the small ops of a transformer step: norms, rotary embedding, residuals
                 torch.add(x, x)
                 torch.mul(x, 2.0)
+                torch.div(x, 3.0)
                 torch.pow(x, 2)
                 torch.rsqrt(x)
+                torch.cos(x)
+                torch.neg(x)
                 torch.nn.functional.silu(x)
-                x.clone()
+                torch.arange(x.numel(), device=device)
+                torch.cat([x, x])
+                x.clone().add_(x)
             for x in matrices:
                 torch.softmax(x, dim=-1)
                 torch.nn.functional.layer_norm(x, x.shape[-1:])
@@ -78,13 +87,12 @@ def measure_device(device: str, progress=None) -> pd.DataFrame:
 
     check_device(device)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    steps = [("ops", _micro_step(device, dtype))]
+    step = _micro_step(device, dtype)
     frames = []
-    for name, step in steps:
+    for round_ in range(ROUNDS):
         if progress:
-            progress(f"measuring {name} on {device}")
-        trace = capture(step, mode="real", device=device, warmup=1)
-        frames.append(trace.ops)
+            progress(f"measuring ops on {device} ({round_ + 1}/{ROUNDS})")
+        frames.append(capture(step, mode="real", device=device, warmup=1 if round_ == 0 else 0).ops)
     ops = pd.concat(frames, ignore_index=True)
     ops = ops[ops["category"].isin(("gemm", "attention", "elementwise", "copy", "reduction", "norm", "gather"))]
     keys = ["name", "shapes", "dtype"]

@@ -6,7 +6,8 @@ import pandas as pd
 
 from memsim.validate.measure import check_device, single_thread
 
-RUNS = 5
+# Runs spread over a few seconds, so that one of them finds the shared machine quiet.
+RUNS = 15
 
 
 def measure_workload(name: str, device: str, phase: str, batch: int, context: int, progress=None) -> pd.DataFrame:
