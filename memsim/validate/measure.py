@@ -38,6 +38,12 @@ ATTENTION_SHAPES = {"cpu": [(1, 4, 64, 64, 16), (1, 8, 256, 256, 64), (2, 8, 512
                     "cuda": [(1, 16, 512, 512, 64), (4, 32, 2048, 2048, 128), (8, 32, 4096, 4096, 128),
                              (8, 32, 1, 1024, 128), (64, 32, 1, 4096, 128)]}
 COPY_BYTES = [1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]
+# Bytes written between small ops: more than a core's L2 (1-2 MiB on current x86 and Arm cores).
+EVICT_BYTES = 4 << 20
+
+
+def scratch_bytes(dtype: torch.dtype) -> int:
+    return torch.empty(0, dtype=dtype).element_size()
 
 
 def _micro_step(device: str, dtype: torch.dtype):
@@ -52,31 +58,34 @@ def _micro_step(device: str, dtype: torch.dtype):
     attention = [(torch.randn(b, h, q, d, device=device, dtype=dtype), torch.randn(b, h, kv, d, device=device, dtype=dtype))
                  for b, h, q, kv, d in ATTENTION_SHAPES[device]]
 
+    # the small ops of a transformer step: norms, rotary embedding, residuals, activations
+    vector_ops = [lambda x: torch.add(x, x), lambda x: torch.mul(x, 2.0), lambda x: torch.div(x, 3.0),
+                  lambda x: torch.pow(x, 2), torch.rsqrt, torch.cos, torch.neg, torch.nn.functional.silu,
+                  lambda x: torch.arange(x.numel(), device=device), lambda x: torch.cat([x, x]),
+                  lambda x: x.clone().add_(x)]
+    row_ops = [lambda x: torch.softmax(x, dim=-1), lambda x: torch.nn.functional.layer_norm(x, x.shape[-1:]),
+               lambda x: x.mean(-1, keepdim=True), lambda x: torch.cat([x, x], dim=-1)]
+    # In a model step each small op follows larger ones that have pushed its code and data out
+    # of the core's caches; writing a buffer larger than them before each op measures it so.
+    scratch = torch.zeros(EVICT_BYTES // scratch_bytes(dtype), device=device, dtype=dtype)
+
     def step():
         for _ in range(REPEATS):
             for a, b in gemms:
                 torch.mm(a, b)
             for x in vectors:
-                # the small ops of a transformer step: norms, rotary embedding, residuals
-                torch.add(x, x)
-                torch.mul(x, 2.0)
-                torch.div(x, 3.0)
-                torch.pow(x, 2)
-                torch.rsqrt(x)
-                torch.cos(x)
-                torch.neg(x)
-                torch.nn.functional.silu(x)
-                torch.arange(x.numel(), device=device)
-                torch.cat([x, x])
-                x.clone().add_(x)
+                for op in vector_ops:
+                    scratch.add_(1.0)
+                    op(x)
             for x in matrices:
-                torch.softmax(x, dim=-1)
-                torch.nn.functional.layer_norm(x, x.shape[-1:])
-                x.mean(-1, keepdim=True)
-                torch.cat([x, x], dim=-1)
+                for op in row_ops:
+                    scratch.add_(1.0)
+                    op(x)
             for q, kv in attention:
+                scratch.add_(1.0)
                 torch.nn.functional.scaled_dot_product_attention(q, kv, kv, is_causal=q.shape[2] == kv.shape[2])
             for index in ids:
+                scratch.add_(1.0)
                 torch.nn.functional.embedding(index, table)
     return step
 
