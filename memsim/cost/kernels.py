@@ -341,24 +341,30 @@ RING, TREE, IN_NETWORK = 0, 1, 2
 
 
 @numba.njit(cache=True)
+def _collective_shape(ranks, algorithm, bytes_factor):
+    """(share of a rank's bytes it sends over its link, latency steps) of one collective."""
+    p = max(ranks, 1.0)
+    if p <= 1.0:
+        return 0.0, 0.0
+    if algorithm == RING:
+        return bytes_factor * (p - 1.0) / p, bytes_factor * (p - 1.0)
+    steps = bytes_factor * math.ceil(math.log2(p))
+    if algorithm == TREE:
+        return bytes_factor, steps
+    return 1.0, steps
+
+
+@numba.njit(cache=True)
 def collective_wire_bytes(nbytes, ranks, algorithm, bytes_factor):
     """Bytes each rank sends over its link (and receives) in one collective of nbytes per rank.
 
     ring: bytes_factor * (p-1)/p * S; tree: bytes_factor * S; in-network reduction: S, sent
     once to the switch (which reduces it) while the result comes back on the other direction.
     """
-    count = nbytes.shape[0]
-    out = np.zeros(count)
-    for i in range(count):
-        p = max(ranks[i], 1.0)
-        if p <= 1.0:
-            continue
-        if algorithm[i] == RING:
-            out[i] = bytes_factor[i] * (p - 1.0) / p * nbytes[i]
-        elif algorithm[i] == TREE:
-            out[i] = bytes_factor[i] * nbytes[i]
-        else:
-            out[i] = nbytes[i]
+    out = np.zeros(nbytes.shape[0])
+    for i in range(nbytes.shape[0]):
+        share, _ = _collective_shape(ranks[i], algorithm[i], bytes_factor[i])
+        out[i] = share * nbytes[i]
     return out
 
 
@@ -378,18 +384,10 @@ def collective_times(nbytes, ranks, bandwidth, latency, algorithm, bytes_factor)
     and receives the reduced S on the other direction at the same time, with the tree's
     synchronisation depth:
         total = bytes_factor * ceil(log2 p) * latency + S / B
+    Each is latency steps * latency + wire bytes / B (collective_wire_bytes).
     """
-    count = nbytes.shape[0]
-    out = np.zeros(count)
-    for i in range(count):
-        p = max(ranks[i], 1.0)
-        if p <= 1.0:
-            continue
-        steps = math.ceil(math.log2(p))
-        if algorithm[i] == RING:
-            out[i] = bytes_factor[i] * (p - 1.0) * (latency[i] + nbytes[i] / (p * bandwidth[i]))
-        elif algorithm[i] == TREE:
-            out[i] = bytes_factor[i] * (steps * latency[i] + nbytes[i] / bandwidth[i])
-        else:
-            out[i] = bytes_factor[i] * steps * latency[i] + nbytes[i] / bandwidth[i]
+    out = np.zeros(nbytes.shape[0])
+    for i in range(nbytes.shape[0]):
+        share, steps = _collective_shape(ranks[i], algorithm[i], bytes_factor[i])
+        out[i] = steps * latency[i] + share * nbytes[i] / bandwidth[i]
     return out
