@@ -42,10 +42,6 @@ COPY_BYTES = [1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]
 EVICT_BYTES = 4 << 20
 
 
-def scratch_bytes(dtype: torch.dtype) -> int:
-    return torch.empty(0, dtype=dtype).element_size()
-
-
 def _micro_step(device: str, dtype: torch.dtype):
     """One step that runs every micro-benchmark REPEATS times, on tensors made up front."""
     gemms = [(torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype))
@@ -67,7 +63,7 @@ def _micro_step(device: str, dtype: torch.dtype):
                lambda x: x.mean(-1, keepdim=True), lambda x: torch.cat([x, x], dim=-1)]
     # In a model step each small op follows larger ones that have pushed its code and data out
     # of the core's caches; writing a buffer larger than them before each op measures it so.
-    scratch = torch.zeros(EVICT_BYTES // scratch_bytes(dtype), device=device, dtype=dtype)
+    scratch = torch.zeros(EVICT_BYTES * 8 // torch.finfo(dtype).bits, device=device, dtype=dtype)
 
     def step():
         for _ in range(REPEATS):
