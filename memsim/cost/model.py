@@ -91,7 +91,7 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
         _price_memcpy(ops, rows, moved, bandwidth, overhead, links, compute, memory, total)
     rows = np.flatnonzero(category == "collective")
     if rows.size:
-        _price_collectives(ops, rows, moved, bandwidth, overhead, links, compute, memory, total)
+        _price_collectives(ops, rows, read, written, bandwidth, overhead, links, compute, memory, total)
     return pd.DataFrame({"compute_s": compute, "memory_s": memory, "overhead_s": total - np.maximum(compute, memory),
                          "duration_s": total}, index=ops.index)
 
@@ -200,7 +200,7 @@ def _price_memcpy(ops, rows, moved, bandwidth, overhead, links, compute, memory,
     total[rows] = seconds + overhead[rows]
 
 
-def _price_collectives(ops, rows, moved, bandwidth, overhead, links, compute, memory, total) -> None:
+def _price_collectives(ops, rows, read, written, bandwidth, overhead, links, compute, memory, total) -> None:
     """Collectives over the first peer link; attrs name ranks, kind and optionally the algorithm
     (ring or tree). Without one an all-reduce reduces in the switch where the link can, else
     runs as a ring, as NCCL chooses for large messages."""
@@ -213,8 +213,9 @@ def _price_collectives(ops, rows, moved, bandwidth, overhead, links, compute, me
     factor = np.array([COLLECTIVE_BYTES_FACTOR.get(kind, 1.0) for kind in kinds])
     rate = np.full(rows.size, link.bandwidth * link.efficiency) if link is not None else bandwidth[rows]
     latency = np.full(rows.size, link.latency if link is not None else 0.0)
-    # the payload is what one rank contributes: its input tensor
-    payload = ops["bytes_read"].to_numpy(float)[rows]
+    # S of the formulas is the whole buffer: an all-reduce's input (= output), an all-gather's
+    # gathered output, a reduce-scatter's input, i.e. the larger of the op's reads and writes
+    payload = np.maximum(read[rows], written[rows])
     seconds = kernels.collective_times(payload, ranks, rate, latency, algorithm, factor)
     compute[rows] = 0.0
     memory[rows] = seconds
