@@ -374,15 +374,16 @@ FINDINGS = """**What changed in this round.**
 - *This CPU, this round.* The shared machine was busier than last round: the same workload
   measured 1.07-1.76 ms against 1.2 ms before, and with last round's settings five
   calibrate-then-run rounds ranged from +40% to -51% (median 27.5% and 24.8%). Calibration now
-  runs its ops in three rounds and `validate real` runs the workload 15 times, keeping each op's
-  fastest; back to back, that narrowed the same test to -1..-31% (decode median 9.5%). That
+  runs its ops in five rounds and `validate real` runs the workload 25 times, keeping each op's
+  fastest; with three rounds and 15 runs, back to back, the same test gave -1..-31%. That
   left a bias: the workload's small ops (pow, means over 64 values, in-place adds) took 12-46
   us against 4-9 us for the same ops in the calibration set. A small op run right after a
   larger one has lost its code and data from the core's caches: on this machine pow over 256
   values takes 4 us warm and 7-9 us after a matmul or a 16 MB write, a mean 7 us and 12-20 us.
   Calibration now writes 4 MiB before each small op; four calibrations priced one measured
-  decode workload at -14..+16% (was -25..-14%). Round to round the machine still moves the
-  sums by +-25% (table below).
+  decode workload at -14..+16% (was -25..-14%). With five rounds and 25 runs, five
+  calibrate-then-run rounds gave +3..+24% (three rounds and 15 runs: -34..+25%); the table
+  below is this regeneration's.
 - *This CPU.* The machine is 2 vCPUs shared with other jobs. Timed by wall clock, four
   back-to-back runs of the llama-tiny prefill summed 1.38 to 2.04 ms. Ops are now timed by the
   calling thread's CPU time (torch on one thread), which does not count time given to other

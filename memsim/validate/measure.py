@@ -21,7 +21,7 @@ from memsim.validate.readers import op_row
 REPEATS = 5
 # Rounds of REPEATS, one after another: a neighbour's burst of load lasts about as long as one
 # round, so the fastest of several rounds is the op's own time.
-ROUNDS = 3
+ROUNDS = 5
 # (m, n, k): square, skinny (decode-like) and wide GEMMs; sizes scaled per device.
 GEMM_SHAPES = {"cpu": [(1, 256, 64), (64, 64, 64), (64, 128, 64), (1, 1024, 1024), (8, 2048, 512), (32, 256, 256),
                        (64, 512, 512), (128, 512, 1024), (256, 1024, 1024), (512, 512, 512), (256, 256, 2048),

@@ -6,8 +6,8 @@ import pandas as pd
 
 from memsim.validate.measure import check_device, single_thread
 
-# Runs spread over a few seconds, so that one of them finds the shared machine quiet.
-RUNS = 15
+# Runs spread over several seconds, so that one of them finds the shared machine quiet.
+RUNS = 25
 
 
 def measure_workload(name: str, device: str, phase: str, batch: int, context: int, progress=None) -> pd.DataFrame:
