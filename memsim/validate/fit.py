@@ -17,7 +17,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from memsim.cost import price_ops
-from memsim.cost.roofline import main_compute_unit
+from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
 from memsim.hardware.schema import Calibration, Device, Link
 from memsim.validate.metrics import error_summary
 
@@ -46,7 +46,8 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: list[
     unit = main_compute_unit(device)
     base = device.calibration
     # fused attention has its own fraction of the GEMM rate, so GEMM-like ops alone set the latter
-    dtypes = sorted(ops.loc[ops["category"].isin(("gemm", "chunked_scan")), "dtype"].unique())
+    gemm_like = [category for category in MATRIX_CATEGORIES if category != "attention"]
+    dtypes = sorted(ops.loc[ops["category"].isin(gemm_like), "dtype"].unique())
     categories = sorted(ops["category"].unique())
     start = [_logit((base.matrix_efficiency.get(d) if base and d in base.matrix_efficiency else unit.matrix_efficiency))
              for d in dtypes]

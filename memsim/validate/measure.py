@@ -62,7 +62,8 @@ def _micro_step(device: str, dtype: torch.dtype):
     row_ops = [lambda x: torch.softmax(x, dim=-1), lambda x: torch.nn.functional.layer_norm(x, x.shape[-1:]),
                lambda x: x.mean(-1, keepdim=True), lambda x: torch.cat([x, x], dim=-1)]
     # In a model step each small op follows larger ones that have pushed its code and data out
-    # of the core's caches; writing a buffer larger than them before each op measures it so.
+    # of a CPU core's caches; writing a buffer larger than them before each op measures it so
+    # (on a GPU, whose L2 holds the buffer, it only adds a short kernel between ops).
     scratch = torch.zeros(EVICT_BYTES * 8 // torch.finfo(dtype).bits, device=device, dtype=dtype)
 
     def step():
