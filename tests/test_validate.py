@@ -60,22 +60,23 @@ def test_vidur_parallel_block_sums_three_tensors_and_a_plain_mlp_runs_gelu_conti
 def test_vidur_collectives_are_priced_over_the_nodes_switch(run_cli, tmp_path):
     path = tmp_path / "all_reduce.csv"
     path.write_text(",time_stats.all_reduce.median,rank,num_workers,size,collective,devices_per_node\n"
-                    "0,0.05,0,8,1048576,all_reduce,8\n1,0.3,0,4,67108864,all_reduce,4\n")
+                    "0,0.05,0,8,2097152,all_reduce,8\n1,0.3,0,4,134217728,all_reduce,4\n")
     data = read_measured(path)
     assert data.format == "vidur-collective"
     first = data.ops.iloc[0]
-    # 1 Mi fp16 elements per rank, over 8 ranks
+    # 2 MiB per rank (1 Mi fp16 elements), over 8 ranks
     assert (first["category"], first["bytes_read"], json.loads(first["attrs"])) == \
         ("collective", 2 * 2**20, {"kind": "all_reduce", "ranks": 8})
     result = json.loads(run_cli("validate", path, "--hw", "nvidia-hgx-h100-8gpu", "--json", check=True).stdout)
     predicted = result["groups"]["overall"]["predicted_s"]
-    # NVLS on the HGX switch: 128 MiB at 0.8 x 450 GB/s is 373 us, plus 2 x 2 x 3 us; 2 MiB over
-    # 8 ranks: 5.8 us + 2 x 3 x 3 us; each with the datasheet's 1 us kernel overhead
-    assert predicted == pytest.approx(2 * 2**20 / 360e9 + 18e-6 + 2**27 / 360e9 + 12e-6 + 2e-6, rel=1e-6)
-    # an all-gather of 1 Mi elements per rank moves the gathered 8 x 2 MiB through the ring:
+    # ring over the HGX switch at 0.8 x 450 GB/s: 2 MiB over 8 ranks sends 2 x 7/8 of it in 14 steps
+    # of 3 us; 128 MiB over 4 ranks, 2 x 3/4 of it in 6 steps; each with the 1 us kernel overhead
+    assert predicted == pytest.approx(1.75 * 2**21 / 360e9 + 14 * 3e-6 + 1.5 * 2**27 / 360e9 + 6 * 3e-6 + 2e-6,
+                                      rel=1e-6)
+    # an all-gather of 2 MiB per rank moves the gathered 8 x 2 MiB through the ring:
     # 7 x (3 us + 16 MiB / 8 / 240 GB/s) + 1 us on the DGX A100 (300 GB/s x 0.8)
     path.write_text(",time_stats.all_gather.median,rank,num_workers,size,collective,devices_per_node\n"
-                    "0,0.1,0,8,1048576,all_gather,8\n")
+                    "0,0.1,0,8,2097152,all_gather,8\n")
     result = json.loads(run_cli("validate", path, "--hw", "nvidia-dgx-a100-8gpu", "--json", check=True).stdout)
     assert result["groups"]["overall"]["predicted_s"] == pytest.approx(7 * (3e-6 + 2**24 / 8 / 240e9) + 1e-6)
     # ranks over two nodes are left out, and said so

@@ -304,16 +304,17 @@ FINDINGS = """**What changed in this round.**
   calibration (Llama-2-7B half). Those files are public (microsoft/vidur) but not in
   ../shared/ground-truth, so their rows appear only when the folder is given; the table below
   was generated with it.
-- *All-reduce in the switch.* The HGX H100's third-generation NVSwitch reduces in the switch
-  (NVLink SHARP), and NCCL's NVLS all-reduce uses it: each GPU sends its data once instead of a
-  ring's 2(n-1)/n times. Links say so with `in_network_reduction: true`; price_ops and the
-  engine's tensor-parallel all-reduce (which now also pays the algorithm's latency) use it.
-  Vidur's DGX H100 all-reduce profile (CUDA-graph replays, 2/4/8 GPUs, 4 KB to 128 MB), priced
-  on the HGX datasheet config: MAPE 72.9% -> 13.1% at 8 GPUs and 56.7% -> 21.3% at 4 GPUs
-  (summed time +83% -> +0.2% and +65% -> +10.5%); 2 GPUs are unchanged (38.7%), where both
-  algorithms send each byte once. Vidur's DGX A100 profile (second-generation NVSwitch, no
-  in-switch reduction) checks the ring on the new DGX A100 config: 21-28% MAPE at 2, 4 and 8
-  GPUs (rows spanning two nodes are left out: memsim prices a collective over one link).
+- *All-reduce sizes, and the ring on the HGX H100.* Vidur's collective profiler writes `size`
+  as the buffer's bytes (its wrapper stores the fp16 element count times two, and its own
+  predictor divides by 2 x hidden size to get tokens); memsim read it as elements, so every
+  all-reduce was priced on twice its bytes. Read as bytes, the DGX H100 profile reaches 269,
+  314 and 332 GB/s of ring bus bandwidth at 64 MB on 2, 4 and 8 GPUs: a ring's figure, not
+  NVLS's send-once rate, which the doubled sizes had made look like a match. The HGX H100
+  config keeps `in_network_reduction` (NVLink SHARP, priced as each GPU sending its data once)
+  but defaults to false, the ring; a setup that runs NCCL's NVLS sets it. On the datasheet
+  configs: DGX H100 MAPE 37.1% / 14.5% / 14.4% (medians 29% / 6.7% / 6.1%) at 2 / 4 / 8 GPUs;
+  DGX A100 52% / 38% / 29%, all predicted fast (rows spanning two nodes are left out: memsim
+  prices a collective over one link).
 - *Vidur's parallel block.* A profile without a post-attention norm is Vidur's parallel block
   (phi-2): attention and MLP both read the input norm and the timed add sums three tensors,
   which torch runs as two add kernels. A plain (non-gated) MLP's activation is torch's GELU on
@@ -322,12 +323,14 @@ FINDINGS = """**What changed in this round.**
   time. phi-2 on H100: add 49% -> 7% MAPE.
 
 **Causes of the misses.**
-- *Small all-reduces.* Vidur's DGX H100 all-reduces take 31-44 us from 4 KB to 1 MB whatever the
-  GPU count, against 6-18 us predicted from the 3 us link latency (the tree-depth latency of
-  NVLS); at 2 GPUs large messages reach 548 GB/s per direction, above the 450 GB/s NVLink port,
-  so they are predicted up to 47% slow. On the DGX A100, 4 GPUs reach 223 GB/s of algorithm
-  bandwidth at 128 MB, above what a ring can (200 GB/s of a 300 GB/s port), so NCCL ran
-  another schedule there; the ring is predicted 24-28% slow in summed time at 4 and 8 GPUs.
+- *All-reduces.* Vidur's DGX all-reduces take 31-44 us (H100) and 46-57 us (A100) from 4 KB
+  to 1 MB whatever the GPU count; the ring's 2(p-1) steps of the links' 3 us give 7, 19 and
+  43 us at 2, 4 and 8 GPUs, so small messages at 2 and 4 GPUs are predicted 50-80% fast. The
+  profiler times the NCCL kernels right after a barrier, so the kernel also waits for the
+  slowest rank to arrive. At 2 GPUs large messages reach 269 GB/s (H100) and 151 GB/s (A100)
+  of a 360 and 240 GB/s datasheet ring, and the DGX A100 stays at 164-167 GB/s at 4 and 8
+  GPUs: its NVLink efficiency in that setup is ~0.55, not the config's 0.8, and no calibration
+  of link constants exists yet.
 - *Long-K GEMMs on H100.* Vidur's H100 GEMMs at 3072-4096 tokens slow as K grows past ~5000:
   the down projection (N = model width) reaches 811, 751, 711 and 676 TFLOP/s at K = 3584,
   7168, 14336 and 28672 (Llama-2-70B, TP 8 to 1), and CodeLlama-34B's follows the same curve,

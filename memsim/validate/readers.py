@@ -235,20 +235,20 @@ def read_kineto(path: Path) -> Measured:
 
 def read_vidur_collective(path: Path) -> Measured:
     """Vidur's collective profile (network/<setup>/all_reduce.csv and kin): one row per (ranks,
-    size) within one node. `size` counts fp16 elements per rank (Vidur's collectives are fp16
-    torch.distributed calls replayed from CUDA graphs); times are medians in ms. Rows whose ranks
+    size) within one node. `size` is the bytes of one rank's fp16 buffer (Vidur's wrapper writes its
+    element count times two, and its own predictor reads it back as bytes); times are medians in
+    ms of the NCCL kernels in a Kineto trace. Rows whose ranks
     span several nodes (devices_per_node below num_workers) are left out and counted in
     meta['skipped']: memsim prices a collective over one peer link, not a hierarchy of them."""
     frame = pd.read_csv(path)
     _columns(frame, path, ["num_workers", "size", "collective"])
     rows, skipped = [], 0
     for rec in frame.to_dict("records"):
-        kind, ranks, elements = str(rec["collective"]), int(rec["num_workers"]), int(rec["size"])
+        kind, ranks, payload = str(rec["collective"]), int(rec["num_workers"]), int(rec["size"])
         if int(rec.get("devices_per_node") or ranks) < ranks:
             skipped += 1
             continue
         seconds = rec.get(f"time_stats.{kind}.median", np.nan) * 1e-3
-        payload = 2 * elements
         written = payload * ranks if kind == "all_gather" else payload
         row = op_row(f"{kind} x{ranks}", "collective", "fp16", 0.0, payload, written, seconds, payload,
                      attrs={"ranks": ranks, "kind": kind})
