@@ -49,9 +49,9 @@ def test_a_two_stage_pipeline_sends_the_activation_between_gpus():
 
 def test_a_tensor_parallel_layer_splits_the_work_and_ring_all_reduces_the_output():
     # 4 GPUs: each does 1/4 of 4e12 FLOPs (1 ms) after 5 us dispatch + 1 us launch -> 1006 us.
-    # Ring all-reduce of the 200 MB output: each GPU sends 2 (4-1)/4 x 200 MB = 300 MB over its own
-    # 100 GB/s port, all four at once: 3 ms -> 4006 us. The next op (1e12 FLOPs / 4 = 0.25 ms)
-    # was issued at 10 us, so it starts at 4006 us and ends 4006 + 1 + 250 = 4257 us.
+    # Ring all-reduce of the 200 MB output: 1 us kernel launch, then each GPU sends 2 (4-1)/4 x
+    # 200 MB = 300 MB over its own 100 GB/s port, all four at once: 3 ms -> 4007 us. The next op
+    # (1e12 FLOPs / 4 = 0.25 ms) was issued at 10 us, so it ends 4007 + 1 + 250 = 4258 us.
     ops = [{"scope": "layers.0.attn.o_proj", "category": "gemm", "flops": 4e12},
            {"scope": "layers.0.mlp", "category": "gemm", "flops": 1e12}]
     trace = synthetic_trace(ops, [{"nbytes": 200 * MB}, {"nbytes": 1e3}], [(0, 0, True), (1, 0, False), (1, 1, True)])
@@ -59,9 +59,9 @@ def test_a_tensor_parallel_layer_splits_the_work_and_ring_all_reduces_the_output
     result = simulate(trace, validate_system(node(4)), plan)
     reduce = result.timeline[result.timeline["kind"] == "collective"].iloc[0]
     assert reduce["start_s"] == pytest.approx(1006 * US, rel=1e-9)
-    assert reduce["end_s"] == pytest.approx(4006 * US, rel=1e-9)
-    assert result.step_time_s == pytest.approx(4257 * US, rel=1e-9)
-    assert result.utilisation["switch gpu2 out"] == pytest.approx(3000 / 4257, rel=1e-6)
+    assert reduce["end_s"] == pytest.approx(4007 * US, rel=1e-9)
+    assert result.step_time_s == pytest.approx(4258 * US, rel=1e-9)
+    assert result.utilisation["switch gpu2 out"] == pytest.approx(3000 / 4258, rel=1e-6)
     # Each GPU holds a quarter of the 200 MB output.
     assert result.peak_bytes()["gpu3.hbm"] == pytest.approx(50 * MB + 250, rel=1e-9)
 
@@ -69,7 +69,7 @@ def test_a_tensor_parallel_layer_splits_the_work_and_ring_all_reduces_the_output
 def test_a_switch_that_reduces_in_network_halves_the_bytes_of_a_large_all_reduce_and_adds_its_latency():
     # As above, but the switch reduces (NVLS) with 2 us per hop: each GPU sends its 200 MB once
     # (2 ms at 100 GB/s) while the reduced result comes back on the other direction, and the
-    # all-reduce pays 2 x ceil(log2 4) x 2 us = 8 us of synchronisation: 1006 + 8 + 2000 us.
+    # all-reduce pays 2 x ceil(log2 4) x 2 us = 8 us of synchronisation and 1 us of launch.
     ops = [{"scope": "layers.0.attn.o_proj", "category": "gemm", "flops": 4e12},
            {"scope": "layers.0.mlp", "category": "gemm", "flops": 1e12}]
     trace = synthetic_trace(ops, [{"nbytes": 200 * MB}, {"nbytes": 1e3}], [(0, 0, True), (1, 0, False), (1, 1, True)])
@@ -78,7 +78,7 @@ def test_a_switch_that_reduces_in_network_halves_the_bytes_of_a_large_all_reduce
     plan = {"tensor_parallel": {"devices": ["gpu0", "gpu1", "gpu2", "gpu3"], "allreduce_after": ["*.o_proj"]}}
     result = simulate(trace, validate_system(system), plan)
     reduce = result.timeline[result.timeline["kind"] == "collective"].iloc[0]
-    assert reduce["end_s"] - reduce["start_s"] == pytest.approx(2008 * US, rel=1e-9)
+    assert reduce["end_s"] - reduce["start_s"] == pytest.approx(2009 * US, rel=1e-9)
 
 
 def test_the_hgx_node_routes_gpu_to_gpu_through_the_switch_ports():

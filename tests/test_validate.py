@@ -112,6 +112,12 @@ def test_unreadable_files_name_the_file(tmp_path):
         read_measured(unknown, "vidur-mlp")
     with pytest.raises(MemsimError, match="no such file"):
         read_measured(tmp_path / "absent.csv")
+    garbled = tmp_path / "all_reduce.csv"
+    garbled.write_text(",time_stats.all_reduce.median,num_workers,size,collective\n0,0.05,8,2048,all_reduce\n"
+                       "1,fast,8,4096,all_reduce\n")
+    with pytest.raises(MemsimError, match=r"all_reduce.csv: line 3, column time_stats.all_reduce.median: "
+                                          r"expected a number, got 'fast'"):
+        read_measured(garbled)
 
 
 def test_error_metrics_by_hand():

@@ -123,7 +123,7 @@ def main() -> int:
         for gpu, spec in MACHINES.items():
             vidur = root / VIDUR.format(gpu=gpu)
             stderr_progress(f"{gpu}: calibrating on every other token count of {vidur.name}")
-            calibration, base = calibrate_from_file(str(vidur), spec["hw"], None, True)
+            (calibration, _), base = calibrate_from_file(str(vidur), spec["hw"], None, True)
             system = load_system(write_calibrated(base, calibration, f"{folder}/{gpu}.yaml"))
             calibrated[gpu] = system
             calibrations.append((gpu, calibration))
@@ -167,7 +167,7 @@ def main() -> int:
                 gemm = result["groups"]["gemm"]
                 targets.append((f"{label} GEMMs (other model, same GPU): median <= 5%", gemm["median_ape"], 0.05))
                 targets.append((f"{label} GEMMs (other model, same GPU): MAPE <= 8%", gemm["mape"], 0.08))
-        rows += collectives(args.vidur)
+        rows += collectives(args.vidur, folder)
         cpu_lines = [] if args.no_cpu else cpu_section(folder, targets)
     mamf = mamf_rows(root, calibrated) if (root / MAMF).exists() else []
     write_readme(Path(args.out), pd.DataFrame(rows), calibrations, mamf, cpu_lines, targets)
@@ -183,27 +183,37 @@ def other_vidur_models(clone: str | None, gpu: str) -> list[Path]:
     return sorted(path for path in folder.glob("*/*/mlp.csv") if path.parent.name != "Llama-2-7b-hf")
 
 
-def collectives(clone: str | None) -> list[dict]:
-    """Vidur's DGX all-reduce profiles priced on the 8-GPU node datasheet configs, per rank count."""
+def collectives(clone: str | None, folder: str) -> list[dict]:
+    """Vidur's DGX all-reduce profiles per rank count: priced on the 8-GPU node datasheet configs,
+    and on the held-out half after fitting the switch link and the per-call cost on the other."""
     rows = []
     for gpu, (relative, hw) in VIDUR_ALL_REDUCE.items():
         path = Path(clone or "") / relative
         if not clone or not path.exists():
             continue
         stderr_progress(f"{gpu}: Vidur {relative}")
-        data = read_measured(path)
-        system = load_system(hw)
-        for label, ops in data.ops.groupby("label", sort=True):
-            summary = validation_result(predict(ops.reset_index(drop=True), system), str(path), system.name,
-                                        by_label=False)["groups"]["overall"]
-            rows.append(row(f"{gpu} Vidur DGX all_reduce.csv [{label}]", f"datasheet ({hw})", summary))
+        ops = read_measured(path).ops
+        rows += _per_label(ops, load_system(hw), path, gpu, f"datasheet ({hw})")
+        (calibration, links), base = calibrate_from_file(str(path), hw, None, True)
+        system = load_system(write_calibrated(base, calibration, f"{folder}/{gpu}-network.yaml", links=links))
+        held_out = ops[~calibration_half(ops["size"])]
+        rows += _per_label(held_out, system, path, gpu, "calibrated (own half), held-out half")
+    return rows
+
+
+def _per_label(ops, system, path: Path, gpu: str, config: str) -> list[dict]:
+    rows = []
+    for label, group in ops.groupby("label", sort=True):
+        summary = validation_result(predict(group.reset_index(drop=True), system), str(path), system.name,
+                                    by_label=False)["groups"]["overall"]
+        rows.append(row(f"{gpu} Vidur DGX all_reduce.csv [{label}]", config, summary))
     return rows
 
 
 def own_half(path: Path, hw: str, label: str, folder: str) -> list[dict]:
     """Errors on the held-out half of a file calibrated on its other half."""
-    calibration, base = calibrate_from_file(str(path), hw, None, True)
-    system = load_system(write_calibrated(base, calibration, f"{folder}/own.yaml"))
+    (calibration, links), base = calibrate_from_file(str(path), hw, None, True)
+    system = load_system(write_calibrated(base, calibration, f"{folder}/own.yaml", links=links))
     data = read_measured(path)
     held_out = data.ops[~calibration_half(data.ops["size"])].reset_index(drop=True)
     return price_file(path, system, "calibrated (own half), held-out half", label, held_out)[0]

@@ -38,25 +38,29 @@ def cmd_calibrate(args) -> int:
     if args.measured:
         if not args.hw:
             raise MemsimError("calibrate --from needs --hw BASE.yaml (the datasheet config of the measured machine)")
-        calibration, base = calibrate_from_file(args.measured, args.hw, args.format, args.fit_half, stderr_progress)
+        (calibration, links), base = calibrate_from_file(args.measured, args.hw, args.format, args.fit_half,
+                                                         stderr_progress)
         threads = None
     else:
         calibration, base, threads = calibrate_this_machine(args.device, args.hw, stderr_progress)
-    path = write_calibrated(base, calibration, args.out, threads)
+        links = {}
+    path = write_calibrated(base, calibration, args.out, threads, links)
     print(f"wrote {path}")
+    for name, link in links.items():
+        print(f"  link {name}: efficiency {link.efficiency:.3f}, latency {link.latency * 1e6:.2f} us")
     for name, value in calibration.residuals.items():
         print(f"  {name}: {value:.1%}")
     return 0
 
 
 def calibrate_from_file(measured: str | list[str], hw: str, format: str | None, fit_half: bool, progress=None):
-    """(Calibration, base config path) fitted to one or more files measured on the same machine
+    """(FittedMachine, base config path) fitted to one or more files measured on the same machine
     (each read in its own format, halved on its own sizes); see memsim.validate.fit."""
     import pandas as pd
 
     from memsim.hardware import load_system
     from memsim.hardware.load import resolve_path
-    from memsim.validate.fit import calibration_half, fit_calibration
+    from memsim.validate.fit import FittedMachine, calibration_half, fit_calibration
     from memsim.validate.readers import read_measured
 
     system = load_system(hw)
@@ -71,9 +75,9 @@ def calibrate_from_file(measured: str | list[str], hw: str, format: str | None, 
     if progress:
         progress(f"fitting {len(ops)} measured ops of {', '.join(name.split(' (')[0] for name in described)}")
     described = " + ".join(described)
-    calibration = fit_calibration(ops, system.device, f"fitted to {described}", list(system.links.values()),
-                                  fitted_on=described)
-    return calibration.model_copy(update={"device_name": device_name}), resolve_path(hw)
+    calibration, links = fit_calibration(ops, system.device, f"fitted to {described}", system.links,
+                                         fitted_on=described)
+    return FittedMachine(calibration.model_copy(update={"device_name": device_name}), links), resolve_path(hw)
 
 
 def calibrate_this_machine(device: str, hw: str | None, progress=None):
@@ -99,8 +103,8 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None):
         main = main.model_copy(update={"compute": {**main.compute, unit_name: on_cores(unit, threads)}})
     if progress:
         progress(f"fitting {len(ops)} measured ops")
-    calibration = fit_calibration(ops, main, f"memsim calibrate --device {device}", list(system.links.values()),
-                                  fitted_on=f"{len(ops)} micro-benchmarks on {device}")
+    calibration, _ = fit_calibration(ops, main, f"memsim calibrate --device {device}", system.links,
+                                     fitted_on=f"{len(ops)} micro-benchmarks on {device}")
     calibration = calibration.model_copy(update={
         "device_name": name, "torch_version": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
@@ -115,9 +119,10 @@ def on_cores(unit, cores: int):
                                    "vector_flops": {d: r * scale for d, r in unit.vector_flops.items()}})
 
 
-def write_calibrated(base: Path, calibration, out: str, threads: int | None = None) -> Path:
+def write_calibrated(base: Path, calibration, out: str, threads: int | None = None, links: dict | None = None) -> Path:
     """The base YAML with a `calibration` section on its main device (and, for a CPU measured
-    on fewer threads than it has cores, that thread count as its core count)."""
+    on fewer threads than it has cores, that thread count as its core count; for fitted links,
+    their new efficiency and latency, and where those came from)."""
     from memsim.hardware import load_system
 
     raw = yaml.safe_load(Path(base).read_text())
@@ -129,6 +134,8 @@ def write_calibrated(base: Path, calibration, out: str, threads: int | None = No
         device["compute"][name].update(count=unit.count, matrix_flops=dict(unit.matrix_flops),
                                        vector_flops=dict(unit.vector_flops))
     device["calibration"] = calibration.model_dump(mode="json", exclude_defaults=True)
+    for name, link in (links or {}).items():
+        raw["links"][name].update(efficiency=link.efficiency, latency=link.latency, source=link.source)
     raw["name"] = f"{raw.get('name', system.name)} (calibrated)"
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

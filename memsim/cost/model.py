@@ -177,8 +177,13 @@ def _attrs(text) -> dict:
     return json.loads(text) if isinstance(text, str) and text else {}
 
 
-def _first_link(links: list[Link], kinds: tuple[str, ...]) -> Link | None:
+def _first_link(links: Iterable[Link], kinds: tuple[str, ...]) -> Link | None:
     return next((link for link in links if link.kind in kinds), None)
+
+
+def peer_link(links: Iterable[Link]) -> Link | None:
+    """The link collectives cross: the first between devices."""
+    return _first_link(links, PEER_LINK_KINDS)
 
 
 def _price_memcpy(ops, rows, moved, bandwidth, overhead, links, compute, memory, total) -> None:
@@ -204,7 +209,7 @@ def _price_collectives(ops, rows, read, written, bandwidth, overhead, links, com
     """Collectives over the first peer link; attrs name ranks, kind and optionally the algorithm
     (ring or tree). Without one an all-reduce reduces in the switch where the link can, else
     runs as a ring, as NCCL chooses for large messages."""
-    link = _first_link(links, PEER_LINK_KINDS)
+    link = peer_link(links)
     attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
     ranks = np.array([float(a.get("ranks") or 1) for a in attrs])
     kinds = [str(a.get("kind", "all_reduce")) for a in attrs]

@@ -77,10 +77,11 @@ def add_op_flows(builder: GraphBuilder, topo: Topology, plan: Plan, op_task: np.
 
 
 def add_allreduces(builder: GraphBuilder, topo: Topology, plan: Plan, trace: Trace, op_task: np.ndarray,
-                   moved: Movement) -> None:
+                   moved: Movement, call_overhead: float) -> None:
     """An all-reduce of the output of every op whose scope matches `allreduce_after`: in the
     switch where the ranks' link reduces in network (NVLS), else as a ring. Each rank sends its
-    wire bytes to the next and the task pays the algorithm's latency (kernels.collective_times)."""
+    wire bytes to the next and the task pays the algorithm's latency (kernels.collective_times)
+    plus a collective kernel's fixed cost, as price_ops does."""
     if plan.tensor_parallel is None or not plan.tensor_parallel.allreduce_after:
         return
     members = plan.tensor_parallel.devices
@@ -101,7 +102,7 @@ def add_allreduces(builder: GraphBuilder, topo: Topology, plan: Plan, trace: Tra
     latencies = collective_times(np.zeros(shape), ranks, np.ones(shape), np.full(shape, latency), codes, factor)
     for op, share, wait in zip(rows, shares, latencies):
         task = builder.add_task(f"all-reduce {scopes[op]}", "collective", f"{members[0]}.collective",
-                                overhead_s=float(wait))
+                                overhead_s=float(wait) + call_overhead)
         for rank, member in enumerate(members):
             source, target = topo.compute_tier(member), topo.compute_tier(members[(rank + 1) % n])
             hops, _ = topo.route(source, target)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from memsim import units
 from memsim.cost import price_ops
+from memsim.cost.roofline import main_compute_unit, op_overhead
 from memsim.engine.core import NO_OVERFLOW, run_tasks
 from memsim.engine.devices import (add_allreduces, add_op_flows, add_transfers_between_devices,
                                    assign_devices)
@@ -142,7 +143,8 @@ def build_graph(trace: Trace, system: System, plan: Plan, topo: Topology) -> Bui
     builder.depend(op_task[producer[cross_stream]], op_task[consumer[cross_stream]])
     movement = Movement()
     add_transfers_between_devices(builder, topo, trace, op_task, op_device, producer, consumer, tensor_row, movement)
-    add_allreduces(builder, topo, plan, trace, op_task, movement)
+    add_allreduces(builder, topo, plan, trace, op_task, movement,
+                   op_overhead(main_compute_unit(system.device), system.device, "collective"))
     for tiers, fraction in shares:
         add_tensor_lifetimes(builder, trace, op_task, tiers, fraction)
     if plan.moves_data:

@@ -3,7 +3,9 @@
 The constants are those a user would tune by hand: the achieved fraction of the matrix peak per
 dtype, and per op category present in the data the achieved fraction of memory bandwidth and
 the fixed per-kernel cost, plus one compute/memory overlap loss and, where the data has fused
-attention kernels, the fraction of the GEMM rate they reach. Never one per shape or per op.
+attention kernels, the fraction of the GEMM rate they reach; where it has collectives, the
+efficiency and per-step latency of the peer link they cross (with the collectives' fixed cost per
+call as their category's overhead). Never one per shape or per op.
 Bandwidth fractions are capped only by the datasheet peak: a device copy (half reads, half
 writes) is not the fastest access pattern, and read-heavy kernels such as a residual add measure
 above it. The fit minimises the mean absolute percentage error with Powell's method
@@ -16,12 +18,23 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
+from typing import NamedTuple
+
 from memsim.cost import price_ops
+from memsim.cost.model import peer_link
 from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
 from memsim.hardware.schema import Calibration, Device, Link
 from memsim.validate.metrics import error_summary
 
 MIN_OVERHEAD_S = 1e-7
+# Categories priced at a link's rate rather than the memory tier's: no tier bandwidth fraction.
+LINK_CATEGORIES = ("collective",)
+
+
+class FittedMachine(NamedTuple):
+    calibration: Calibration
+    links: dict[str, Link]
+    """Links whose constants the fit changed, by name (the peer link, where collectives were measured)."""
 
 
 def calibration_half(sizes: pd.Series) -> np.ndarray:
@@ -40,43 +53,59 @@ def _expit(x: float) -> float:
     return float(1.0 / (1.0 + np.exp(-x)))
 
 
-def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: list[Link] = (),
-                    fitted_on: str = "") -> Calibration:
-    """Calibration of `device` that best predicts ops.measured_s (priced with price_ops)."""
+def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[str, Link] | None = None,
+                    fitted_on: str = "") -> FittedMachine:
+    """Calibration of `device` (and of its peer link) that best predicts ops.measured_s (priced with price_ops)."""
+    links = dict(links or {})
     unit = main_compute_unit(device)
     base = device.calibration
     # fused attention has its own fraction of the GEMM rate, so GEMM-like ops alone set the latter
     gemm_like = [category for category in MATRIX_CATEGORIES if category != "attention"]
     dtypes = sorted(ops.loc[ops["category"].isin(gemm_like), "dtype"].unique())
     categories = sorted(ops["category"].unique())
+    streamed = [category for category in categories if category not in LINK_CATEGORIES]
     start = [_logit((base.matrix_efficiency.get(d) if base and d in base.matrix_efficiency else unit.matrix_efficiency))
              for d in dtypes]
-    start += [_logit(0.9) for _ in categories]
+    start += [_logit(0.9) for _ in streamed]
     start.append(_logit(0.3))
+    overheads = slice(len(start), len(start) + len(categories))
     start += [float(np.log(max(unit.op_overhead, 1e-6))) for _ in categories]
     with_attention = "attention" in categories  # the attention rate is fitted only on attention data
     if with_attention:
+        attention_at = len(start)
         start.append(_logit(unit.attention_efficiency))
-    overheads = slice(len(dtypes) + len(categories) + 1, len(dtypes) + 2 * len(categories) + 1)
+    link = peer_link(links.values()) if "collective" in categories else None
+    link_name = next((name for name, candidate in links.items() if candidate is link), None)
+    if link is not None:
+        link_at = len(start)
+        start += [_logit(link.efficiency), float(np.log(max(link.latency, 1e-7)))]
     measured = ops["measured_s"].to_numpy(float)
 
     def calibration(x) -> Calibration:
         return Calibration(
             source=source, matrix_efficiency={d: _expit(v) for d, v in zip(dtypes, x)},
-            bandwidth_efficiency={c: _expit(v) for c, v in zip(categories, x[len(dtypes):])},
-            overlap_loss=_expit(x[len(dtypes) + len(categories)]),
+            bandwidth_efficiency={c: _expit(v) for c, v in zip(streamed, x[len(dtypes):])},
+            overlap_loss=_expit(x[len(dtypes) + len(streamed)]),
             category_overhead={c: max(float(np.exp(v)), MIN_OVERHEAD_S) for c, v in zip(categories, x[overheads])},
-            attention_efficiency=_expit(x[-1]) if with_attention else None,
+            attention_efficiency=_expit(x[attention_at]) if with_attention else None,
             dispatch_overhead=base.dispatch_overhead if base else None, fitted_on=fitted_on)
 
+    def fitted_links(x) -> dict[str, Link]:
+        if link is None:
+            return {}
+        return {link_name: link.model_copy(update={
+            "efficiency": _expit(x[link_at]), "latency": float(np.exp(x[link_at + 1])),
+            "source": f"efficiency and latency fitted to {fitted_on or source}"})}
+
+    def predict(x) -> np.ndarray:
+        calibrated = device.model_copy(update={"calibration": calibration(x)})
+        return price_ops(ops, calibrated, links={**links, **fitted_links(x)}.values())["duration_s"].to_numpy()
+
     def loss(x) -> float:
-        predicted = price_ops(ops, device.model_copy(update={"calibration": calibration(x)}), links=links)
-        return float(np.mean(np.abs(predicted["duration_s"].to_numpy() / measured - 1.0)))
+        return float(np.mean(np.abs(predict(x) / measured - 1.0)))
 
     result = minimize(loss, np.array(start), method="Powell",
                       options={"maxiter": 50 * len(start), "xtol": 1e-3, "ftol": 1e-5})
-    fitted = calibration(result.x)
-    predicted = price_ops(ops, device.model_copy(update={"calibration": fitted}), links=links)["duration_s"]
-    summary = error_summary(ops.assign(predicted_s=predicted.to_numpy()))
+    summary = error_summary(ops.assign(predicted_s=predict(result.x)))
     residuals = {f"{name}_mape": round(row["mape"], 6) for name, row in summary.items()}
-    return fitted.model_copy(update={"residuals": residuals})
+    return FittedMachine(calibration(result.x).model_copy(update={"residuals": residuals}), fitted_links(result.x))

@@ -67,10 +67,19 @@ def _table(rows: list[dict], path: Path, what: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _columns(frame: pd.DataFrame, path: Path, needed: list[str]) -> None:
-    missing = [name for name in needed if name not in frame.columns]
+def _columns(frame: pd.DataFrame, path: Path, numbers: list[str], text: tuple[str, ...] = ()) -> None:
+    """Check a profile's columns: present, and numbers (with every time_stats.* column) numeric,
+    which converts them in place; a bad cell is named by line and column."""
+    missing = [name for name in [*numbers, *text] if name not in frame.columns]
     if missing:
         raise MemsimError(f"{path}: missing column(s) {', '.join(missing)}")
+    for name in numbers + [column for column in frame.columns if column.startswith("time_stats.")]:
+        values = pd.to_numeric(frame[name], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy() & frame[name].notna().to_numpy())
+        if bad.size:
+            raise MemsimError(f"{path}: line {bad[0] + 2}, column {name}: expected a number, "
+                              f"got {frame[name].iloc[bad[0]]!r}")
+        frame[name] = values
 
 
 def read_vidur_mlp(path: Path) -> Measured:
@@ -142,7 +151,7 @@ def read_vidur_attention(path: Path) -> Measured:
     after kv_cache_size cached ones) and decode (batch_size sequences of kv_cache_size)."""
     frame = pd.read_csv(path)
     _columns(frame, path, ["n_embd", "n_q_head", "n_kv_head", "num_tensor_parallel_workers", "batch_size",
-                           "prefill_chunk_size", "kv_cache_size", "is_prefill"])
+                           "prefill_chunk_size", "kv_cache_size"], text=("is_prefill",))
     rows = []
     for rec in frame.to_dict("records"):
         tp = int(rec["num_tensor_parallel_workers"])
@@ -241,7 +250,7 @@ def read_vidur_collective(path: Path) -> Measured:
     span several nodes (devices_per_node below num_workers) are left out and counted in
     meta['skipped']: memsim prices a collective over one peer link, not a hierarchy of them."""
     frame = pd.read_csv(path)
-    _columns(frame, path, ["num_workers", "size", "collective"])
+    _columns(frame, path, ["num_workers", "size"], text=("collective",))
     rows, skipped = [], 0
     for rec in frame.to_dict("records"):
         kind, ranks, payload = str(rec["collective"]), int(rec["num_workers"]), int(rec["size"])
