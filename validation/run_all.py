@@ -339,8 +339,8 @@ FINDINGS = """**What changed in this round.**
   time. phi-2 on H100: add 49% -> 7% MAPE.
 
 **Causes of the misses.**
-- *All-reduces.* Vidur's DGX all-reduces take 31-44 us (H100) and 46-57 us (A100) from 4 KB
-  to 1 MB whatever the GPU count; the ring's 2(p-1) steps of the links' 3 us give 7, 19 and
+- *All-reduces.* Vidur's DGX all-reduces take a median 35-41 us (H100) and 46-57 us (A100) from 2 KB
+  to 0.5 MB whatever the GPU count; the ring's 2(p-1) steps of the links' 3 us give 7, 19 and
   43 us at 2, 4 and 8 GPUs, so small messages at 2 and 4 GPUs are predicted 50-80% fast. The
   profiler times the NCCL kernels right after a barrier, so the kernel also waits for the
   slowest rank to arrive. At 2 GPUs large messages reach 269 GB/s (H100) and 151 GB/s (A100)
