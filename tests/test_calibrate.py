@@ -149,3 +149,7 @@ def test_calibrate_from_a_collective_profile_fits_the_switch_link(run_cli, tmp_p
     assert fitted.device.calibration.category_overhead["collective"] == pytest.approx(30e-6, rel=0.05)
     assert "all_reduce.csv" in fitted.links["nvswitch"].source
     assert "collective" not in fitted.device.calibration.bandwidth_efficiency  # collectives run at the link's rate
+    # a single-GPU config has no link between GPUs: its host PCIe link is left as the datasheet says
+    single = tmp_path / "single.yaml"
+    run_cli("calibrate", "--from", path, "--hw", "nvidia-h100-sxm", "--out", single, check=True)
+    assert load_system(single).links == load_system("nvidia-h100-sxm").links

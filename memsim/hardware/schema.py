@@ -205,6 +205,13 @@ class Link(Spec):
     SHARP): an all-reduce sends each rank's data to it once and receives the result once."""
     source: str = ""
 
+    @property
+    def joins_copies(self) -> bool:
+        """Both ends are one memory of copies of one device (a switch, GPU to GPU): a link that
+        collectives run over, unlike a host link."""
+        (first, _, first_memory), (second, _, second_memory) = (end.partition(".") for end in self.between)
+        return first_memory == second_memory and first.rstrip("0123456789") == second.rstrip("0123456789")
+
 
 class System(Spec):
     """A whole machine: devices and the links between their memories."""

@@ -74,7 +74,9 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     if with_attention:
         attention_at = len(start)
         start.append(_logit(unit.attention_efficiency))
+    # only a link between the devices' copies is fitted: a host link's constants price host copies
     link = peer_link(links.values()) if "collective" in categories else None
+    link = link if link is not None and link.joins_copies else None
     link_name = next((name for name, candidate in links.items() if candidate is link), None)
     if link is not None:
         link_at = len(start)
