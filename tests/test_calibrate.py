@@ -22,7 +22,7 @@ def synthetic_ops():
 
 def test_fit_recovers_the_constants_that_made_the_data():
     device = load_system("nvidia-h100-sxm").device
-    truth = Calibration(source="truth", matrix_efficiency={"bf16": 0.7}, overlap_loss=0.3,
+    truth = Calibration(source="truth", matrix_efficiency={"bf16": 0.7}, overlap_loss=0.3, first_wave_exposure=0.6,
                         bandwidth_efficiency={"gemm": 0.85, "elementwise": 0.6},
                         category_overhead={"gemm": 4e-6, "elementwise": 2e-6})
     ops = synthetic_ops()
@@ -32,6 +32,7 @@ def test_fit_recovers_the_constants_that_made_the_data():
     assert fitted.matrix_efficiency["bf16"] == pytest.approx(0.7, rel=0.03)
     assert fitted.bandwidth_efficiency["elementwise"] == pytest.approx(0.6, rel=0.03)
     assert fitted.category_overhead["elementwise"] == pytest.approx(2e-6, rel=0.1)
+    assert fitted.first_wave_exposure == pytest.approx(0.6, rel=0.1)
 
 
 def test_fit_recovers_the_attention_fraction_of_the_gemm_rate():

@@ -251,7 +251,8 @@ def write_readme(path: Path, frame: pd.DataFrame, calibrations, mamf: list[str],
     constants = []
     for gpu, calibration in calibrations:
         values = calibration.model_dump(include={"matrix_efficiency", "attention_efficiency", "bandwidth_efficiency",
-                                                 "overlap_loss", "category_overhead"}, exclude_none=True)
+                                                 "overlap_loss", "first_wave_exposure", "category_overhead"},
+                                        exclude_none=True)
         shown = ", ".join(f"{key}={_short(value)}" for key, value in values.items())
         constants.append(f"- **{gpu}** ({calibration.fitted_on}): {shown}")
     text = f"""# Validation against measured GPU and CPU runs

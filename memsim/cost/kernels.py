@@ -38,7 +38,8 @@ def overlapped(compute_s, memory_s, overlap_loss):
 
 
 @numba.njit(cache=True)
-def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overhead, overlap_loss):
+def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overhead, overlap_loss,
+               first_wave_exposure):
     """GEMM time from output tiles run in waves over the compute units (wave quantisation).
 
     Idea: the tile/wave model of NVIDIA's "Matrix multiplication background" guide and of
@@ -46,13 +47,15 @@ def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overh
     tm x tn; each unit computes one tile at a time, so a GEMM takes w = ceil(tiles / units)
     waves of 2*r*tn*K / (peak/units) each, with r = min(tm, m) rows (skinny GEMMs run as
     GEMV-like kernels that do not pad). With fewer tiles than units, K is split over s idle
-    units (split-K). Operands are reused through L2, so HBM sees the op's bytes once. Within
-    one wave every unit fetches its operands before it computes, so a single wave pays
-    compute plus memory; later waves prefetch while earlier ones compute, so the exposed share
-    of the shorter side falls as 1/w. The library picks the tile that finishes first:
+    units (split-K). Operands are reused through L2, so HBM sees the op's bytes once. The first
+    wave cannot hide the loads that start its pipeline: a share e of one wave's worth of the
+    shorter side shows (e = 1 when each unit fetches all its operands before it computes; a
+    multi-stage pipeline starts computing sooner, so a calibration fits e). Later waves prefetch
+    while earlier ones compute, so that exposed share falls as e/w. The library picks the tile
+    that finishes first:
 
         c_t   = w * 2*r*tn*ceil(K/s) / (P/U)
-        total = min over tiles of overlapped(c_t, bytes_moved / B, max(overlap_loss, 1/w)) + overhead
+        total = min over tiles of overlapped(c_t, bytes_moved / B, max(overlap_loss, e/w)) + overhead
 
     Returns (compute_s, memory_s, total_s) of the chosen tile.
     """
@@ -80,7 +83,7 @@ def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overh
             waves = math.ceil(tiles * splits / units[i])
             rows = min(tm, m[i])
             arithmetic = waves * 2.0 * rows * tn * k_slice / per_unit_flops
-            candidate = overlapped(arithmetic, base_memory, max(overlap_loss[i], 1.0 / waves))
+            candidate = overlapped(arithmetic, base_memory, max(overlap_loss[i], first_wave_exposure[i] / waves))
             if candidate < best:
                 best = candidate
                 compute[i] = arithmetic

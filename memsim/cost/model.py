@@ -51,6 +51,7 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     with np.errstate(invalid="ignore", divide="ignore"):
         bandwidth = np.where(moved > 0, moved / (read / read_bw + written / (read_bw * write_ratio)), read_bw)
     overlap = np.full(count, device.calibration.overlap_loss if device.calibration else 0.0)
+    exposure = np.full(count, device.calibration.first_wave_exposure if device.calibration else 1.0)
     streamed = moved - _cache_saving(ops, category, read, written, launches, tier, device, unit)
     compute, memory, total = kernels.streaming_times(flops, streamed, peak, bandwidth, overhead)
 
@@ -67,7 +68,7 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
         aligned = kernels.aligned_fraction(dims["k"][rows], dims["n"][rows], elem_bytes[rows], alignment)
         result = kernels.gemm_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                     moved[rows], peak[rows] * aligned, units[rows], bandwidth[rows], overhead[rows],
-                                    overlap[rows])
+                                    overlap[rows], exposure[rows])
         _put(rows, result, compute, memory, total)
 
     rows = np.flatnonzero((category == "attention") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))

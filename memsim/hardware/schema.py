@@ -142,6 +142,9 @@ class Calibration(Spec):
     """Achieved fraction of bandwidth per op category where kernels differ (norms, gathers)."""
     overlap_loss: float = Field(0.0, ge=0.0, le=1.0)
     """Fraction of the shorter of compute and memory time that a tiled kernel fails to hide."""
+    first_wave_exposure: Fraction = 1.0
+    """Share of one wave's memory (or compute) time a GEMM's first wave cannot hide: 1 when
+    every unit loads its operands before computing; less with deep load pipelines."""
     launch_overhead: Time | None = None
     """Fixed device-side cost of every kernel: launch and pipeline fill."""
     category_overhead: dict[OpCategory, Time] = Field(default_factory=dict)

@@ -2,7 +2,8 @@
 
 The constants are those a user would tune by hand: the achieved fraction of the matrix peak per
 dtype, and per op category present in the data the achieved fraction of memory bandwidth and
-the fixed per-kernel cost, plus one compute/memory overlap loss and, where the data has fused
+the fixed per-kernel cost, plus one compute/memory overlap loss, the share of a wave's memory
+time a GEMM's first wave exposes (where the data has GEMMs) and, where the data has fused
 attention kernels, the fraction of the GEMM rate they reach; where it has collectives, the
 efficiency and per-step latency of the peer link they cross (with the collectives' fixed cost per
 call as their category's overhead). Never one per shape or per op.
@@ -70,6 +71,9 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     start.append(_logit(0.3))
     overheads = slice(len(start), len(start) + len(categories))
     start += [float(np.log(max(unit.op_overhead, 1e-6))) for _ in categories]
+    if dtypes:  # the first GEMM wave's exposed share is fitted only on GEMM data
+        exposure_at = len(start)
+        start.append(_logit(0.9))
     with_attention = "attention" in categories  # the attention rate is fitted only on attention data
     if with_attention:
         attention_at = len(start)
@@ -90,6 +94,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
             overlap_loss=_expit(x[len(dtypes) + len(streamed)]),
             category_overhead={c: max(float(np.exp(v)), MIN_OVERHEAD_S) for c, v in zip(categories, x[overheads])},
             attention_efficiency=_expit(x[attention_at]) if with_attention else None,
+            first_wave_exposure=_expit(x[exposure_at]) if dtypes else 1.0,
             dispatch_overhead=base.dispatch_overhead if base else None, fitted_on=fitted_on)
 
     def fitted_links(x) -> dict[str, Link]:
