@@ -79,6 +79,9 @@ def test_vidur_collectives_are_priced_over_the_nodes_switch(run_cli, tmp_path):
                     "0,0.1,0,8,2097152,all_gather,8\n")
     result = json.loads(run_cli("validate", path, "--hw", "nvidia-dgx-a100-8gpu", "--json", check=True).stdout)
     assert result["groups"]["overall"]["predicted_s"] == pytest.approx(7 * (3e-6 + 2**24 / 8 / 240e9) + 1e-6)
+    # a single-GPU config has no switch: the collectives' link is said on stderr
+    single = run_cli("validate", path, "--hw", "nvidia-h100-sxm", check=True)
+    assert "no link joins copies of a device" in single.stderr
     # ranks over two nodes are left out, and said so
     path.write_text(",time_stats.all_reduce.median,rank,num_workers,size,collective,devices_per_node\n"
                     "0,0.05,0,4,2048,all_reduce,2\n1,0.05,0,2,2048,all_reduce,2\n")

@@ -51,6 +51,9 @@ def cmd_validate(args) -> int:
         data = read_measured(args.target[0], args.format)
         if "skipped" in data.meta:
             stderr_progress(f"{args.target[0]}: left out {data.meta['skipped']}")
+        if (data.ops["category"] == "collective").any() and not any(link.joins_copies for link in system.links.values()):
+            stderr_progress(f"{args.hw}: no link joins copies of a device, so collectives cross the first "
+                            f"host link; a node config (e.g. nvidia-hgx-h100-8gpu) prices them over its switch")
         ops = data.ops
         if args.held_out:
             ops = ops[~calibration_half(ops["size"])].reset_index(drop=True)
