@@ -51,7 +51,8 @@ def cmd_validate(args) -> int:
         data = read_measured(args.target[0], args.format)
         if "skipped" in data.meta:
             stderr_progress(f"{args.target[0]}: left out {data.meta['skipped']}")
-        if (data.ops["category"] == "collective").any() and not any(link.joins_copies for link in system.links.values()):
+        switched = any(link.joins_copies for link in system.links.values())
+        if (data.ops["category"] == "collective").any() and not switched:
             stderr_progress(f"{args.hw}: no link joins copies of a device, so collectives cross the first "
                             f"host link; a node config (e.g. nvidia-hgx-h100-8gpu) prices them over its switch")
         ops = data.ops
