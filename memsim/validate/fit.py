@@ -15,11 +15,11 @@ starts from fixed values, so the same data gives bit-identical constants.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
-
-from typing import NamedTuple
 
 from memsim.cost import price_ops
 from memsim.cost.model import peer_link
