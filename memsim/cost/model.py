@@ -183,7 +183,8 @@ def _first_link(links: Iterable[Link], kinds: tuple[str, ...]) -> Link | None:
 
 
 def peer_link(links: Iterable[Link]) -> Link | None:
-    """The link collectives cross: the first between devices."""
+    """The link collectives cross: the first of a kind that joins devices (NVLink, NVSwitch,
+    network, PCIe; on a single-GPU config that is its host PCIe link)."""
     return _first_link(links, PEER_LINK_KINDS)
 
 
