@@ -259,7 +259,7 @@ def write_readme(path: Path, frame: pd.DataFrame, calibrations, mamf: list[str],
 
 Regenerate with `.venv/bin/python validation/run_all.py --vidur VIDUR_CLONE` (reads
 ../shared/ground-truth and, with that flag, a clone of microsoft/vidur for its other models' and
-its all-reduce profiles; about a minute and a half on two cores, CPU rounds included; `--no-cpu`
+its all-reduce profiles; about two minutes on two cores, CPU rounds included; `--no-cpu`
 skips them). Every number below comes from that one command.
 
 **Protocol.** Each GPU is calibrated with `memsim calibrate --from` on *every other token count*
