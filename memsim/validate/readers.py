@@ -244,11 +244,11 @@ def read_kineto(path: Path) -> Measured:
 
 def read_vidur_collective(path: Path) -> Measured:
     """Vidur's collective profile (network/<setup>/all_reduce.csv and kin): one row per (ranks,
-    size) within one node. `size` is the bytes of one rank's fp16 buffer (Vidur's wrapper writes its
-    element count times two, and its own predictor reads it back as bytes); times are medians in
-    ms of the NCCL kernels in a Kineto trace. Rows whose ranks
-    span several nodes (devices_per_node below num_workers) are left out and counted in
-    meta['skipped']: memsim prices a collective over one peer link, not a hierarchy of them."""
+    size) within one node. `size` is the bytes of one rank's fp16 buffer (Vidur's wrapper writes
+    its element count times two, and its own predictor reads it back as bytes); times are medians
+    in ms of the NCCL kernels in a Kineto trace. Rows whose ranks span several nodes
+    (devices_per_node below num_workers) are left out and counted in meta['skipped']: memsim
+    prices a collective over one peer link, not a hierarchy of them."""
     frame = pd.read_csv(path)
     _columns(frame, path, ["num_workers", "size"], text=("collective",))
     rows, skipped = [], 0
