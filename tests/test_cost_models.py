@@ -145,6 +145,9 @@ def test_ring_and_tree_all_reduce():
     wire = kernels.collective_wire_bytes(np.full(3, 1e6), np.full(3, 4.0),
                                          np.array([kernels.RING, kernels.TREE, kernels.IN_NETWORK]), np.full(3, 2.0))
     assert wire == pytest.approx([1.5e6, 2e6, 1e6])
+    # one rank sends its 1 MB to another: 5 us + 1e6/1e11 = 15 us, whatever the bytes factor
+    (send,) = kernels.collective_times(*one(1e6, 2.0, 1e11, 5e-6), np.array([kernels.POINT_TO_POINT]), np.full(1, 2.0))
+    assert send == pytest.approx(15e-6)
 
 
 SYSTEM = {"name": "toy", "devices": {

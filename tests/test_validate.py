@@ -79,6 +79,11 @@ def test_vidur_collectives_are_priced_over_the_nodes_switch(run_cli, tmp_path):
                     "0,0.1,0,8,2097152,all_gather,8\n")
     result = json.loads(run_cli("validate", path, "--hw", "nvidia-dgx-a100-8gpu", "--json", check=True).stdout)
     assert result["groups"]["overall"]["predicted_s"] == pytest.approx(7 * (3e-6 + 2**24 / 8 / 240e9) + 1e-6)
+    # a send from one GPU to another moves its 2 MiB once: 3 us + 2 MiB / 360 GB/s + 1 us
+    path.write_text(",time_stats.send_recv.median,rank,num_workers,size,collective,devices_per_node\n"
+                    "0,0.01,0,2,2097152,send_recv,2\n")
+    result = json.loads(run_cli("validate", path, "--hw", "nvidia-hgx-h100-8gpu", "--json", check=True).stdout)
+    assert result["groups"]["overall"]["predicted_s"] == pytest.approx(3e-6 + 2**21 / 360e9 + 1e-6)
     # a single-GPU config has no switch: the collectives' link is said on stderr
     single = run_cli("validate", path, "--hw", "nvidia-h100-sxm", check=True)
     assert "no link joins copies of a device" in single.stderr

@@ -339,8 +339,9 @@ def transfer_times(nbytes, bandwidth, latency, request_bytes, queue_depth):
 PAGEABLE_FRACTION = 0.5
 
 
-# Collective algorithms (collective_times' `algorithm`).
-RING, TREE, IN_NETWORK = 0, 1, 2
+# Collective algorithms (collective_times' `algorithm`); POINT_TO_POINT is one rank's send to
+# another (pipeline-parallel activations, NCCL send/recv).
+RING, TREE, IN_NETWORK, POINT_TO_POINT = 0, 1, 2, 3
 
 
 @numba.njit(cache=True)
@@ -349,6 +350,8 @@ def _collective_shape(ranks, algorithm, bytes_factor):
     p = max(ranks, 1.0)
     if p <= 1.0:
         return 0.0, 0.0
+    if algorithm == POINT_TO_POINT:
+        return 1.0, 1.0
     if algorithm == RING:
         return bytes_factor * (p - 1.0) / p, bytes_factor * (p - 1.0)
     steps = bytes_factor * math.ceil(math.log2(p))
@@ -362,7 +365,8 @@ def collective_wire_bytes(nbytes, ranks, algorithm, bytes_factor):
     """Bytes each rank sends over its link (and receives) in one collective of nbytes per rank.
 
     ring: bytes_factor * (p-1)/p * S; tree: bytes_factor * S; in-network reduction: S, sent
-    once to the switch (which reduces it) while the result comes back on the other direction.
+    once to the switch (which reduces it) while the result comes back on the other direction;
+    point to point: S, once.
     """
     out = np.zeros(nbytes.shape[0])
     for i in range(nbytes.shape[0]):
@@ -387,6 +391,8 @@ def collective_times(nbytes, ranks, bandwidth, latency, algorithm, bytes_factor)
     and receives the reduced S on the other direction at the same time, with the tree's
     synchronisation depth:
         total = bytes_factor * ceil(log2 p) * latency + S / B
+    algorithm POINT_TO_POINT (one rank sends S to another):
+        total = latency + S / B
     Each is latency steps * latency + wire bytes / B (collective_wire_bytes).
     """
     out = np.zeros(nbytes.shape[0])

@@ -25,6 +25,7 @@ DTYPE_BYTES = {"fp64": 8.0, "fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, 
 HOST_LINK_KINDS = ("pcie", "c2c", "cxl", "ddr")
 PEER_LINK_KINDS = ("nvlink", "nvswitch", "network", "pcie")
 COLLECTIVE_BYTES_FACTOR = {"all_reduce": 2.0, "allreduce": 2.0}
+POINT_TO_POINT_KINDS = ("send_recv", "send", "recv", "p2p")
 
 
 def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None,
@@ -208,8 +209,8 @@ def _price_memcpy(ops, rows, moved, bandwidth, overhead, links, compute, memory,
 
 
 def _price_collectives(ops, rows, read, written, bandwidth, overhead, links, compute, memory, total) -> None:
-    """Collectives over the first peer link; attrs name ranks, kind and optionally the algorithm
-    (ring or tree). Without one an all-reduce reduces in the switch where the link can, else
+    """Collectives over the first peer link; attrs name ranks, kind (all_reduce, all_gather,
+    reduce_scatter, send_recv, ...) and optionally the algorithm (ring or tree). Without one an all-reduce reduces in the switch where the link can, else
     runs as a ring, as NCCL chooses for large messages."""
     link = peer_link(links)
     attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
@@ -230,7 +231,9 @@ def _price_collectives(ops, rows, read, written, bandwidth, overhead, links, com
 
 
 def collective_algorithm(named: str | None, kind: str, link: Link | None) -> int:
-    """The algorithm code (kernels.RING, TREE, IN_NETWORK) of one collective over `link`."""
+    """The algorithm code (kernels.RING, TREE, IN_NETWORK, POINT_TO_POINT) of one collective over `link`."""
+    if kind in POINT_TO_POINT_KINDS:
+        return kernels.POINT_TO_POINT
     if named == "tree":
         return kernels.TREE
     if named != "ring" and COLLECTIVE_BYTES_FACTOR.get(kind) == 2.0 and link is not None \
