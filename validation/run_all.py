@@ -6,8 +6,8 @@
 Protocol (generalisation, never fit): each GPU is calibrated with `memsim calibrate --from` on
 every other token count of its Vidur Llama-2-7B file (--fit-half); errors are reported on the
 other half of that file and on every other file measured on the same GPU; with --vidur, also on
-Vidur's profiles of other models, and its DGX all-reduce profiles are priced on the 8-GPU node
-configs. Each file is also priced with the datasheet config alone. Finally this CPU is calibrated (`memsim calibrate
+Vidur's profiles of other models, and its DGX all-reduce and send/recv profiles are priced on the
+8-GPU node configs. Each file is also priced with the datasheet config alone. Finally this CPU is calibrated (`memsim calibrate
 --device cpu`) and a tiny workload run for real is compared with its prediction.
 """
 from __future__ import annotations
@@ -49,9 +49,9 @@ MACHINES = {
         "facebookresearch/HolisticTraceAnalysis/tests/data/negative_queue_length_values_check/rank0.json.gz"]},
 }
 VIDUR_COMPUTE = "data/profiling/compute"
-# Vidur's all-reduce profiles and the node configs they are priced on
-VIDUR_ALL_REDUCE = {"h100": ("data/profiling/network/h100_dgx/all_reduce.csv", "nvidia-hgx-h100-8gpu"),
-                    "a100": ("data/profiling/network/a100_dgx/all_reduce.csv", "nvidia-dgx-a100-8gpu")}
+# Vidur's DGX collective profiles (all_reduce.csv, send_recv.csv) and the node configs they are priced on
+VIDUR_NETWORK = {"h100": ("data/profiling/network/h100_dgx", "nvidia-hgx-h100-8gpu"),
+                 "a100": ("data/profiling/network/a100_dgx", "nvidia-dgx-a100-8gpu")}
 MAMF = "stas00/ml-engineering/compute/accelerator/README.MAMF_table_excerpt.md"
 # Files also calibrated on every other size of their own, to separate what the model can fit
 # (with constants of that setup) from what transfers between setups.
@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "validation" / "README.md"))
     parser.add_argument("--no-cpu", action="store_true", help="skip the real CPU run (machine-dependent)")
     parser.add_argument("--vidur", help="a clone of microsoft/vidur: its other models' profiles "
-                        "(data/profiling/compute) and its DGX H100 and A100 all-reduce profiles are validated too")
+                        "(data/profiling/compute) and its DGX H100 and A100 all-reduce and send/recv profiles are validated too")
     args = parser.parse_args()
     root = Path(args.ground_truth)
     if not root.is_dir():
@@ -184,20 +184,25 @@ def other_vidur_models(clone: str | None, gpu: str) -> list[Path]:
 
 
 def collectives(clone: str | None, folder: str) -> list[dict]:
-    """Vidur's DGX all-reduce profiles per rank count: priced on the 8-GPU node datasheet configs,
-    and on the held-out half after fitting the switch link and the per-call cost on the other."""
+    """Vidur's DGX collective profiles per rank count: priced on the 8-GPU node datasheet configs;
+    all-reduces also on the held-out half after fitting the switch link and the per-call cost on
+    the other, and send/recv (a different pattern over the same link) with that fit."""
     rows = []
-    for gpu, (relative, hw) in VIDUR_ALL_REDUCE.items():
-        path = Path(clone or "") / relative
-        if not clone or not path.exists():
+    for gpu, (relative, hw) in VIDUR_NETWORK.items():
+        all_reduce, send_recv = (Path(clone or "") / relative / name for name in ("all_reduce.csv", "send_recv.csv"))
+        if not clone or not all_reduce.exists():
             continue
         stderr_progress(f"{gpu}: Vidur {relative}")
-        ops = read_measured(path).ops
-        rows += _per_label(ops, load_system(hw), path, gpu, f"datasheet ({hw})")
-        (calibration, links), base = calibrate_from_file(str(path), hw, None, True)
+        ops = read_measured(all_reduce).ops
+        rows += _per_label(ops, load_system(hw), all_reduce, gpu, f"datasheet ({hw})")
+        (calibration, links), base = calibrate_from_file(str(all_reduce), hw, None, True)
         system = load_system(write_calibrated(base, calibration, f"{folder}/{gpu}-network.yaml", links=links))
         held_out = ops[~calibration_half(ops["size"])]
-        rows += _per_label(held_out, system, path, gpu, "calibrated (own half), held-out half")
+        rows += _per_label(held_out, system, all_reduce, gpu, "calibrated (own half), held-out half")
+        if send_recv.exists():
+            sends = read_measured(send_recv).ops
+            rows += _per_label(sends, load_system(hw), send_recv, gpu, f"datasheet ({hw})")
+            rows += _per_label(sends, system, send_recv, gpu, "calibrated on all_reduce.csv (half)")
     return rows
 
 
@@ -206,7 +211,7 @@ def _per_label(ops, system, path: Path, gpu: str, config: str) -> list[dict]:
     for label, group in ops.groupby("label", sort=True):
         summary = validation_result(predict(group.reset_index(drop=True), system), str(path), system.name,
                                     by_label=False)["groups"]["overall"]
-        rows.append(row(f"{gpu} Vidur DGX all_reduce.csv [{label}]", config, summary))
+        rows.append(row(f"{gpu} Vidur DGX {path.name} [{label}]", config, summary))
     return rows
 
 
@@ -259,7 +264,7 @@ def write_readme(path: Path, frame: pd.DataFrame, calibrations, mamf: list[str],
 
 Regenerate with `.venv/bin/python validation/run_all.py --vidur VIDUR_CLONE` (reads
 ../shared/ground-truth and, with that flag, a clone of microsoft/vidur for its other models' and
-its all-reduce profiles; about two minutes on two cores, CPU rounds included; `--no-cpu`
+its collective profiles; about two minutes on two cores, CPU rounds included; `--no-cpu`
 skips them). Every number below comes from that one command.
 
 **Protocol.** Each GPU is calibrated with `memsim calibrate --from` on *every other token count*
