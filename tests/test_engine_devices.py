@@ -35,15 +35,15 @@ def two_layers(activation: float):
 
 def test_a_two_stage_pipeline_sends_the_activation_between_gpus():
     # gpu0: issued at 5 us, 1 us launch, then max(1 ms compute, 0.1 ms writing 100 MB) -> ends 1006 us.
-    # The 100 MB activation crosses the switch at 100 GB/s: 1 ms -> 2006 us. gpu1's op (issued at
-    # 5 us by its own host process) then runs 1 us + 1 ms -> 3007 us.
+    # The 100 MB activation crosses the switch in a send kernel (1 us launch) at 100 GB/s: 1 ms ->
+    # 2007 us. gpu1's op (issued at 5 us by its own host process) then runs 1 us + 1 ms -> 3008 us.
     result = simulate(two_layers(100 * MB), validate_system(node(2)),
                       {"stages": [{"layers": "0", "device": "gpu0"}, {"layers": "1", "device": "gpu1"}]})
     timeline = result.timeline.set_index("kind")
     assert list(result.ops["device"]) == ["gpu0", "gpu1"]
     assert timeline.loc["p2p", "start_s"] == pytest.approx(1006 * US, rel=1e-9)
-    assert timeline.loc["p2p", "end_s"] == pytest.approx(2006 * US, rel=1e-9)
-    assert result.step_time_s == pytest.approx(3007 * US, rel=1e-9)
+    assert timeline.loc["p2p", "end_s"] == pytest.approx(2007 * US, rel=1e-9)
+    assert result.step_time_s == pytest.approx(3008 * US, rel=1e-9)
     assert result.peak_bytes()["gpu1.hbm"] == pytest.approx(100 * MB + 1e3)
 
 

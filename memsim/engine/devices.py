@@ -115,8 +115,10 @@ def add_allreduces(builder: GraphBuilder, topo: Topology, plan: Plan, trace: Tra
 
 def add_transfers_between_devices(builder: GraphBuilder, topo: Topology, trace: Trace, op_task: np.ndarray,
                                   op_device: np.ndarray, producer: np.ndarray, consumer: np.ndarray,
-                                  tensor_row: np.ndarray, moved: Movement) -> None:
-    """A tensor written on one device and read on another is sent once per (producer, tensor, device)."""
+                                  tensor_row: np.ndarray, moved: Movement, call_overhead: float) -> None:
+    """A tensor written on one device and read on another is sent once per (producer, tensor, device).
+    A send between copies of one device (a pipeline stage's activation over the switch) is a
+    collective library's send kernel: it pays that kernel's fixed cost, as price_ops does."""
     cross = op_device[producer] != op_device[consumer]
     if not cross.any():
         return
@@ -126,7 +128,10 @@ def add_transfers_between_devices(builder: GraphBuilder, topo: Topology, trace: 
     for (source_op, tensor, target), group in frame.groupby(["producer", "tensor", "target"], sort=True):
         source = op_device[source_op]
         hops, latency = topo.route(topo.compute_tier(source), topo.compute_tier(target))
-        task = builder.add_task(f"send t{tensor} {source}->{target}", "p2p", f"{source}.p2p", overhead_s=latency)
+        link = topo.direct_link(topo.compute_tier(source), topo.compute_tier(target))
+        fixed = call_overhead if link is not None and link.joins_copies else 0.0
+        task = builder.add_task(f"send t{tensor} {source}->{target}", "p2p", f"{source}.p2p",
+                                overhead_s=latency + fixed)
         builder.add_flows(task, sizes[tensor], hops, topo.slowest(hops))
         moved.add("p2p", topo.compute_tier(source), topo.compute_tier(target), sizes[tensor])
         builder.depend(op_task[source_op], task)
