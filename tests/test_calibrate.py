@@ -126,28 +126,38 @@ def test_validate_real_on_this_cpu(run_cli, tmp_path):
     assert abs(overall["sum_error"]) < 0.5
 
 
+def _vidur_network_profile(path, kind: str, cases, truth, truth_link) -> None:
+    """A Vidur collective profile of `kind` whose times are memsim's own prices under `truth`."""
+    category = "p2p" if kind == "send_recv" else "collective"
+    ops = pd.DataFrame([op_row(f"{kind} x{r}", category, "fp16", 0.0, size, size, 0.0, size,
+                               attrs={"ranks": r, "kind": kind}) for r, size in cases])
+    seconds = price_ops(ops, truth, links=[truth_link])["duration_s"].to_numpy()
+    path.write_text(f",time_stats.{kind}.median,rank,num_workers,size,collective,devices_per_node\n" + "".join(
+        f"{i},{float(t) * 1e3!r},0,{r},{size},{kind},8\n" for i, ((r, size), t) in enumerate(zip(cases, seconds))))
+
+
 def test_calibrate_from_a_collective_profile_fits_the_switch_link(run_cli, tmp_path):
-    """All-reduces measured on a node set the peer link's efficiency and per-step latency and the
-    fixed cost per call; the calibrated YAML carries them on its link."""
+    """All-reduces and sends measured on a node set the peer link's efficiency and per-step
+    latency and the fixed cost per call of each (an all-reduce's includes waiting for every
+    rank, a send's does not); the calibrated YAML carries the link's on the link."""
     system = load_system("nvidia-dgx-a100-8gpu")
     link = system.links["nvswitch"]
     truth_link = link.model_copy(update={"efficiency": 0.55, "latency": 0.6e-6})
     truth = system.device.model_copy(update={"calibration": Calibration(
-        source="truth", category_overhead={"collective": 30e-6})})
-    cases = [(ranks, 2 ** power) for ranks in (2, 4, 8) for power in range(12, 28, 2)]
-    ops = pd.DataFrame([op_row(f"all_reduce x{r}", "collective", "fp16", 0.0, size, size, 0.0, size,
-                               attrs={"ranks": r, "kind": "all_reduce"}) for r, size in cases])
-    seconds = price_ops(ops, truth, links=[truth_link])["duration_s"].to_numpy()
-    path = tmp_path / "all_reduce.csv"
-    path.write_text(",time_stats.all_reduce.median,rank,num_workers,size,collective,devices_per_node\n" + "".join(
-        f"{i},{float(t) * 1e3!r},0,{r},{size},all_reduce,8\n" for i, ((r, size), t) in enumerate(zip(cases, seconds))))
+        source="truth", category_overhead={"collective": 30e-6, "p2p": 8e-6})})
+    path, sends = tmp_path / "all_reduce.csv", tmp_path / "send_recv.csv"
+    _vidur_network_profile(path, "all_reduce", [(r, 2 ** p) for r in (2, 4, 8) for p in range(12, 28, 2)],
+                           truth, truth_link)
+    _vidur_network_profile(sends, "send_recv", [(2, 2 ** p) for p in range(12, 27)], truth, truth_link)
     out = tmp_path / "net.yaml"
-    proc = run_cli("calibrate", "--from", path, "--hw", "nvidia-dgx-a100-8gpu", "--out", out, check=True)
+    proc = run_cli("calibrate", "--from", path, "--from", sends, "--hw", "nvidia-dgx-a100-8gpu", "--out", out,
+                   check=True)
     assert "link nvswitch: efficiency 0.55" in proc.stdout
     fitted = load_system(out)
     assert fitted.links["nvswitch"].efficiency == pytest.approx(0.55, rel=0.02)
     assert fitted.links["nvswitch"].latency == pytest.approx(0.6e-6, rel=0.1)
     assert fitted.device.calibration.category_overhead["collective"] == pytest.approx(30e-6, rel=0.05)
+    assert fitted.device.calibration.category_overhead["p2p"] == pytest.approx(8e-6, rel=0.05)
     assert "all_reduce.csv" in fitted.links["nvswitch"].source
     assert "collective" not in fitted.device.calibration.bandwidth_efficiency  # collectives run at the link's rate
     # a single-GPU config has no link between GPUs: its host PCIe link is left as the datasheet says

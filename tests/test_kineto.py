@@ -108,6 +108,16 @@ def test_fp32_gemm_kernels_on_tensor_cores_are_tf32(tmp_path):
     assert list(load_kineto(path).ops["dtype"]) == ["tf32", "fp32"]
 
 
+def test_nccl_kernels_are_collectives_and_their_sends_point_to_point(tmp_path):
+    path = tmp_path / "nccl.json"
+    path.write_text(json.dumps({"traceEvents": [
+        kernel("ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevComm*, unsigned long, ncclWork*)", 100, 30.0, 1),
+        kernel("ncclDevKernel_SendRecv(ncclDevComm*, unsigned long, ncclWork*)", 140, 8.0, 2),
+        kernel("ncclKernel_SendRecv_RING_SIMPLE_Sum_int8_t(ncclDevComm*, unsigned long, ncclWork*)", 150, 8.0, 3),
+    ]}))
+    assert list(load_kineto(path).ops["category"]) == ["collective", "p2p", "p2p"]
+
+
 def test_a_split_k_reduction_is_priced_as_a_reduction_not_as_a_second_gemm(tmp_path):
     path = tmp_path / "splitk.json"
     path.write_text(json.dumps({"traceEvents": [

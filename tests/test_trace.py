@@ -6,6 +6,7 @@ import torch
 
 from memsim.errors import MemsimError
 from memsim.trace import Trace, capture, tag
+from memsim.trace.ops import categorize
 from memsim.trace.workload import StepSpec, resolve, trace_workload
 
 
@@ -61,6 +62,11 @@ def test_real_cpu_run_has_the_same_ops_as_meta_and_times_them():
     assert np.array_equal(meta.ops.bytes_read.to_numpy(), real.ops.bytes_read.to_numpy())
     assert meta.ops.measured_s.isna().all()
     assert (real.ops.measured_s > 0).all()
+
+
+def test_collective_ops_are_collectives_and_sends_point_to_point():
+    assert [categorize(name) for name in ("c10d::allreduce_", "_c10d_functional::all_gather_into_tensor",
+                                          "c10d::send", "c10d::recv_")] == ["collective", "collective", "p2p", "p2p"]
 
 
 def test_views_are_folded_and_scopes_recorded():

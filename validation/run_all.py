@@ -184,9 +184,9 @@ def other_vidur_models(clone: str | None, gpu: str) -> list[Path]:
 
 
 def collectives(clone: str | None, folder: str) -> list[dict]:
-    """Vidur's DGX collective profiles per rank count: priced on the 8-GPU node datasheet configs;
-    all-reduces also on the held-out half after fitting the switch link and the per-call cost on
-    the other, and send/recv (a different pattern over the same link) with that fit."""
+    """Vidur's DGX collective profiles per rank count: priced on the 8-GPU node datasheet configs
+    and on the held-out half after fitting the switch link and the per-call cost on the other;
+    send/recv also with the link fitted on the all-reduces (a different pattern, same link)."""
     rows = []
     for gpu, (relative, hw) in VIDUR_NETWORK.items():
         all_reduce, send_recv = (Path(clone or "") / relative / name for name in ("all_reduce.csv", "send_recv.csv"))
@@ -195,14 +195,16 @@ def collectives(clone: str | None, folder: str) -> list[dict]:
         stderr_progress(f"{gpu}: Vidur {relative}")
         ops = read_measured(all_reduce).ops
         rows += _per_label(ops, load_system(hw), all_reduce, gpu, f"datasheet ({hw})")
-        (calibration, links), base = calibrate_from_file(str(all_reduce), hw, None, True)
-        system = load_system(write_calibrated(base, calibration, f"{folder}/{gpu}-network.yaml", links=links))
+        system = calibrated_on_half(all_reduce, hw, f"{folder}/{gpu}-network.yaml")
         held_out = ops[~calibration_half(ops["size"])]
         rows += _per_label(held_out, system, all_reduce, gpu, "calibrated (own half), held-out half")
         if send_recv.exists():
             sends = read_measured(send_recv).ops
             rows += _per_label(sends, load_system(hw), send_recv, gpu, f"datasheet ({hw})")
-            rows += _per_label(sends, system, send_recv, gpu, "calibrated on all_reduce.csv (half)")
+            rows += _per_label(sends, system, send_recv, gpu, "link fitted on all_reduce.csv (half)")
+            own = calibrated_on_half(send_recv, hw, f"{folder}/{gpu}-p2p.yaml")
+            rows += _per_label(sends[~calibration_half(sends["size"])], own, send_recv, gpu,
+                               "calibrated (own half), held-out half")
     return rows
 
 
@@ -215,10 +217,15 @@ def _per_label(ops, system, path: Path, gpu: str, config: str) -> list[dict]:
     return rows
 
 
+def calibrated_on_half(path: Path, hw: str, out: str):
+    """`memsim calibrate --from PATH --hw HW --fit-half --out OUT`, loaded."""
+    (calibration, links), base = calibrate_from_file(str(path), hw, None, True)
+    return load_system(write_calibrated(base, calibration, out, links=links))
+
+
 def own_half(path: Path, hw: str, label: str, folder: str) -> list[dict]:
     """Errors on the held-out half of a file calibrated on its other half."""
-    (calibration, links), base = calibrate_from_file(str(path), hw, None, True)
-    system = load_system(write_calibrated(base, calibration, f"{folder}/own.yaml", links=links))
+    system = calibrated_on_half(path, hw, f"{folder}/own.yaml")
     data = read_measured(path)
     held_out = data.ops[~calibration_half(data.ops["size"])].reset_index(drop=True)
     return price_file(path, system, "calibrated (own half), held-out half", label, held_out)[0]

@@ -44,6 +44,7 @@ def cmd_validate(args) -> int:
             raise MemsimError(f"expected one measured file, got {len(args.target)}: {' '.join(args.target)}")
         if not args.hw:
             raise MemsimError("validate MEASURED needs --hw HW.yaml")
+        from memsim.cost.model import LINK_CATEGORIES
         from memsim.validate.fit import calibration_half
         from memsim.validate.readers import read_measured
 
@@ -52,7 +53,7 @@ def cmd_validate(args) -> int:
         if "skipped" in data.meta:
             stderr_progress(f"{args.target[0]}: left out {data.meta['skipped']}")
         switched = any(link.joins_copies for link in system.links.values())
-        if (data.ops["category"] == "collective").any() and not switched:
+        if data.ops["category"].isin(LINK_CATEGORIES).any() and not switched:
             stderr_progress(f"{args.hw}: no link joins copies of a device, so collectives cross the first "
                             f"host link; a node config (e.g. nvidia-hgx-h100-8gpu) prices them over its switch")
         ops = data.ops

@@ -26,6 +26,9 @@ HOST_LINK_KINDS = ("pcie", "c2c", "cxl", "ddr")
 PEER_LINK_KINDS = ("nvlink", "nvswitch", "network", "pcie")
 COLLECTIVE_BYTES_FACTOR = {"all_reduce": 2.0, "allreduce": 2.0}
 POINT_TO_POINT_KINDS = ("send_recv", "send", "recv", "p2p")
+# Categories priced over the peer link: collectives, and point-to-point sends (p2p), which have a
+# fixed cost of their own: a collective's includes waiting for every rank, a send's does not.
+LINK_CATEGORIES = ("collective", "p2p")
 
 
 def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None,
@@ -91,9 +94,10 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     rows = np.flatnonzero(category == "memcpy")
     if rows.size:
         _price_memcpy(ops, rows, moved, bandwidth, overhead, links, compute, memory, total)
-    rows = np.flatnonzero(category == "collective")
+    rows = np.flatnonzero(np.isin(category, LINK_CATEGORIES))
     if rows.size:
-        _price_collectives(ops, rows, read, written, bandwidth, overhead, links, compute, memory, total)
+        _price_collectives(ops, rows, category[rows], read, written, bandwidth, overhead, links, compute, memory,
+                           total)
     return pd.DataFrame({"compute_s": compute, "memory_s": memory, "overhead_s": total - np.maximum(compute, memory),
                          "duration_s": total}, index=ops.index)
 
@@ -208,14 +212,16 @@ def _price_memcpy(ops, rows, moved, bandwidth, overhead, links, compute, memory,
     total[rows] = seconds + overhead[rows]
 
 
-def _price_collectives(ops, rows, read, written, bandwidth, overhead, links, compute, memory, total) -> None:
+def _price_collectives(ops, rows, categories, read, written, bandwidth, overhead, links, compute, memory,
+                       total) -> None:
     """Collectives over the first peer link; attrs name ranks, kind (all_reduce, all_gather,
     reduce_scatter, send_recv, ...) and optionally the algorithm (ring or tree). Without one an all-reduce reduces in the switch where the link can, else
     runs as a ring, as NCCL chooses for large messages."""
     link = peer_link(links)
     attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
     ranks = np.array([float(a.get("ranks") or 1) for a in attrs])
-    kinds = [str(a.get("kind", "all_reduce")) for a in attrs]
+    kinds = [str(a.get("kind", "send_recv" if category == "p2p" else "all_reduce"))
+             for a, category in zip(attrs, categories)]
     algorithm = np.array([collective_algorithm(a.get("algorithm"), kind, link)
                           for a, kind in zip(attrs, kinds)], dtype=np.int64)
     factor = np.array([COLLECTIVE_BYTES_FACTOR.get(kind, 1.0) for kind in kinds])

@@ -118,7 +118,8 @@ def add_transfers_between_devices(builder: GraphBuilder, topo: Topology, trace: 
                                   tensor_row: np.ndarray, moved: Movement, call_overhead: float) -> None:
     """A tensor written on one device and read on another is sent once per (producer, tensor, device).
     A send between copies of one device (a pipeline stage's activation over the switch) is a
-    collective library's send kernel: it pays that kernel's fixed cost, as price_ops does."""
+    collective library's send kernel: it pays that kernel's fixed cost (category p2p), as
+    price_ops does."""
     cross = op_device[producer] != op_device[consumer]
     if not cross.any():
         return

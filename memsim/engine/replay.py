@@ -142,10 +142,10 @@ def build_graph(trace: Trace, system: System, plan: Plan, topo: Topology) -> Bui
     cross_stream = same_device & (stream_index[producer] != stream_index[consumer])
     builder.depend(op_task[producer[cross_stream]], op_task[consumer[cross_stream]])
     movement = Movement()
-    collective_call = op_overhead(main_compute_unit(system.device), system.device, "collective")
+    unit = main_compute_unit(system.device)
     add_transfers_between_devices(builder, topo, trace, op_task, op_device, producer, consumer, tensor_row, movement,
-                                  collective_call)
-    add_allreduces(builder, topo, plan, trace, op_task, movement, collective_call)
+                                  op_overhead(unit, system.device, "p2p"))
+    add_allreduces(builder, topo, plan, trace, op_task, movement, op_overhead(unit, system.device, "collective"))
     for tiers, fraction in shares:
         add_tensor_lifetimes(builder, trace, op_task, tiers, fraction)
     if plan.moves_data:

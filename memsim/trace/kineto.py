@@ -31,6 +31,7 @@ TYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp64": 8, "fp8": 1, "int64": 8, 
 # Kernel-name patterns for kernels whose launching op says little (or is missing).
 KERNEL_PATTERNS = (("gemm", re.compile(r"(?<!fb)gemm|xmma|cutlass|cublas|wgmma|matmul", re.I)),
                    ("attention", re.compile(r"flash|fmha|attention", re.I)),
+                   ("p2p", re.compile(r"nccl\w*(send|recv)", re.I)),
                    ("collective", re.compile(r"nccl", re.I)),
                    ("norm", re.compile(r"norm", re.I)),
                    ("reduction", re.compile(r"softmax|reduce", re.I)),

@@ -7,6 +7,7 @@ count with a small per-op factor.
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch.utils import flop_counter
@@ -18,7 +19,7 @@ from torch.utils import flop_counter
 # one element through an index calculation, and the kernel streams at a fraction of the rate
 # (PyTorch's elementwise_kernel against vectorized_elementwise_kernel).
 CATEGORIES = ("gemm", "attention", "elementwise", "strided", "reduction", "norm", "copy", "gather", "scan",
-              "chunked_scan", "memcpy", "collective", "other")
+              "chunked_scan", "memcpy", "collective", "p2p", "other")
 STREAMING_CATEGORIES = ("elementwise", "copy")
 
 GEMM_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_mm",
@@ -68,6 +69,8 @@ WRITE_ONLY_OPS = {"aten::copy_", "aten::fill_", "aten::zero_", "aten::normal_", 
 SCATTER_OPS = {"aten::index_copy_", "aten::index_put_", "aten::_unsafe_index_put", "aten::scatter_",
                "aten::scatter_add_", "aten::index_add_", "aten::masked_scatter_", "aten::index_fill_"}
 COLLECTIVE_PREFIXES = ("c10d::", "_c10d_functional::", "nccl")
+# A collective op that is one rank sending to another (c10d::send, c10d::recv_): category p2p.
+POINT_TO_POINT = re.compile(r"send|recv", re.I)
 
 # FLOPs per output element for non-matmul work: a rough count of arithmetic in each.
 _FLOPS_PER_ELEMENT = {"norm": 5.0, "softmax": 5.0, "elementwise": 1.0, "reduction": 1.0, "scan": 1.0}
@@ -92,7 +95,7 @@ def categorize(name: str, tags=()) -> str:
     if name in FILL_OPS or name in UNTAGGED_POINTWISE_OPS:
         return "elementwise"
     if name.startswith(COLLECTIVE_PREFIXES):
-        return "collective"
+        return "p2p" if POINT_TO_POINT.search(name) else "collective"
     if torch.Tag.pointwise in tags:
         return "elementwise"
     if torch.Tag.reduction in tags:
@@ -167,7 +170,7 @@ def registered_flops(func, args, kwargs, out) -> float | None:
 
 
 def elementwise_flops(category: str, name: str, out_numel: int, in_numel: int) -> float:
-    if category in ("copy", "gather", "memcpy", "other", "collective"):
+    if category in ("copy", "gather", "memcpy", "other", "collective", "p2p"):
         return 0.0
     if name in SOFTMAX_OPS:
         return _FLOPS_PER_ELEMENT["softmax"] * out_numel

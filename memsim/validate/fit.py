@@ -22,14 +22,12 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from memsim.cost import price_ops
-from memsim.cost.model import peer_link
+from memsim.cost.model import LINK_CATEGORIES, peer_link
 from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
 from memsim.hardware.schema import Calibration, Device, Link
 from memsim.validate.metrics import error_summary
 
 MIN_OVERHEAD_S = 1e-7
-# Categories priced at a link's rate rather than the memory tier's: no tier bandwidth fraction.
-LINK_CATEGORIES = ("collective",)
 
 
 class FittedMachine(NamedTuple):
@@ -64,6 +62,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     gemm_like = [category for category in MATRIX_CATEGORIES if category != "attention"]
     dtypes = sorted(ops.loc[ops["category"].isin(gemm_like), "dtype"].unique())
     categories = sorted(ops["category"].unique())
+    # categories priced at a link's rate rather than the memory tier's have no tier bandwidth fraction
     streamed = [category for category in categories if category not in LINK_CATEGORIES]
     start = [_logit((base.matrix_efficiency.get(d) if base and d in base.matrix_efficiency else unit.matrix_efficiency))
              for d in dtypes]
@@ -79,7 +78,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
         attention_at = len(start)
         start.append(_logit(unit.attention_efficiency))
     # only a link between the devices' copies is fitted: a host link's constants price host copies
-    link = peer_link(links.values()) if "collective" in categories else None
+    link = peer_link(links.values()) if set(categories) & set(LINK_CATEGORIES) else None
     link = link if link is not None and link.joins_copies else None
     link_name = next((name for name, candidate in links.items() if candidate is link), None)
     if link is not None:
@@ -111,8 +110,17 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     def loss(x) -> float:
         return float(np.mean(np.abs(predict(x) / measured - 1.0)))
 
-    result = minimize(loss, np.array(start), method="Powell",
-                      options={"maxiter": 50 * len(start), "xtol": 1e-3, "ftol": 1e-5})
+    # MAPE has a kink wherever a prediction meets its measurement, and Powell's line searches can
+    # stall on such kinks where two constants trade off (a link's per-step latency against a
+    # call's fixed cost). So MAPE is also minimised from where the smooth squared log ratio is
+    # least, and the lower of the two minima is kept.
+    def smooth_loss(x) -> float:
+        return float(np.mean(np.log(predict(x) / measured) ** 2))
+
+    options = {"maxiter": 50 * len(start), "xtol": 1e-3, "ftol": 1e-5}
+    near = minimize(smooth_loss, np.array(start), method="Powell", options=options).x
+    result = min((minimize(loss, x0, method="Powell", options=options) for x0 in (np.array(start), near)),
+                 key=lambda candidate: candidate.fun)
     summary = error_summary(ops.assign(predicted_s=predict(result.x)))
     residuals = {f"{name}_mape": round(row["mape"], 6) for name, row in summary.items()}
     return FittedMachine(calibration(result.x).model_copy(update={"residuals": residuals}), fitted_links(result.x))

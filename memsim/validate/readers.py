@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from memsim.cost.model import POINT_TO_POINT_KINDS
 from memsim.errors import MemsimError
 from memsim.trace.ops import attention_flops
 
@@ -259,7 +260,8 @@ def read_vidur_collective(path: Path) -> Measured:
             continue
         seconds = rec.get(f"time_stats.{kind}.median", np.nan) * 1e-3
         written = payload * ranks if kind == "all_gather" else payload
-        row = op_row(f"{kind} x{ranks}", "collective", "fp16", 0.0, payload, written, seconds, payload,
+        category = "p2p" if kind in POINT_TO_POINT_KINDS else "collective"
+        row = op_row(f"{kind} x{ranks}", category, "fp16", 0.0, payload, written, seconds, payload,
                      attrs={"ranks": ranks, "kind": kind})
         if np.isfinite(seconds) and seconds > 0:
             rows.append(row)
