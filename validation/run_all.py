@@ -404,7 +404,11 @@ FINDINGS = """**What changed in this round.**
   once per wave when it exceeds 3/4 of the L2 (rasterisation along M) removed the 70B and 34B
   bias (signed -2.5% -> -0.6%), but it raised the MAPE of the 7B held-out half, phi-2 and
   A100 Llama-2-70B, so it is not in the model. Power-limited clocks under long tensor-core
-  main loops are the other candidate; no datasheet figure sets them.
+  main loops are the other candidate, and K alone does not explain the data: Qwen-72B's up
+  projection, K = 8192 throughout, at 4096 tokens runs at 762, 734, 702 and 682 TFLOP/s at
+  TP 8, 4, 2 and 1, as its N grows from 6144 to 49152 (more waves, which should help) and its
+  kernel from 0.54 to 4.8 ms. The Llama-2-7B file's GEMMs last at most 1.1 ms, so a file like
+  it cannot set such a clock, and no datasheet figure does.
 - *phi-2's LayerNorm, GELU and rotary kernels.* Vidur runs torch's vectorised LayerNorm for
   phi-2 (Sarathi's scalar-load RMSNorm for the Llama family), and its GELU streams at 2.45 TB/s
   against the residual add's 3.1 TB/s; both are priced with constants fitted on the Llama-2-7B
