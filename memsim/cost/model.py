@@ -214,9 +214,10 @@ def _price_memcpy(ops, rows, moved, bandwidth, overhead, links, compute, memory,
 
 def _price_collectives(ops, rows, categories, read, written, bandwidth, overhead, links, compute, memory,
                        total) -> None:
-    """Collectives over the first peer link; attrs name ranks, kind (all_reduce, all_gather,
-    reduce_scatter, send_recv, ...) and optionally the algorithm (ring or tree). Without one an all-reduce reduces in the switch where the link can, else
-    runs as a ring, as NCCL chooses for large messages."""
+    """Collectives and sends over the first peer link; attrs name ranks, kind (all_reduce,
+    all_gather, reduce_scatter, send_recv, ...) and optionally the algorithm (ring or tree).
+    Without one an all-reduce reduces in the switch where the link can, else runs as a ring, as
+    NCCL chooses for large messages."""
     link = peer_link(links)
     attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
     ranks = np.array([float(a.get("ranks") or 1) for a in attrs])

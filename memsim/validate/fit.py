@@ -4,14 +4,15 @@ The constants are those a user would tune by hand: the achieved fraction of the 
 dtype, and per op category present in the data the achieved fraction of memory bandwidth and
 the fixed per-kernel cost, plus one compute/memory overlap loss, the share of a wave's memory
 time a GEMM's first wave exposes (where the data has GEMMs) and, where the data has fused
-attention kernels, the fraction of the GEMM rate they reach; where it has collectives, the
-efficiency and per-step latency of the peer link they cross (with the collectives' fixed cost per
-call as their category's overhead). Never one per shape or per op.
+attention kernels, the fraction of the GEMM rate they reach; where it has collectives or sends,
+the efficiency and per-step latency of the peer link they cross (with the fixed cost per call of
+each, collective and p2p, as their category's overhead). Never one per shape or per op.
 Bandwidth fractions are capped only by the datasheet peak: a device copy (half reads, half
 writes) is not the fastest access pattern, and read-heavy kernels such as a residual add measure
 above it. The fit minimises the mean absolute percentage error with Powell's method
-over the logits of the fractions (so they stay in range) and the logs of the overheads; it
-starts from fixed values, so the same data gives bit-identical constants.
+over the logits of the fractions (so they stay in range) and the logs of the overheads, from
+fixed starting values and from the minimum of the squared log ratio, and keeps the lower; so
+the same data gives bit-identical constants.
 """
 from __future__ import annotations
 
