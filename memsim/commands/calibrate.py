@@ -76,7 +76,7 @@ def calibrate_from_file(measured: str | list[str], hw: str, format: str | None, 
         progress(f"fitting {len(ops)} measured ops of {', '.join(name.split(' (')[0] for name in described)}")
     described = " + ".join(described)
     calibration, links = fit_calibration(ops, system.device, f"fitted to {described}", system.links,
-                                         fitted_on=described)
+                                         fitted_on=described, progress=progress)
     return FittedMachine(calibration.model_copy(update={"device_name": device_name}), links), resolve_path(hw)
 
 
@@ -104,7 +104,7 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None):
     if progress:
         progress(f"fitting {len(ops)} measured ops")
     calibration, _ = fit_calibration(ops, main, f"memsim calibrate --device {device}", system.links,
-                                     fitted_on=f"{len(ops)} micro-benchmarks on {device}")
+                                     fitted_on=f"{len(ops)} micro-benchmarks on {device}", progress=progress)
     calibration = calibration.model_copy(update={
         "device_name": name, "torch_version": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})

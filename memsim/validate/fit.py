@@ -54,7 +54,7 @@ def _expit(x: float) -> float:
 
 
 def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[str, Link] | None = None,
-                    fitted_on: str = "") -> FittedMachine:
+                    fitted_on: str = "", progress=None) -> FittedMachine:
     """Calibration of `device` (and of its peer link) that best predicts ops.measured_s (priced with price_ops)."""
     links = dict(links or {})
     unit = main_compute_unit(device)
@@ -119,9 +119,16 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
         return float(np.mean(np.log(predict(x) / measured) ** 2))
 
     options = {"maxiter": 50 * len(start), "xtol": 1e-3, "ftol": 1e-5}
-    near = minimize(smooth_loss, np.array(start), method="Powell", options=options).x
-    result = min((minimize(loss, x0, method="Powell", options=options) for x0 in (np.array(start), near)),
-                 key=lambda candidate: candidate.fun)
+
+    def search(objective, x0, step: str):
+        found = minimize(objective, x0, method="Powell", options=options)
+        if progress:
+            progress(f"fit {step}: MAPE {loss(found.x):.1%}")
+        return found
+
+    near = search(smooth_loss, np.array(start), "1/3 (squared log ratio)")
+    result = min((search(loss, np.array(start), "2/3 (MAPE from the fixed start)"),
+                  search(loss, near.x, "3/3 (MAPE from the log-ratio minimum)")), key=lambda found: found.fun)
     summary = error_summary(ops.assign(predicted_s=predict(result.x)))
     residuals = {f"{name}_mape": round(row["mape"], 6) for name, row in summary.items()}
     return FittedMachine(calibration(result.x).model_copy(update={"residuals": residuals}), fitted_links(result.x))
