@@ -430,6 +430,13 @@ FINDINGS = """**What changed in this round.**
   together with a per-tile fixed cost (within 0.5 points of the model); and a clock that drops
   after a fitted time at full load, which took the A100's held-out half to 6.5% / 5.0% but made
   every other A100 model worse (7.6-8.2%), i.e. it fitted the 7B file's shapes.
+- *Decode-shaped GEMMs on H100.* The 48 held-out Llama-2-7B GEMMs with at most 32 tokens
+  (weight-streaming, GEMV-like) have 11.3% MAPE, +7.3% signed (A100: 4.3%, -1.8%): at TP 8 the
+  attention output projection takes 4-5 us and is predicted 6.8-7.2. The GEMM fixed cost fitted
+  on the whole file (5.5 us) is more than these kernels pay; a line through them alone gives
+  3.1 us + bytes / 2.73 TB/s (6.8%). Pricing GEMMs of at most 32 rows with a fixed cost and
+  bandwidth of their own (two more constants) left the held-out half at 7.4% / 5.3% and made
+  every other H100 model 0.1-0.7 points worse and BERT 8.1% -> 11.5%, so it is not in the model.
 - *Qwen GEMMs (and GEMM.csv, the same shapes plus one 32x559x1 outer product on a SIMT
   kernel).* 147 of the 242 are 8944x1024x1024 and predicted about 10% slow. That trace's
   128x128 tiles run their K loop at ~93% of the per-SM peak, with ~1.5-2 us fixed per wave.
