@@ -354,7 +354,9 @@ FINDINGS = """**What changed in this round.**
   its fixed time in the all-reduce call (23 us), not in the link's per-step latency (0.44 us),
   so 20.1% MAPE; on the A100 sends reach 238 GB/s (0.79 of the link) where its all-reduce ring
   reached 0.56, so 41%. Fitted on their own half (`memsim calibrate --from send_recv.csv`):
-  2.6% (H100) and 9.3% (A100); fitted jointly with the all-reduces on the H100, sends 2.8% and
+  2.6% (H100) and 9.3% (A100; its sends reach 260-270 GB/s from 16 to 31 MB and 221-227 GB/s
+  from 39 MB up, which one link efficiency cannot follow: the fit settles at the cap, 1.0, with
+  5.8 us of latency, and sends over 30 MB come out 17% fast); fitted jointly with the all-reduces on the H100, sends 2.8% and
   all-reduces 9.3%. The engine's pipeline sends between GPUs pay the p2p fixed cost.
 - *The fit's two starts.* MAPE has a kink wherever a prediction meets its measurement, and
   Powell's line searches stalled on them where two constants trade off (a synthetic node with
