@@ -123,10 +123,9 @@ def main() -> int:
         for gpu, spec in MACHINES.items():
             vidur = root / VIDUR.format(gpu=gpu)
             stderr_progress(f"{gpu}: calibrating on every other token count of {vidur.name}")
-            (calibration, _), base = calibrate_from_file(str(vidur), spec["hw"], None, True)
-            system = load_system(write_calibrated(base, calibration, f"{folder}/{gpu}.yaml"))
+            system = calibrated_on_half(vidur, spec["hw"], f"{folder}/{gpu}.yaml")
             calibrated[gpu] = system
-            calibrations.append((gpu, calibration))
+            calibrations.append((gpu, system.device.calibration))
             datasheet = load_system(spec["hw"])
             data = read_measured(vidur)
             held_out = data.ops[~calibration_half(data.ops["size"])].reset_index(drop=True)

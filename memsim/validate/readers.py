@@ -245,9 +245,10 @@ def read_kineto(path: Path) -> Measured:
 
 def read_vidur_collective(path: Path) -> Measured:
     """Vidur's collective profile (network/<setup>/all_reduce.csv, send_recv.csv and kin): one row
-    per (ranks, size) within one node; a send_recv row is rank 0 sending the buffer to rank 1. `size` is the bytes of one rank's fp16 buffer (Vidur's wrapper writes
-    its element count times two, and its own predictor reads it back as bytes); times are medians
-    in ms of the NCCL kernels in a Kineto trace. Rows whose ranks span several nodes
+    per (ranks, size) within one node; a send_recv row is rank 0 sending the buffer to rank 1.
+    `size` is the bytes of one rank's fp16 buffer (Vidur's wrapper writes its element count times
+    two, and its own predictor reads it back as bytes); times are medians in ms of the NCCL
+    kernels in a Kineto trace. Rows whose ranks span several nodes
     (devices_per_node below num_workers) are left out and counted in meta['skipped']: memsim
     prices a collective over one peer link, not a hierarchy of them."""
     frame = pd.read_csv(path)
