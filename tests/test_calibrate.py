@@ -15,7 +15,9 @@ from memsim.validate.readers import attention_row, gemm_row, op_row
 
 def synthetic_ops():
     rows = [gemm_row("mm", "bf16", 1, m, n, 4096, 0.0, m) for m in (1, 16, 128, 512, 2048, 4096) for n in (1024, 8192)]
-    rows += [gemm_row("mm", "bf16", 1, m, m, 32768, 0.0, m) for m in (4096, 8192)]  # compute-bound: pins the peak
+    # compute-bound: pins the peak, with rows of 2^16 B (ten doublings past the 64 B interleave)
+    # and of 513 * 2^7 B (one), which set the row-pitch conflict cost apart from the peak
+    rows += [gemm_row("mm", "bf16", 1, m, m, k, 0.0, m) for m in (4096, 8192) for k in (32768, 32832)]
     rows += [op_row("add", "elementwise", "bf16", 0, 2 * e, e, 0.0, e) for e in (1e3, 1e5, 1e7, 1e8, 4e8)]
     return pd.DataFrame(rows)
 
@@ -23,6 +25,7 @@ def synthetic_ops():
 def test_fit_recovers_the_constants_that_made_the_data():
     device = load_system("nvidia-h100-sxm").device
     truth = Calibration(source="truth", matrix_efficiency={"bf16": 0.7}, overlap_loss=0.3, first_wave_exposure=0.6,
+                        pitch_conflict_cost=0.02,
                         bandwidth_efficiency={"gemm": 0.85, "elementwise": 0.6},
                         category_overhead={"gemm": 4e-6, "elementwise": 2e-6})
     ops = synthetic_ops()
@@ -33,6 +36,7 @@ def test_fit_recovers_the_constants_that_made_the_data():
     assert fitted.bandwidth_efficiency["elementwise"] == pytest.approx(0.6, rel=0.03)
     assert fitted.category_overhead["elementwise"] == pytest.approx(2e-6, rel=0.1)
     assert fitted.first_wave_exposure == pytest.approx(0.6, rel=0.1)
+    assert fitted.pitch_conflict_cost == pytest.approx(0.02, rel=0.1)
 
 
 def test_fit_recovers_the_attention_fraction_of_the_gemm_rate():

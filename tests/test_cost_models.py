@@ -277,6 +277,25 @@ def test_fused_attention_runs_at_a_fraction_of_the_gemm_rate():
     assert list(peak) == [2e12, 0.5e12]  # calibrated: a quarter of the calibrated GEMM rate
 
 
+def test_gemm_operand_rows_a_multiple_of_a_large_power_of_two_run_slower():
+    # bf16 rows, 64 B interleave: K = 4096 is 8192 B = 2^13 (7 doublings past 2^6), K = 2752 is
+    # 5504 B = 43 * 2^7 (one), K = 1376 is 43 * 2^6 and K = 4104 is 513 * 2^4 (none)
+    k = np.array([4096.0, 2752.0, 1376.0, 4104.0])
+    fraction = kernels.pitch_conflict_fraction(k, np.full(4, 2.0), np.full(4, 64.0), np.full(4, 0.02))
+    assert list(fraction) == pytest.approx([1 / 1.14, 1 / 1.02, 1.0, 1.0])
+    assert kernels.pitch_conflict_fraction(*one(4096, 2, 64, 0.0))[0] == 1.0  # no cost
+    assert kernels.pitch_conflict_fraction(*one(4096, 2, 0, 0.02))[0] == 1.0  # no partitions (vector units)
+    raw = json.loads(json.dumps(SYSTEM))
+    raw["devices"]["gpu"]["compute"]["sm"]["load_alignment"] = "16 B"
+    raw["devices"]["gpu"]["memories"]["hbm"]["granularity"] = "64 B"
+    raw["devices"]["gpu"]["calibration"] = {"source": "test", "pitch_conflict_cost": 0.02}
+    ops = pd.DataFrame([op("gemm", 2 * 256 * 512 * k, 0, 0, (1, 256, 512, k)) for k in (4096, 4160)])
+    costs = price_ops(ops, validate_system(raw).device)
+    # K = 4160 is 8320 B = 65 * 2^7: one doubling against K = 4096's seven
+    per_k = costs["compute_s"] / np.array([4096, 4160])
+    assert per_k[0] / per_k[1] == pytest.approx(1.14 / 1.02, rel=0.01)
+
+
 def test_gemms_whose_rows_are_not_16_byte_aligned_load_narrower_and_run_slower():
     # bf16: N = 30522 is 61044 B per row, a multiple of 4 B only: 4/16 of the rate; K = 512 and
     # N = 4096 are aligned; fp32 N = 2798 is 11192 B, a multiple of 8 B: half the rate

@@ -14,6 +14,8 @@ import numpy as np
 # Output tile shapes (rows, cols) a GEMM library chooses among; CUTLASS/cuBLAS ship these sizes.
 GEMM_TILES = np.array([[256.0, 128.0], [128.0, 256.0], [128.0, 192.0], [128.0, 128.0], [128.0, 64.0],
                        [64.0, 128.0], [64.0, 64.0]])
+# Largest power of two looked for in a row's length (1 MiB); no partition map repeats beyond it.
+MAX_PITCH_POWER = 2.0 ** 20
 # Smallest K slice worth splitting a GEMM over (split-K), as cuBLAS heuristics do.
 MIN_SPLIT_K = 256.0
 # Query rows one FlashAttention thread block keeps on chip at most (FlashAttention-2's Br).
@@ -93,14 +95,24 @@ def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overh
 
 
 @numba.njit(cache=True)
+def _pitch_power(row_bytes):
+    """Largest power of two dividing a row's length in bytes, at most MAX_PITCH_POWER (1 when
+    the length is odd or fractional)."""
+    power = 1.0
+    while power < MAX_PITCH_POWER and row_bytes % (2.0 * power) == 0.0:
+        power *= 2.0
+    return power
+
+
+@numba.njit(cache=True)
 def aligned_fraction(k, n, elem_bytes, alignment):
     """Fraction of the matrix rate a GEMM keeps when its rows are not aligned to the load width.
 
     Idea: CUTLASS and cuBLAS kernels load operand tiles with vector loads of `alignment` bytes
-    (the kernels' alignment parameter: align8 for 16-bit types, align4 for fp32); when a row
-    length (K for A, N for B and C, in bytes) is not a multiple of that, the library falls back
-    to kernels that load as many bytes as the row length allows, issuing alignment/width times
-    the load instructions, and the main loop is bound by issuing them.
+    (a power of two: the kernels' alignment parameter, align8 for 16-bit types, align4 for
+    fp32); when a row length (K for A, N for B and C, in bytes) is not a multiple of that, the
+    library falls back to kernels that load as many bytes as the row length allows, issuing
+    alignment/width times the load instructions, and the main loop is bound by issuing them.
         width    = largest power of two dividing both K*b and N*b, at most `alignment`
         fraction = width / alignment            (1 where alignment is 0: no requirement)
     """
@@ -109,10 +121,41 @@ def aligned_fraction(k, n, elem_bytes, alignment):
     for i in range(count):
         if alignment[i] <= 0.0:
             continue
-        width = alignment[i]
-        while width > 1.0 and ((k[i] * elem_bytes[i]) % width != 0.0 or (n[i] * elem_bytes[i]) % width != 0.0):
-            width /= 2.0
+        width = min(alignment[i], _pitch_power(k[i] * elem_bytes[i]), _pitch_power(n[i] * elem_bytes[i]))
         out[i] = width / alignment[i]
+    return out
+
+
+@numba.njit(cache=True)
+def pitch_conflict_fraction(k, elem_bytes, interleave, cost):
+    """Fraction of the matrix rate a GEMM keeps when its operands' row pitch is a multiple of a
+    large power of two.
+
+    Idea: memory is interleaved over partitions (DRAM channels, L2 slices) by address bits.
+    Rows whose pitch is a multiple of 2^p differ only in the bits from p up, so the rows of a
+    tile, loaded together, fall in fewer partitions the larger p is and queue there: the
+    "partition camping" of Ruetsch and Micikevicius ("Optimizing Matrix Transpose in CUDA",
+    NVIDIA, 2009), the reason BLAS libraries special-case leading dimensions that are multiples
+    of 1024 (clBLAS, CLBlast). Partitions interleave at no finer than the memory's access
+    granularity g, so pitches up to g spread like contiguous data; address hashing spreads most
+    of the rest, so the loss grows step by step with p rather than at a cliff: c, calibrated per
+    machine, is the extra main-loop time per doubling of the pitch's power of two beyond g. Both
+    operands of a linear layer (x W^T) have rows of K elements.
+        d        = log2(largest power of two dividing K*b / g), at least 0
+        fraction = 1 / (1 + c * d)              (1 where g or c is 0)
+    """
+    return 1.0 / (1.0 + cost * pitch_doublings(k, elem_bytes, interleave))
+
+
+@numba.njit(cache=True)
+def pitch_doublings(k, elem_bytes, interleave):
+    """d of pitch_conflict_fraction: doublings of the power of two in K*b beyond the interleave
+    (0 where the interleave is 0)."""
+    count = k.shape[0]
+    out = np.zeros(count)
+    for i in range(count):
+        if interleave[i] > 0.0:
+            out[i] = max(0.0, math.log2(_pitch_power(k[i] * elem_bytes[i]) / interleave[i]))
     return out
 
 

@@ -66,10 +66,11 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     # a GEMM or attention op without its problem dimensions keeps the streaming price above
     rows = np.flatnonzero((category == "gemm") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))
     if rows.size:
-        # only tensor-core kernels need aligned vector loads; vector-unit (SIMT) GEMMs do not
-        needs = {d: unit.load_alignment if on_matrix_units(unit, d) else 0.0 for d in set(dtype[rows])}
-        alignment = np.array([needs[d] for d in dtype[rows]])
+        alignment = load_alignment(dtype[rows], unit)
         aligned = kernels.aligned_fraction(dims["k"][rows], dims["n"][rows], elem_bytes[rows], alignment)
+        conflict = np.full(rows.size, device.calibration.pitch_conflict_cost if device.calibration else 0.0)
+        aligned = aligned * kernels.pitch_conflict_fraction(dims["k"][rows], elem_bytes[rows],
+                                                            pitch_interleave(alignment, tier), conflict)
         result = kernels.gemm_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                     moved[rows], peak[rows] * aligned, units[rows], bandwidth[rows], overhead[rows],
                                     overlap[rows], exposure[rows])
@@ -100,6 +101,20 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
                            total)
     return pd.DataFrame({"compute_s": compute, "memory_s": memory, "overhead_s": total - np.maximum(compute, memory),
                          "duration_s": total}, index=ops.index)
+
+
+def load_alignment(dtype: np.ndarray, unit: ComputeUnit) -> np.ndarray:
+    """Load width (bytes) each GEMM's kernel needs: the unit's on its matrix units (tensor
+    cores); vector-unit (SIMT) kernels need none (0)."""
+    needs = {d: unit.load_alignment if on_matrix_units(unit, d) else 0.0 for d in set(dtype)}
+    return np.array([needs[d] for d in dtype], dtype=float)
+
+
+def pitch_interleave(alignment: np.ndarray, tier: MemoryTier) -> np.ndarray:
+    """Interleave from which row-pitch conflicts count (kernels.pitch_conflict_fraction): memory
+    partitions interleave at no finer than the tier's access granularity. Only kernels that need
+    aligned loads (tensor cores) are charged, the ones the effect was measured on; 0 elsewhere."""
+    return np.where(alignment > 0, tier.granularity, 0.0)
 
 
 def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhead, overlap, tier, device, unit,

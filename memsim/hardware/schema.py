@@ -145,6 +145,10 @@ class Calibration(Spec):
     first_wave_exposure: Fraction = 1.0
     """Share of one wave's memory (or compute) time a GEMM's first wave cannot hide: 1 when
     every unit loads its operands before computing; less with deep load pipelines."""
+    pitch_conflict_cost: float = Field(0.0, ge=0.0, le=1.0)
+    """Extra tensor-core GEMM main-loop time per doubling of the power of two in the operands' row
+    length beyond the memory's access granularity: such rows share memory partitions
+    (kernels.pitch_conflict_fraction)."""
     launch_overhead: Time | None = None
     """Fixed device-side cost of every kernel: launch and pipeline fill."""
     category_overhead: dict[OpCategory, Time] = Field(default_factory=dict)

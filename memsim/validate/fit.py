@@ -3,16 +3,18 @@
 The constants are those a user would tune by hand: the achieved fraction of the matrix peak per
 dtype, and per op category present in the data the achieved fraction of memory bandwidth and
 the fixed per-kernel cost, plus one compute/memory overlap loss, the share of a wave's memory
-time a GEMM's first wave exposes (where the data has GEMMs) and, where the data has fused
-attention kernels, the fraction of the GEMM rate they reach; where it has collectives or sends,
-the efficiency and per-step latency of the peer link they cross (with the fixed cost per call of
-each, collective and p2p, as their category's overhead). Never one per shape or per op.
+time a GEMM's first wave exposes (where the data has GEMMs), the cost of operand rows whose
+length is a multiple of a large power of two (where its tensor-core GEMMs have rows of at
+least two such classes) and, where the data has fused attention kernels, the fraction of the
+GEMM rate they reach; where it has collectives or sends, the efficiency and per-step latency of
+the peer link they cross (with the fixed cost per call of each, collective and p2p, as their
+category's overhead). Never one per shape or per op.
 Bandwidth fractions are capped only by the datasheet peak: a device copy (half reads, half
 writes) is not the fastest access pattern, and read-heavy kernels such as a residual add measure
 above it. The fit minimises the mean absolute percentage error with Powell's method
-over the logits of the fractions (so they stay in range) and the logs of the overheads, from
-fixed starting values and from the minimum of the squared log ratio, and keeps the lower; so
-the same data gives bit-identical constants.
+over the logits of the fractions (so they stay in range), the logs of the overheads and the
+square root of the pitch cost, from fixed starting values and from the minimum of the squared
+log ratio, and keeps the lower; so the same data gives bit-identical constants.
 """
 from __future__ import annotations
 
@@ -22,13 +24,15 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from memsim.cost import price_ops
-from memsim.cost.model import LINK_CATEGORIES, peer_link
+from memsim.cost import kernels, price_ops
+from memsim.cost.model import DTYPE_BYTES, LINK_CATEGORIES, load_alignment, peer_link, pitch_interleave
 from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
 from memsim.hardware.schema import Calibration, Device, Link
 from memsim.validate.metrics import error_summary
 
 MIN_OVERHEAD_S = 1e-7
+# Scale of the pitch cost's search variable, so that a step of 1 moves it as much as a logit's.
+PITCH_COST_SCALE = 10.0
 
 
 class FittedMachine(NamedTuple):
@@ -53,6 +57,28 @@ def _expit(x: float) -> float:
     return float(1.0 / (1.0 + np.exp(-x)))
 
 
+# A cost that may well be 0 is searched as a square root: a logit or log flattens out towards 0,
+# where Powell's line searches can stall and never come back; a square is smooth through it.
+def _root(cost: float) -> float:
+    return float(np.sqrt(cost) * PITCH_COST_SCALE)
+
+
+def _square(x: float) -> float:
+    return float(min(1.0, (x / PITCH_COST_SCALE) ** 2))
+
+
+def _pitch_classes(ops: pd.DataFrame, device: Device, unit) -> int:
+    """Distinct row-pitch conflict classes (doublings) among the GEMMs that pay them. With one
+    class the cost is indistinguishable from the matrix efficiency, so it is fitted from two."""
+    gemms = ops[(ops["category"] == "gemm") & (ops["k"] > 0)]
+    dtype = gemms["dtype"].fillna("fp32").to_numpy(dtype=object).astype(str)
+    alignment = load_alignment(dtype, unit)
+    tier = device.memories[unit.memory or device.default_memory]
+    elem_bytes = np.array([DTYPE_BYTES.get(d, 4.0) for d in dtype])
+    doublings = kernels.pitch_doublings(gemms["k"].to_numpy(float), elem_bytes, pitch_interleave(alignment, tier))
+    return np.unique(doublings[alignment > 0]).size
+
+
 def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[str, Link] | None = None,
                     fitted_on: str = "", progress=None) -> FittedMachine:
     """Calibration of `device` (and of its peer link) that best predicts ops.measured_s (priced with price_ops)."""
@@ -74,6 +100,10 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     if dtypes:  # the first GEMM wave's exposed share is fitted only on GEMM data
         exposure_at = len(start)
         start.append(_logit(0.9))
+    with_pitch = _pitch_classes(ops, device, unit) >= 2
+    if with_pitch:
+        pitch_at = len(start)
+        start.append(_root(0.01))
     with_attention = "attention" in categories  # the attention rate is fitted only on attention data
     if with_attention:
         attention_at = len(start)
@@ -95,6 +125,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
             category_overhead={c: max(float(np.exp(v)), MIN_OVERHEAD_S) for c, v in zip(categories, x[overheads])},
             attention_efficiency=_expit(x[attention_at]) if with_attention else None,
             first_wave_exposure=_expit(x[exposure_at]) if dtypes else 1.0,
+            pitch_conflict_cost=_square(x[pitch_at]) if with_pitch else 0.0,
             dispatch_overhead=base.dispatch_overhead if base else None, fitted_on=fitted_on)
 
     def fitted_links(x) -> dict[str, Link]:
