@@ -22,12 +22,15 @@ REPEATS = 5
 # Rounds of REPEATS, one after another: a neighbour's burst of load lasts about as long as one
 # round, so the fastest of several rounds is the op's own time.
 ROUNDS = 5
-# (m, n, k): square, skinny (decode-like) and wide GEMMs; sizes scaled per device.
+# (m, n, k): square, skinny (decode-like) and wide GEMMs; sizes scaled per device. On CUDA, rows
+# of 2752 and 5504 fp16 elements (43 x 2^7 and 43 x 2^8 bytes, K = N so both operands share the
+# pitch) beside the powers of two let the fit tell the row-pitch conflict cost from the peak.
 GEMM_SHAPES = {"cpu": [(1, 256, 64), (64, 64, 64), (64, 128, 64), (1, 1024, 1024), (8, 2048, 512), (32, 256, 256),
                        (64, 512, 512), (128, 512, 1024), (256, 1024, 1024), (512, 512, 512), (256, 256, 2048),
                        (16, 4096, 256)],
                "cuda": [(1, 4096, 4096), (16, 8192, 4096), (128, 4096, 4096), (512, 4096, 4096),
-                        (1024, 8192, 4096), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192)]}
+                        (1024, 8192, 4096), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192),
+                        (2048, 2752, 2752), (4096, 5504, 5504)]}
 ELEMENTS = {"cpu": [1, 1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22],
             "cuda": [1, 1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]}
 ROWS = {"cpu": 256, "cuda": 4096}
