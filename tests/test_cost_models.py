@@ -294,6 +294,13 @@ def test_gemm_operand_rows_a_multiple_of_a_large_power_of_two_run_slower():
     # K = 4160 is 8320 B = 65 * 2^7: one doubling against K = 4096's seven
     per_k = costs["compute_s"] / np.array([4096, 4160])
     assert per_k[0] / per_k[1] == pytest.approx(1.14 / 1.02, rel=0.01)
+    # fused attention's K and V rows are a token's kv_heads x head_dim apart: 32 x 128 bf16 is
+    # 2^13 B (seven doublings), 24 x 128 is 3 * 2^11 B (five); the same work otherwise
+    ops = pd.DataFrame([op("attention", heads * 4 * 1024 * 1024 * 128, 0, 0, (heads, 1024, 1024, 128),
+                           attrs={"heads": heads, "kv_heads": heads}) for heads in (32, 24)])
+    costs = price_ops(ops, validate_system(raw).device)
+    per_head = costs["compute_s"] / np.array([32, 24])
+    assert per_head[0] / per_head[1] == pytest.approx(1.14 / 1.10, rel=0.01)
 
 
 def test_gemms_whose_rows_are_not_16_byte_aligned_load_narrower_and_run_slower():

@@ -140,7 +140,8 @@ def pitch_conflict_fraction(k, elem_bytes, interleave, cost):
     granularity g, so pitches up to g spread like contiguous data; address hashing spreads most
     of the rest, so the loss grows step by step with p rather than at a cliff: c, calibrated per
     machine, is the extra main-loop time per doubling of the pitch's power of two beyond g. Both
-    operands of a linear layer (x W^T) have rows of K elements.
+    operands of a linear layer (x W^T) have rows of K elements; the K and V rows of fused
+    attention are one token apart, kv_heads x head_dim elements (pass that as k).
         d        = log2(largest power of two dividing K*b / g), at least 0
         fraction = 1 / (1 + c * d)              (1 where g or c is 0)
     """

@@ -135,8 +135,14 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
         usable = np.full(rows.size, cache.capacity * kernels.CACHE_REUSE_FRACTION)
         cached = kernels.flash_attention_cached_rereads(*shape, units[rows], usable)
         traffic = traffic - cached * _cache_discount(tier, cache)
+    # K and V rows are one token's kv_heads x head_dim elements apart, and pay row-pitch conflicts
+    # as a GEMM's operand rows do
+    alignment = load_alignment(ops["dtype"].fillna("fp32").to_numpy(dtype=object).astype(str)[rows], unit)
+    conflict = np.full(rows.size, device.calibration.pitch_conflict_cost if device.calibration else 0.0)
+    rate = peak[rows] * kernels.pitch_conflict_fraction(ratio * heads * dims["k"][rows], elem_bytes[rows],
+                                                        pitch_interleave(alignment, tier), conflict)
     result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
-                                     value_dim, causal, ops["flops"].to_numpy(float)[rows], traffic, peak[rows],
+                                     value_dim, causal, ops["flops"].to_numpy(float)[rows], traffic, rate,
                                      units[rows], bandwidth[rows], overhead[rows], overlap[rows])
     _put(rows, result, compute, memory, total)
 

@@ -146,9 +146,9 @@ class Calibration(Spec):
     """Share of one wave's memory (or compute) time a GEMM's first wave cannot hide: 1 when
     every unit loads its operands before computing; less with deep load pipelines."""
     pitch_conflict_cost: float = Field(0.0, ge=0.0, le=1.0)
-    """Extra tensor-core GEMM main-loop time per doubling of the power of two in the operands' row
-    length beyond the memory's access granularity: such rows share memory partitions
-    (kernels.pitch_conflict_fraction)."""
+    """Extra main-loop time of tensor-core GEMMs and fused attention per doubling of the power of
+    two in their operands' row pitch beyond the memory's access granularity: such rows share
+    memory partitions (kernels.pitch_conflict_fraction)."""
     launch_overhead: Time | None = None
     """Fixed device-side cost of every kernel: launch and pipeline fill."""
     category_overhead: dict[OpCategory, Time] = Field(default_factory=dict)
