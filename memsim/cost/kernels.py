@@ -128,8 +128,8 @@ def aligned_fraction(k, n, elem_bytes, alignment):
 
 @numba.njit(cache=True)
 def pitch_conflict_fraction(k, elem_bytes, interleave, cost):
-    """Fraction of the matrix rate a GEMM keeps when its operands' row pitch is a multiple of a
-    large power of two.
+    """Fraction of the matrix rate a GEMM (or fused attention) keeps when its operands' row pitch
+    is a multiple of a large power of two.
 
     Idea: memory is interleaved over partitions (DRAM channels, L2 slices) by address bits.
     Rows whose pitch is a multiple of 2^p differ only in the bits from p up, so the rows of a

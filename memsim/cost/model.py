@@ -66,11 +66,9 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     # a GEMM or attention op without its problem dimensions keeps the streaming price above
     rows = np.flatnonzero((category == "gemm") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))
     if rows.size:
-        alignment = load_alignment(dtype[rows], unit)
-        aligned = kernels.aligned_fraction(dims["k"][rows], dims["n"][rows], elem_bytes[rows], alignment)
-        conflict = np.full(rows.size, device.calibration.pitch_conflict_cost if device.calibration else 0.0)
-        aligned = aligned * kernels.pitch_conflict_fraction(dims["k"][rows], elem_bytes[rows],
-                                                            pitch_interleave(alignment, tier), conflict)
+        aligned = kernels.aligned_fraction(dims["k"][rows], dims["n"][rows], elem_bytes[rows],
+                                           load_alignment(dtype[rows], unit))
+        aligned = aligned * _pitch_fraction(dims["k"][rows], elem_bytes[rows], dtype[rows], unit, tier, device)
         result = kernels.gemm_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                     moved[rows], peak[rows] * aligned, units[rows], bandwidth[rows], overhead[rows],
                                     overlap[rows], exposure[rows])
@@ -117,6 +115,15 @@ def pitch_interleave(alignment: np.ndarray, tier: MemoryTier) -> np.ndarray:
     return np.where(alignment > 0, tier.granularity, 0.0)
 
 
+def _pitch_fraction(row_elements, elem_bytes, dtype, unit: ComputeUnit, tier: MemoryTier,
+                    device: Device) -> np.ndarray:
+    """Share of the matrix rate kept by kernels whose operand rows are `row_elements` apart, at
+    the device's calibrated row-pitch conflict cost (kernels.pitch_conflict_fraction)."""
+    cost = np.full(len(dtype), device.calibration.pitch_conflict_cost if device.calibration else 0.0)
+    interleave = pitch_interleave(load_alignment(dtype, unit), tier)
+    return kernels.pitch_conflict_fraction(row_elements, elem_bytes, interleave, cost)
+
+
 def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhead, overlap, tier, device, unit,
                      compute, memory, total) -> None:
     """Fused attention: FlashAttention's HBM traffic less the K/V re-reads the cache serves, and
@@ -137,10 +144,8 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
         traffic = traffic - cached * _cache_discount(tier, cache)
     # K and V rows are one token's kv_heads x head_dim elements apart, and pay row-pitch conflicts
     # as a GEMM's operand rows do
-    alignment = load_alignment(ops["dtype"].fillna("fp32").to_numpy(dtype=object).astype(str)[rows], unit)
-    conflict = np.full(rows.size, device.calibration.pitch_conflict_cost if device.calibration else 0.0)
-    rate = peak[rows] * kernels.pitch_conflict_fraction(ratio * heads * dims["k"][rows], elem_bytes[rows],
-                                                        pitch_interleave(alignment, tier), conflict)
+    dtype = ops["dtype"].fillna("fp32").to_numpy(dtype=object).astype(str)[rows]
+    rate = peak[rows] * _pitch_fraction(ratio * heads * dims["k"][rows], elem_bytes[rows], dtype, unit, tier, device)
     result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                      value_dim, causal, ops["flops"].to_numpy(float)[rows], traffic, rate,
                                      units[rows], bandwidth[rows], overhead[rows], overlap[rows])

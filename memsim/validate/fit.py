@@ -27,7 +27,7 @@ from scipy.optimize import minimize
 from memsim.cost import kernels, price_ops
 from memsim.cost.model import DTYPE_BYTES, LINK_CATEGORIES, load_alignment, peer_link, pitch_interleave
 from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
-from memsim.hardware.schema import Calibration, Device, Link
+from memsim.hardware.schema import Calibration, ComputeUnit, Device, Link
 from memsim.validate.metrics import error_summary
 
 MIN_OVERHEAD_S = 1e-7
@@ -67,7 +67,7 @@ def _square(x: float) -> float:
     return float(min(1.0, (x / PITCH_COST_SCALE) ** 2))
 
 
-def _pitch_classes(ops: pd.DataFrame, device: Device, unit) -> int:
+def _pitch_classes(ops: pd.DataFrame, device: Device, unit: ComputeUnit) -> int:
     """Distinct row-pitch conflict classes (doublings) among the GEMMs that pay them. With one
     class the cost is indistinguishable from the matrix efficiency, so it is fitted from two."""
     gemms = ops[(ops["category"] == "gemm") & (ops["k"] > 0)]
