@@ -471,7 +471,11 @@ FINDINGS = """**What changed in this round.**
   3.1 us + bytes / 2.73 TB/s (6.8%). Pricing GEMMs of at most 32 rows with a fixed cost and
   bandwidth of their own (two more constants) left the held-out half at 7.4% / 5.3%, raised
   every other H100 model's median by 0.1-0.7 points (MAPE by up to 0.3) and BERT's MAPE from
-  8.1% to 11.5%, so it is not in the model.
+  8.1% to 11.5%, so it is not in the model. Nor is a fixed cost on a GEMM's compute side
+  (which a memory-bound, GEMV-like kernel hides behind its streaming), tried with the row-pitch
+  cost: fitted at 3.3 us beside a 2.7 us launch cost on H100, it took the held-out half to
+  6.9% / 4.9% and the other H100 models down by 0.1-0.2 points, but BERT's small tiled GEMMs
+  (141 tokens, 6 us, neither bound) from 8.8% to 13.4% and GEMM.csv from 16.2% to 18.3%.
 - *Qwen GEMMs (and GEMM.csv, the same shapes plus one 32x559x1 outer product on a SIMT
   kernel).* 147 of the 242 are 8944x1024x1024 and predicted about 10% slow. That trace's
   128x128 tiles run their K loop at ~93% of the per-SM peak, with ~1.5-2 us fixed per wave.
