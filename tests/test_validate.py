@@ -167,7 +167,7 @@ def test_vidur_h100_calibration_generalises_to_held_out_sizes_and_to_kineto(run_
             check=True)
     result = json.loads(run_cli("validate", path, "--hw", out, "--held-out", "--json", check=True).stdout)
     gemm = result["groups"]["gemm"]
-    assert gemm["mape"] <= 0.08 and gemm["median_ape"] <= 0.06
+    assert gemm["mape"] <= 0.075 and gemm["median_ape"] <= 0.055
     for kind, summary in result["ops"].items():
         assert summary["mape"] <= 0.10, kind
 
