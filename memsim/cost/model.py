@@ -60,7 +60,7 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     compute, memory, total = kernels.streaming_times(flops, streamed, peak, bandwidth, overhead)
 
     units = np.full(count, float(unit.count))
-    elem_bytes = pd.Series(dtype).map(DTYPE_BYTES).fillna(4.0).to_numpy(float)
+    elem_bytes = element_bytes(dtype)
     dims = {name: ops[name].to_numpy(float) for name in ("batch", "m", "n", "k")}
 
     # a GEMM or attention op without its problem dimensions keeps the streaming price above
@@ -108,11 +108,16 @@ def load_alignment(dtype: np.ndarray, unit: ComputeUnit) -> np.ndarray:
     return np.array([needs[d] for d in dtype], dtype=float)
 
 
-def pitch_interleave(alignment: np.ndarray, tier: MemoryTier) -> np.ndarray:
+def pitch_interleave(dtype: np.ndarray, unit: ComputeUnit, tier: MemoryTier) -> np.ndarray:
     """Interleave from which row-pitch conflicts count (kernels.pitch_conflict_fraction): memory
     partitions interleave at no finer than the tier's access granularity. Only kernels that need
     aligned loads (tensor cores) are charged, the ones the effect was measured on; 0 elsewhere."""
-    return np.where(alignment > 0, tier.granularity, 0.0)
+    return np.where(load_alignment(dtype, unit) > 0, tier.granularity, 0.0)
+
+
+def element_bytes(dtype: np.ndarray) -> np.ndarray:
+    """Bytes per element of each dtype name (4 where unknown)."""
+    return pd.Series(dtype).map(DTYPE_BYTES).fillna(4.0).to_numpy(float)
 
 
 def _pitch_fraction(row_elements, elem_bytes, dtype, unit: ComputeUnit, tier: MemoryTier,
@@ -120,8 +125,7 @@ def _pitch_fraction(row_elements, elem_bytes, dtype, unit: ComputeUnit, tier: Me
     """Share of the matrix rate kept by kernels whose operand rows are `row_elements` apart, at
     the device's calibrated row-pitch conflict cost (kernels.pitch_conflict_fraction)."""
     cost = np.full(len(dtype), device.calibration.pitch_conflict_cost if device.calibration else 0.0)
-    interleave = pitch_interleave(load_alignment(dtype, unit), tier)
-    return kernels.pitch_conflict_fraction(row_elements, elem_bytes, interleave, cost)
+    return kernels.pitch_conflict_fraction(row_elements, elem_bytes, pitch_interleave(dtype, unit, tier), cost)
 
 
 def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhead, overlap, tier, device, unit,

@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from memsim.cost import kernels, price_ops
-from memsim.cost.model import DTYPE_BYTES, LINK_CATEGORIES, load_alignment, peer_link, pitch_interleave
+from memsim.cost.model import LINK_CATEGORIES, element_bytes, peer_link, pitch_interleave
 from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
 from memsim.hardware.schema import Calibration, ComputeUnit, Device, Link
 from memsim.validate.metrics import error_summary
@@ -72,11 +72,9 @@ def _pitch_classes(ops: pd.DataFrame, device: Device, unit: ComputeUnit) -> int:
     class the cost is indistinguishable from the matrix efficiency, so it is fitted from two."""
     gemms = ops[(ops["category"] == "gemm") & (ops["k"] > 0)]
     dtype = gemms["dtype"].fillna("fp32").to_numpy(dtype=object).astype(str)
-    alignment = load_alignment(dtype, unit)
-    tier = device.memories[unit.memory or device.default_memory]
-    elem_bytes = np.array([DTYPE_BYTES.get(d, 4.0) for d in dtype])
-    doublings = kernels.pitch_doublings(gemms["k"].to_numpy(float), elem_bytes, pitch_interleave(alignment, tier))
-    return np.unique(doublings[alignment > 0]).size
+    interleave = pitch_interleave(dtype, unit, device.memories[unit.memory or device.default_memory])
+    doublings = kernels.pitch_doublings(gemms["k"].to_numpy(float), element_bytes(dtype), interleave)
+    return np.unique(doublings[interleave > 0]).size
 
 
 def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[str, Link] | None = None,
