@@ -443,6 +443,13 @@ FINDINGS = """**What changed in this round.**
   accounts for part of the K curve (K = 3584 is 7 x 2^10 B a row, K = 28672 is 7 x 2^13 B): the
   70B's down projection at those token counts went from +11.9%, +2.7%, -5.9% and -9.9% to
   +8.2%, +0.6%, -6.6% and -9.2% at K = 3584, 7168, 14336 and 28672; the long-K slowdown stays.
+  Tried this round: a length term beside the pitch term (the main loop slowed by
+  1 + b * log2(K * 2 B / 64 B)). The Llama-2-7B file's K (512-11008) cannot tell it from the
+  matrix efficiency, which ran to its cap of 1.0, and the held-out half got worse (7.4% at
+  b = 3%); the other H100 models gained 0.1-0.4 points of MAPE, phi-2 lost 0.4 and BERT went
+  from 8.8% to 13.7%. Not adopted. On A100 the trend runs the other way: GEMMs with K of
+  512-3072 run 5-12% slower than predicted, those with K of 5120 or more within 5%, the sign
+  of a fixed cost per tile rather than of a clock.
 - *phi-2's LayerNorm, GELU and rotary kernels.* Vidur runs torch's vectorised LayerNorm for
   phi-2 (Sarathi's scalar-load RMSNorm for the Llama family), and its GELU streams at 2.45 TB/s
   against the residual add's 3.1 TB/s; both are priced with constants fitted on the Llama-2-7B
@@ -464,6 +471,25 @@ FINDINGS = """**What changed in this round.**
   together with a per-tile fixed cost (within 0.5 points of the model); and a clock that drops
   after a fitted time at full load, which took the A100's held-out half to 6.5% / 5.0% but made
   every other A100 model worse (7.6-8.2%), i.e. it fitted the 7B file's shapes.
+  On H100 the misses also have a period of 256 tokens in every Vidur file: from 1 to 31 tokens
+  past a multiple of 256 (257-287, 513-543, ...) the model is 6-12% fast (-5.7% in the
+  Llama-2-7B file itself), at the multiple within -1% to +2%; the A100 shows it only from 257
+  to 320 tokens. The best-tile model pads M to 64 or 128 rows where cuBLAS's Hopper kernels
+  behave as if padded to 256. Padding row tiles to pairs (Hopper's two-block clusters) halved
+  that bias at 512-1024 tokens (-12% to -6%), but the held-out half stayed at 7.0% / 5.0%, the
+  other H100 models' medians moved by -0.1 to +0.3 points and BERT went from 8.8% to 11.3%.
+  Not adopted.
+- *Row kernels at a few tokens.* Vidur's SiLU-and-mul, rotary and RMSNorm kernels run one
+  thread block per token, so below ~132 tokens they cannot fill the GPU and their time follows
+  the row length, not the bytes. On H100, at 1-8 tokens, SiLU-and-mul takes 7, 3, 2 and 2 us
+  at TP 1, 2, 4 and 8 (rows of 11008, 5504, 2752 and 1376) and rotary 4, 3, 2 and 2 us, where
+  the streaming price with a fixed cost gives about 1.7 us. Each thread strides its row in
+  ceil(row / threads) steps of one memory latency each: about 0.5 us per step, against HBM3's
+  ~600 ns pointer-chase latency. Priced with that floor (steps times the memory latency in the
+  hardware YAML), the held-out rotary error fell (H100 9.5% -> 8.9%, A100 8.5% -> 6.6%) but
+  SiLU-and-mul on H100 rose from 9.7% to 10.8% and the A100 norms from 8.0% to 8.9%. A fitted
+  step latency would add a constant for op kinds already within target, and memsim's own
+  traces do not yet carry launch shapes, so the floor is not in the model.
 - *Decode-shaped GEMMs on H100.* The 48 held-out Llama-2-7B GEMMs with at most 32 tokens
   (weight-streaming, GEMV-like) have 11.3% MAPE, +7.3% signed (A100: 4.3%, -1.8%): at TP 8 the
   attention output projection takes 4-5 us and is predicted 6.8-7.2. The GEMM fixed cost fitted
