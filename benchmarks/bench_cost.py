@@ -16,7 +16,8 @@ def gemm_inputs(count: int, rng: np.random.Generator):
     """One op per entry; the hardware rates vary per entry (a sweep of hardware variants)."""
     shape = [np.full(count, v) for v in (1.0, 4096.0, 4096.0, 4096.0, 1e8)]
     hardware = [rng.uniform(1e14, 1e15, count), rng.integers(32, 160, count).astype(float),
-                rng.uniform(1e12, 5e12, count), np.full(count, 5e-6), np.full(count, 0.3), np.full(count, 0.8)]
+                rng.uniform(1e12, 5e12, count), np.full(count, 5e-6), np.full(count, 0.3), np.full(count, 0.8),
+                np.full(count, 1.0)]
     return shape + hardware
 
 

@@ -41,7 +41,7 @@ def overlapped(compute_s, memory_s, overlap_loss):
 
 @numba.njit(cache=True)
 def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overhead, overlap_loss,
-               first_wave_exposure):
+               first_wave_exposure, wave_quantization):
     """GEMM time from output tiles run in waves over the compute units (wave quantisation).
 
     Idea: the tile/wave model of NVIDIA's "Matrix multiplication background" guide and of
@@ -53,9 +53,14 @@ def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overh
     wave cannot hide the loads that start its pipeline: a share e of one wave's worth of the
     shorter side shows (e = 1 when each unit fetches all its operands before it computes; a
     multi-stage pipeline starts computing sooner, so a calibration fits e). Later waves prefetch
-    while earlier ones compute, so that exposed share falls as e/w. The library picks the tile
-    that finishes first:
+    while earlier ones compute, so that exposed share falls as e/w. A library picks among tiles,
+    split-K and stream-K schedules by heuristics of its own, so where its wave steps fall (and
+    whether it balances a partial last wave) is uncertain: a calibrated q in [0, 1] charges the
+    whole last wave (q = 1, the tile/wave model) or only its share of the tiles (q = 0), so the
+    steps the data does not show are not predicted. The library picks the tile that finishes
+    first:
 
+        w     = q * ceil(tiles*s / U) + (1 - q) * max(1, tiles*s / U)
         c_t   = w * 2*r*tn*ceil(K/s) / (P/U)
         total = min over tiles of overlapped(c_t, bytes_moved / B, max(overlap_loss, e/w)) + overhead
 
@@ -82,7 +87,9 @@ def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overh
             if tiles < units[i]:
                 splits = max(1.0, min(math.floor(units[i] / tiles), math.floor(k[i] / MIN_SPLIT_K)))
             k_slice = math.ceil(k[i] / splits)
-            waves = math.ceil(tiles * splits / units[i])
+            share = tiles * splits / units[i]
+            q = wave_quantization[i]
+            waves = q * math.ceil(share) + (1.0 - q) * max(1.0, share)
             rows = min(tm, m[i])
             arithmetic = waves * 2.0 * rows * tn * k_slice / per_unit_flops
             candidate = overlapped(arithmetic, base_memory, max(overlap_loss[i], first_wave_exposure[i] / waves))

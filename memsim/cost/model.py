@@ -56,6 +56,7 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
         bandwidth = np.where(moved > 0, moved / (read / read_bw + written / (read_bw * write_ratio)), read_bw)
     overlap = np.full(count, device.calibration.overlap_loss if device.calibration else 0.0)
     exposure = np.full(count, device.calibration.first_wave_exposure if device.calibration else 1.0)
+    quantization = np.full(count, device.calibration.wave_quantization if device.calibration else 1.0)
     streamed = moved - _cache_saving(ops, category, read, written, launches, tier, device, unit)
     compute, memory, total = kernels.streaming_times(flops, streamed, peak, bandwidth, overhead)
 
@@ -71,7 +72,7 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
         aligned = aligned * _pitch_fraction(dims["k"][rows], elem_bytes[rows], dtype[rows], unit, tier, device)
         result = kernels.gemm_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                     moved[rows], peak[rows] * aligned, units[rows], bandwidth[rows], overhead[rows],
-                                    overlap[rows], exposure[rows])
+                                    overlap[rows], exposure[rows], quantization[rows])
         _put(rows, result, compute, memory, total)
 
     rows = np.flatnonzero((category == "attention") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))

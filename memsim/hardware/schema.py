@@ -145,6 +145,9 @@ class Calibration(Spec):
     first_wave_exposure: Fraction = 1.0
     """Share of one wave's memory (or compute) time a GEMM's first wave cannot hide: 1 when
     every unit loads its operands before computing; less with deep load pipelines."""
+    wave_quantization: float = Field(1.0, ge=0.0, le=1.0)
+    """Share of a GEMM's partial last wave charged as a whole wave: 1 is the tile/wave model; less
+    where the library's schedules (tile choice, split-K, stream-K) do not show its steps."""
     pitch_conflict_cost: float = Field(0.0, ge=0.0, le=1.0)
     """Extra main-loop time of tensor-core GEMMs and fused attention per doubling of the power of
     two in their operands' row pitch beyond the memory's access granularity: such rows share

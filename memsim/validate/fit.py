@@ -3,7 +3,8 @@
 The constants are those a user would tune by hand: the achieved fraction of the matrix peak per
 dtype, and per op category present in the data the achieved fraction of memory bandwidth and
 the fixed per-kernel cost, plus one compute/memory overlap loss, the share of a wave's memory
-time a GEMM's first wave exposes (where the data has GEMMs), the cost of operand rows whose
+time a GEMM's first wave exposes and the share of a partial last wave it pays in full (where
+the data has GEMMs), the cost of operand rows whose
 length is a multiple of a large power of two (where its tensor-core GEMMs have rows of at
 least two such classes) and, where the data has fused attention kernels, the fraction of the
 GEMM rate they reach; where it has collectives or sends, the efficiency and per-step latency of
@@ -12,8 +13,8 @@ category's overhead). Never one per shape or per op.
 Bandwidth fractions are capped only by the datasheet peak: a device copy (half reads, half
 writes) is not the fastest access pattern, and read-heavy kernels such as a residual add measure
 above it. The fit minimises the mean absolute percentage error with Powell's method
-over the logits of the fractions (so they stay in range), the logs of the overheads and the
-square root of the pitch cost, from fixed starting values and from the minimum of the squared
+over the logits of the fractions (so they stay in range; the wave share as a squared sine), the
+logs of the overheads and the square root of the pitch cost, from fixed starting values and from the minimum of the squared
 log ratio, and keeps the lower; so the same data gives bit-identical constants.
 """
 from __future__ import annotations
@@ -67,6 +68,13 @@ def _square(x: float) -> float:
     return float(min(1.0, (x / PITCH_COST_SCALE) ** 2))
 
 
+# A fraction whose best value may sit at either bound is searched as the angle of its sine
+# squared: both bounds are reached at finite, smooth points, where a logit flattens out short of
+# them and clipping leaves flat ground that stalls the line searches.
+def _sine_squared(x: float) -> float:
+    return float(np.sin(x) ** 2)
+
+
 def _pitch_classes(ops: pd.DataFrame, device: Device, unit: ComputeUnit) -> int:
     """Distinct row-pitch conflict classes (doublings) among the GEMMs that pay them. With one
     class the cost is indistinguishable from the matrix efficiency, so it is fitted from two."""
@@ -95,9 +103,9 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     start.append(_logit(0.3))
     overheads = slice(len(start), len(start) + len(categories))
     start += [float(np.log(max(unit.op_overhead, 1e-6))) for _ in categories]
-    if dtypes:  # the first GEMM wave's exposed share is fitted only on GEMM data
+    if dtypes:  # the first GEMM wave's exposed share and the wave quantisation only on GEMM data
         exposure_at = len(start)
-        start.append(_logit(0.9))
+        start += [_logit(0.9), np.pi / 2]  # from the tile/wave model's whole last wave
     with_pitch = _pitch_classes(ops, device, unit) >= 2
     if with_pitch:
         pitch_at = len(start)
@@ -123,6 +131,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
             category_overhead={c: max(float(np.exp(v)), MIN_OVERHEAD_S) for c, v in zip(categories, x[overheads])},
             attention_efficiency=_expit(x[attention_at]) if with_attention else None,
             first_wave_exposure=_expit(x[exposure_at]) if dtypes else 1.0,
+            wave_quantization=_sine_squared(x[exposure_at + 1]) if dtypes else 1.0,
             pitch_conflict_cost=_square(x[pitch_at]) if with_pitch else 0.0,
             dispatch_overhead=base.dispatch_overhead if base else None, fitted_on=fitted_on)
 
@@ -147,17 +156,31 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     def smooth_loss(x) -> float:
         return float(np.mean(np.log(predict(x) / measured) ** 2))
 
-    options = {"maxiter": 50 * len(start), "xtol": 1e-3, "ftol": 1e-5}
+    # The tile/wave model's whole last waves first: freed from the start, the wave share trades
+    # off against the first wave's exposure and the searches settle in a worse minimum than the
+    # one with whole waves. So the three searches hold it, and a fourth frees it from their best.
+    free = np.ones(len(start), bool)
+    if dtypes:
+        free[exposure_at + 1] = False
 
-    def search(objective, x0, step: str):
-        found = minimize(objective, x0, method="Powell", options=options)
+    def search(objective, x0, step: str, mask) -> tuple[np.ndarray, float]:
+        def placed(values):
+            x = np.array(x0, float)
+            x[mask] = values
+            return x
+
+        found = minimize(lambda values: objective(placed(values)), x0[mask], method="Powell",
+                         options={"maxiter": 50 * int(mask.sum()), "xtol": 1e-3, "ftol": 1e-5})
+        x = placed(found.x)
         if progress:
-            progress(f"fit {step}: MAPE {loss(found.x):.1%}")
-        return found
+            progress(f"fit {step}: MAPE {loss(x):.1%}")
+        return x, loss(x)
 
-    near = search(smooth_loss, np.array(start), "1/3 (squared log ratio)")
-    result = min((search(loss, np.array(start), "2/3 (MAPE from the fixed start)"),
-                  search(loss, near.x, "3/3 (MAPE from the log-ratio minimum)")), key=lambda found: found.fun)
-    summary = error_summary(ops.assign(predicted_s=predict(result.x)))
+    near, _ = search(smooth_loss, np.array(start), "1/4 (squared log ratio)", free)
+    best, best_loss = min((search(loss, np.array(start), "2/4 (MAPE from the fixed start)", free),
+                           search(loss, near, "3/4 (MAPE from the log-ratio minimum)", free)), key=lambda found: found[1])
+    freed, freed_loss = search(loss, best, "4/4 (MAPE with the wave share free)", np.ones(len(start), bool))
+    result = freed if freed_loss < best_loss else best
+    summary = error_summary(ops.assign(predicted_s=predict(result)))
     residuals = {f"{name}_mape": round(row["mape"], 6) for name, row in summary.items()}
-    return FittedMachine(calibration(result.x).model_copy(update={"residuals": residuals}), fitted_links(result.x))
+    return FittedMachine(calibration(result).model_copy(update={"residuals": residuals}), fitted_links(result))
