@@ -184,7 +184,7 @@ def test_calibrate_from_a_collective_profile_fits_the_switch_link(run_cli, tmp_p
     proc = run_cli("calibrate", "--from", path, "--from", sends, "--hw", "nvidia-dgx-a100-8gpu", "--out", out,
                    check=True)
     assert "link nvswitch: efficiency 0.55" in proc.stdout
-    assert "fit 4/4 (MAPE with the wave share free): MAPE 0.0%" in proc.stderr  # each pass is reported
+    assert "fit 3/3 (MAPE from the log-ratio minimum): MAPE 0.0%" in proc.stderr  # each pass is reported
     fitted = load_system(out)
     assert fitted.links["nvswitch"].efficiency == pytest.approx(0.55, rel=0.02)
     assert fitted.links["nvswitch"].latency == pytest.approx(0.6e-6, rel=0.1)

@@ -4,18 +4,18 @@ The constants are those a user would tune by hand: the achieved fraction of the 
 dtype, and per op category present in the data the achieved fraction of memory bandwidth and
 the fixed per-kernel cost, plus one compute/memory overlap loss, the share of a wave's memory
 time a GEMM's first wave exposes and the share of a partial last wave it pays in full (where
-the data has GEMMs), the cost of operand rows whose
-length is a multiple of a large power of two (where its tensor-core GEMMs have rows of at
-least two such classes) and, where the data has fused attention kernels, the fraction of the
+the data has GEMMs), the cost of operand rows whose length is a multiple of a large power of
+two (where its tensor-core GEMMs have rows of at least two such classes) and, where the data has fused attention kernels, the fraction of the
 GEMM rate they reach; where it has collectives or sends, the efficiency and per-step latency of
 the peer link they cross (with the fixed cost per call of each, collective and p2p, as their
 category's overhead). Never one per shape or per op.
 Bandwidth fractions are capped only by the datasheet peak: a device copy (half reads, half
 writes) is not the fastest access pattern, and read-heavy kernels such as a residual add measure
-above it. The fit minimises the mean absolute percentage error with Powell's method
-over the logits of the fractions (so they stay in range; the wave share as a squared sine), the
-logs of the overheads and the square root of the pitch cost, from fixed starting values and from the minimum of the squared
-log ratio, and keeps the lower; so the same data gives bit-identical constants.
+above it. The fit minimises the mean absolute percentage error with Powell's method over the
+logits of the fractions (so they stay in range), the logs of the overheads, the square root of
+the pitch cost and the angle of the wave share's squared sine, from fixed starting values and
+from the minimum of the squared log ratio, keeps the lower, and then frees the wave share (held
+at whole waves until then) from there; so the same data gives bit-identical constants.
 """
 from __future__ import annotations
 
@@ -172,15 +172,19 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
         found = minimize(lambda values: objective(placed(values)), x0[mask], method="Powell",
                          options={"maxiter": 50 * int(mask.sum()), "xtol": 1e-3, "ftol": 1e-5})
         x = placed(found.x)
+        error = loss(x)
         if progress:
-            progress(f"fit {step}: MAPE {loss(x):.1%}")
-        return x, loss(x)
+            progress(f"fit {step}: MAPE {error:.1%}")
+        return x, error
 
-    near, _ = search(smooth_loss, np.array(start), "1/4 (squared log ratio)", free)
-    best, best_loss = min((search(loss, np.array(start), "2/4 (MAPE from the fixed start)", free),
-                           search(loss, near, "3/4 (MAPE from the log-ratio minimum)", free)), key=lambda found: found[1])
-    freed, freed_loss = search(loss, best, "4/4 (MAPE with the wave share free)", np.ones(len(start), bool))
-    result = freed if freed_loss < best_loss else best
+    passes = 4 if dtypes else 3
+    near, _ = search(smooth_loss, np.array(start), f"1/{passes} (squared log ratio)", free)
+    result, error = min((search(loss, np.array(start), f"2/{passes} (MAPE from the fixed start)", free),
+                         search(loss, near, f"3/{passes} (MAPE from the log-ratio minimum)", free)),
+                        key=lambda found: found[1])
+    if dtypes:
+        freed, freed_error = search(loss, result, "4/4 (MAPE with the wave share free)", np.ones(len(start), bool))
+        result = freed if freed_error < error else result
     summary = error_summary(ops.assign(predicted_s=predict(result)))
     residuals = {f"{name}_mape": round(row["mape"], 6) for name, row in summary.items()}
     return FittedMachine(calibration(result).model_copy(update={"residuals": residuals}), fitted_links(result))
