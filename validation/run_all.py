@@ -279,8 +279,10 @@ skips them). Every number below comes from that one command.
 of its Vidur Llama-2-7B file (`--fit-half`). The constants fitted are global to the machine:
 matrix efficiency per dtype, bandwidth efficiency and fixed overhead per op category present,
 the compute/memory overlap loss, the share of a wave's memory time a GEMM's first wave exposes,
-the cost of operand rows whose length is a multiple of a large power of two (and, on attention
-data, attention's fraction of the GEMM rate; without it the datasheet's fraction applies). Errors are then measured on the *other half* of that file
+the share of a partial last wave a GEMM pays as a whole wave, the cost of operand rows whose
+length is a multiple of a large power of two (and, on attention data, attention's fraction of
+the GEMM rate; without it the datasheet's fraction applies). Errors are then measured on the
+*other half* of that file
 and on *every other file from the same GPU* (different models, libraries and setups). Each file
 is also priced with the datasheet config alone (no calibration). Vidur's attention file and
 LLMCompass's matmul file are also calibrated on half of their own sizes ("own half") to show
