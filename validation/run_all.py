@@ -509,7 +509,9 @@ FINDINGS = """**What changed in this round.**
   behave as if padded to 256. Padding row tiles to pairs (Hopper's two-block clusters) halved
   that bias at 512-1024 tokens (-12% to -6%), but the held-out half stayed at 7.0% / 5.0%, the
   other H100 models' medians moved by -0.1 to +0.3 points and BERT went from 8.8% to 11.3%.
-  Not adopted.
+  Half the row tiles paired (with the wave share fitted) left the held-out half at 7.0% / 5.1%,
+  the other H100 models' MAPE 0.1-0.2 points lower but two medians 0.2-0.3 higher, and BERT at
+  10.6%. Not adopted.
 - *Row kernels at a few tokens.* Vidur's SiLU-and-mul, rotary and RMSNorm kernels run one
   thread block per token, so below ~132 tokens they cannot fill the GPU and their time follows
   the row length, not the bytes. On H100, at 1-8 tokens, SiLU-and-mul takes 7, 3, 2 and 2 us
