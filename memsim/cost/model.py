@@ -67,9 +67,9 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     # a GEMM or attention op without its problem dimensions keeps the streaming price above
     rows = np.flatnonzero((category == "gemm") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))
     if rows.size:
-        aligned = kernels.aligned_fraction(dims["k"][rows], dims["n"][rows], elem_bytes[rows],
-                                           load_alignment(dtype[rows], unit))
-        aligned = aligned * _pitch_fraction(dims["k"][rows], elem_bytes[rows], dtype[rows], unit, tier, device)
+        alignment = load_alignment(dtype[rows], unit)
+        aligned = kernels.aligned_fraction(dims["k"][rows], dims["n"][rows], elem_bytes[rows], alignment)
+        aligned = aligned * _pitch_fraction(dims["k"][rows], elem_bytes[rows], alignment, tier, device)
         result = kernels.gemm_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                     moved[rows], peak[rows] * aligned, units[rows], bandwidth[rows], overhead[rows],
                                     overlap[rows], exposure[rows], quantization[rows])
@@ -109,11 +109,12 @@ def load_alignment(dtype: np.ndarray, unit: ComputeUnit) -> np.ndarray:
     return np.array([needs[d] for d in dtype], dtype=float)
 
 
-def pitch_interleave(dtype: np.ndarray, unit: ComputeUnit, tier: MemoryTier) -> np.ndarray:
+def pitch_interleave(alignment: np.ndarray, tier: MemoryTier) -> np.ndarray:
     """Interleave from which row-pitch conflicts count (kernels.pitch_conflict_fraction): memory
     partitions interleave at no finer than the tier's access granularity. Only kernels that need
-    aligned loads (tensor cores) are charged, the ones the effect was measured on; 0 elsewhere."""
-    return np.where(load_alignment(dtype, unit) > 0, tier.granularity, 0.0)
+    aligned loads (tensor cores; `alignment` from load_alignment) are charged, the ones the effect
+    was measured on; 0 elsewhere."""
+    return np.where(alignment > 0, tier.granularity, 0.0)
 
 
 def element_bytes(dtype: np.ndarray) -> np.ndarray:
@@ -121,12 +122,11 @@ def element_bytes(dtype: np.ndarray) -> np.ndarray:
     return pd.Series(dtype).map(DTYPE_BYTES).fillna(4.0).to_numpy(float)
 
 
-def _pitch_fraction(row_elements, elem_bytes, dtype, unit: ComputeUnit, tier: MemoryTier,
-                    device: Device) -> np.ndarray:
+def _pitch_fraction(row_elements, elem_bytes, alignment, tier: MemoryTier, device: Device) -> np.ndarray:
     """Share of the matrix rate kept by kernels whose operand rows are `row_elements` apart, at
     the device's calibrated row-pitch conflict cost (kernels.pitch_conflict_fraction)."""
-    cost = np.full(len(dtype), device.calibration.pitch_conflict_cost if device.calibration else 0.0)
-    return kernels.pitch_conflict_fraction(row_elements, elem_bytes, pitch_interleave(dtype, unit, tier), cost)
+    cost = np.full(len(alignment), device.calibration.pitch_conflict_cost if device.calibration else 0.0)
+    return kernels.pitch_conflict_fraction(row_elements, elem_bytes, pitch_interleave(alignment, tier), cost)
 
 
 def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhead, overlap, tier, device, unit,
@@ -150,7 +150,8 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
     # K and V rows are one token's kv_heads x head_dim elements apart, and pay row-pitch conflicts
     # as a GEMM's operand rows do
     dtype = ops["dtype"].fillna("fp32").to_numpy(dtype=object).astype(str)[rows]
-    rate = peak[rows] * _pitch_fraction(ratio * heads * dims["k"][rows], elem_bytes[rows], dtype, unit, tier, device)
+    rate = peak[rows] * _pitch_fraction(ratio * heads * dims["k"][rows], elem_bytes[rows], load_alignment(dtype, unit),
+                                        tier, device)
     result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                      value_dim, causal, ops["flops"].to_numpy(float)[rows], traffic, rate,
                                      units[rows], bandwidth[rows], overhead[rows], overlap[rows])

@@ -5,10 +5,11 @@ dtype, and per op category present in the data the achieved fraction of memory b
 the fixed per-kernel cost, plus one compute/memory overlap loss, the share of a wave's memory
 time a GEMM's first wave exposes and the share of a partial last wave it pays in full (where
 the data has GEMMs), the cost of operand rows whose length is a multiple of a large power of
-two (where its tensor-core GEMMs have rows of at least two such classes) and, where the data has fused attention kernels, the fraction of the
-GEMM rate they reach; where it has collectives or sends, the efficiency and per-step latency of
-the peer link they cross (with the fixed cost per call of each, collective and p2p, as their
-category's overhead). Never one per shape or per op.
+two (where its tensor-core GEMMs have rows of at least two such classes) and, where the data
+has fused attention kernels, the fraction of the GEMM rate they reach; where it has collectives
+or sends, the efficiency and per-step latency of the peer link they cross (with the fixed cost
+per call of each, collective and p2p, as their category's overhead). Never one per shape or
+per op.
 Bandwidth fractions are capped only by the datasheet peak: a device copy (half reads, half
 writes) is not the fastest access pattern, and read-heavy kernels such as a residual add measure
 above it. The fit minimises the mean absolute percentage error with Powell's method over the
@@ -26,7 +27,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from memsim.cost import kernels, price_ops
-from memsim.cost.model import LINK_CATEGORIES, element_bytes, peer_link, pitch_interleave
+from memsim.cost.model import LINK_CATEGORIES, element_bytes, load_alignment, peer_link, pitch_interleave
 from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
 from memsim.hardware.schema import Calibration, ComputeUnit, Device, Link
 from memsim.validate.metrics import error_summary
@@ -80,7 +81,7 @@ def _pitch_classes(ops: pd.DataFrame, device: Device, unit: ComputeUnit) -> int:
     class the cost is indistinguishable from the matrix efficiency, so it is fitted from two."""
     gemms = ops[(ops["category"] == "gemm") & (ops["k"] > 0)]
     dtype = gemms["dtype"].fillna("fp32").to_numpy(dtype=object).astype(str)
-    interleave = pitch_interleave(dtype, unit, device.memories[unit.memory or device.default_memory])
+    interleave = pitch_interleave(load_alignment(dtype, unit), device.memories[unit.memory or device.default_memory])
     doublings = kernels.pitch_doublings(gemms["k"].to_numpy(float), element_bytes(dtype), interleave)
     return np.unique(doublings[interleave > 0]).size
 
