@@ -125,7 +125,10 @@ def test_calibrate_from_a_layer_profile_and_an_attention_profile_together(run_cl
     matmul.write_text("".join(f"{m}, 4096, 4096, {t * 1e3:.6f}ms, 0Tflops\n"
                               for m, t in zip(sizes, price_ops(gemms, truth)["duration_s"])))
     cases = [(q, q, True) for q in sizes] + [(1, kv, False) for kv in sizes]
-    rows = pd.DataFrame([attention_row("a", "fp16", 1, 32, 8, q, kv, 128, causal, 0.0, q) for q, kv, causal in cases])
+    # as the reader builds them: the profiled kernel appends the new keys (a decode's one is the
+    # key after its cached ones)
+    rows = pd.DataFrame([attention_row("a", "fp16", 1, 32, 8, q, kv if causal else kv + 1, 128, causal, 0.0, q,
+                                       appends_kv=True) for q, kv, causal in cases])
     attention = tmp_path / "attention.csv"
     lines = ["n_embd,n_q_head,n_kv_head,num_tensor_parallel_workers,batch_size,prefill_chunk_size,kv_cache_size,"
              "is_prefill,time_stats.attn_prefill.median,time_stats.attn_decode.median"]

@@ -91,7 +91,7 @@ def test_attention_blocks_are_scheduled_over_the_units():
             blocks = [(min(128, q - j), min(kv, kv - q + min(j + 128, q)) if causal else kv) for j in range(0, q, 128)]
             flops = problems * sum(2 * rows * visible * 128 for rows, visible in blocks)
         args = one(problems, q, kv, 64, 64) + [np.array([causal]), np.array([float(flops)]), np.zeros(1),
-                                                np.array([units * 1e12]), np.array([float(units)])] + one(1.0, 0.0, 0.0)
+                                                np.array([units * 1e12]), np.array([float(units)])] + one(1.0, 0.0, 0.0) + [np.array([False])]
         return kernels.attention_times(*args)[0][0]
 
     # 4 heads, 256 causal queries: blocks of 128 rows see 128 and 256 keys, w = 2*128*{128,256}*128
@@ -107,6 +107,27 @@ def test_attention_blocks_are_scheduled_over_the_units():
     # a backward pass (2.5x the forward's FLOPs) spreads over the same blocks
     forward = 4 * (4194304 + 8388608)
     assert seconds(4, 256, 256, True, 4, 2.5 * forward) == pytest.approx((2.5 * forward + 4 * 2 * setup) / 4 / 1e12)
+
+
+def test_kv_cache_attention_copies_the_new_keys_each_query_block_sees():
+    # 200 new tokens, no cache, head dim 128 (key blocks of 128): query blocks of 64 rows end at
+    # keys 64, 128, 192, 200 and copy up to the end of their key block, capped at 200:
+    # 128 + 128 + 200 + 200 = 656 rows of K and V (2 x 128 x 2 B), each read and written
+    shape = one(1, 200, 200, 128, 128, 2)
+    assert kernels.appended_kv_copy_bytes(*shape)[0] == 656 * 512 * 2
+    # head dim 64 (key blocks of 256): every block copies all 200 rows; 3 heads copy 3 times
+    assert kernels.appended_kv_copy_bytes(*one(3, 200, 200, 64, 64, 2))[0] == 3 * 4 * 200 * 256 * 2
+    # decode after 1000 cached keys: the one new row
+    assert kernels.appended_kv_copy_bytes(*one(1, 1, 1001, 128, 128, 2))[0] == 512 * 2
+
+
+def test_kv_cache_kernel_splits_keys_by_flash_attentions_wave_heuristic():
+    # 64 blocks on 108 SMs (216 slots), 3100 keys in 25 blocks of 128: splits changing the key
+    # blocks per split are 1, 2, 3, 4, 5, 7, 9, 13, 25; waves 64s/216 reach their best
+    # efficiency 3.85/4 = 0.963 at s = 13, and the smallest within 85% of it is s = 3 (0.889)
+    assert kernels.kv_cache_splits(64.0, 108.0, 3100.0, 128.0) == 3.0
+    assert kernels.kv_cache_splits(180.0, 108.0, 3100.0, 128.0) == 1.0  # fills 80% of the slots
+    assert kernels.kv_cache_splits(64.0, 108.0, 100.0, 128.0) == 1.0  # one key block: nothing to split
 
 
 def test_unfused_attention_writes_and_reads_the_score_matrix():
@@ -269,6 +290,21 @@ def test_fp32_matmuls_run_on_the_vector_units_unless_they_are_tf32():
     assert effective_peak(sm, device, "fp32", matrix=True) == pytest.approx(0.5e12 * 0.8)
     assert effective_peak(sm, device, "tf32", matrix=True) == pytest.approx(2e12 * 0.9)
     assert effective_peak(sm, device, "bf16", matrix=True) == pytest.approx(4e12 * 0.9)
+
+
+def test_a_kernel_that_appends_the_new_keys_pays_their_copies_at_the_cache_rate():
+    def seconds(l2_bandwidth, appends):
+        raw = json.loads(json.dumps(SYSTEM))
+        raw["devices"]["gpu"]["memories"]["l2"] = {"kind": "sram", "capacity": "1 MiB", "bandwidth": l2_bandwidth}
+        attrs = {"heads": 1, "kv_heads": 1, "value_dim": 128, "causal": True, "appends_kv": appends}
+        row = op("attention", 2 * 2 * 64 * 32 * 128, 5e4, 2e4, (1, 64, 64, 128), attrs)
+        return price_ops(pd.DataFrame([row]), validate_system(raw).device)["duration_s"][0]
+
+    # 64 new tokens, one block of 64 rows, one pass over K/V (nothing for the cache to serve):
+    # the block copies its 64 rows of K and V (2 x 128 x 2 B each), read and written, 65,536 B,
+    # at the L2's rate (HBM's 1 TB/s times the cache's 4 or 8 TB/s over it)
+    assert seconds("4 TB/s", True) - seconds("8 TB/s", True) == pytest.approx(65536 / 4e12 - 65536 / 8e12)
+    assert seconds("4 TB/s", False) == seconds("8 TB/s", False)
 
 
 def test_fused_attention_runs_at_a_fraction_of_the_gemm_rate():

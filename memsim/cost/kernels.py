@@ -25,6 +25,8 @@ FLASH_MAX_BLOCK_ROWS = 128.0
 # H100 runs at 180 TFLOP/s for 512 causal tokens and 282 non-causal, against 299 and 324 at
 # 16k (FlashAttention-3 paper, Fig. 4): 2.5 and 4 steps per block plus ~one each.
 FLASH_BLOCK_SETUP_KEYS = 128.0
+# Query rows per thread block of FlashAttention-2's KV-cache (split-KV) kernel.
+KV_APPEND_BLOCK_ROWS = 64.0
 
 
 @numba.njit(cache=True)
@@ -224,6 +226,37 @@ def flash_attention_cached_rereads(problems, q_len, kv_len, head_dim, value_dim,
 
 
 @numba.njit(cache=True)
+def appended_kv_copy_bytes(problems, q_len, kv_len, head_dim, value_dim, elem_bytes):
+    """Bytes a fused attention kernel moves when it appends the new keys and values to the KV
+    cache itself, each query block copying the ones it sees before its main loop.
+
+    Idea: FlashAttention-2's KV-cache kernel (flash_attn_with_kvcache given k and v, as
+    sarathi-serve and Vidur's profiler call it) writes the new K/V rows into the cache from every
+    thread block that reads them: one block per Bm = 64 query rows of each query head ("all
+    threadblocks responsible for the same KV head are writing ... the same content", flash-attn
+    source), each copying, before its main loop, the new rows from the first key block holding one
+    up to the end of the last key block its causal limit reaches (Bn = 256, 128 or 64 keys for
+    head dims up to 64, 128 and beyond), so its copies grow with the square of the new tokens.
+    Each row is read and written once per copy. With c = kv - q cached keys, block j's rows end
+    at key e_j = c + min((j + 1) * Bm, q):
+        rows_j = min(ceil(e_j / Bn) * Bn, kv) - c
+        bytes  = P * sum_j rows_j * (d + dv) * b * 2
+    """
+    count = problems.shape[0]
+    out = np.zeros(count)
+    for i in range(count):
+        q = max(q_len[i], 1.0)
+        cached = max(kv_len[i] - q, 0.0)
+        key_block = 256.0 if head_dim[i] <= 64.0 else (128.0 if head_dim[i] <= 128.0 else 64.0)
+        rows = 0.0
+        for j in range(int(math.ceil(q / KV_APPEND_BLOCK_ROWS))):
+            end = cached + min((j + 1) * KV_APPEND_BLOCK_ROWS, q)
+            rows += min(math.ceil(end / key_block) * key_block, kv_len[i]) - cached
+        out[i] = max(problems[i], 1.0) * rows * (head_dim[i] + value_dim[i]) * elem_bytes[i] * 2.0
+    return out
+
+
+@numba.njit(cache=True)
 def unfused_attention_bytes(problems, q_len, kv_len, head_dim, value_dim, kv_heads_ratio, elem_bytes):
     """HBM bytes of attention run as separate kernels: QK^T, softmax, PV.
 
@@ -244,9 +277,39 @@ def unfused_attention_bytes(problems, q_len, kv_len, head_dim, value_dim, kv_hea
 
 
 @numba.njit(cache=True)
+def kv_cache_splits(blocks, units, kv_len, head_dim):
+    """Key splits FlashAttention-2's KV-cache kernel runs each block of query rows in.
+
+    Idea: flash-attn's num_splits heuristic (flash_api.cpp). With blocks enough to fill 80% of
+    the 2U block slots (two 128-thread blocks per SM) it does not split; otherwise it computes
+    the wave efficiency e_s = n / ceil(n) of n = blocks * s / 2U waves for each s up to
+    min(128, 2U, key blocks) that changes the key blocks per split, and picks the smallest s
+    within 85% of the best. Key blocks are Bn = 256, 128 or 64 keys (head dims up to 64, 128
+    and beyond).
+    """
+    slots = 2.0 * units
+    if blocks >= 0.8 * slots:
+        return 1.0
+    key_block = 256.0 if head_dim <= 64.0 else (128.0 if head_dim <= 128.0 else 64.0)
+    key_blocks = math.ceil(max(kv_len, 1.0) / key_block)
+    most = int(min(128.0, slots, key_blocks))
+    best = 0.0
+    for s in range(1, most + 1):
+        if s == 1 or math.ceil(key_blocks / s) != math.ceil(key_blocks / (s - 1)):
+            waves = blocks * s / slots
+            best = max(best, waves / math.ceil(waves))
+    for s in range(1, most + 1):
+        if s == 1 or math.ceil(key_blocks / s) != math.ceil(key_blocks / (s - 1)):
+            waves = blocks * s / slots
+            if waves / math.ceil(waves) >= 0.85 * best:
+                return float(s)
+    return 1.0
+
+
+@numba.njit(cache=True)
 def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, flops, bytes_moved, matrix_peak, units,
-                    bandwidth, overhead, overlap_loss):
-    """Fused attention time: blocks of Br = 128 query rows per (batch, head), spread over the units.
+                    bandwidth, overhead, overlap_loss, kv_cache_kernel):
+    """Fused attention time: blocks of Br query rows per (batch, head), spread over the units.
 
     Idea: FlashAttention-2 (Dao 2023) gives each block of query rows to one unit, which walks
     the key/value blocks that block sees: all of them, or with a causal mask (queries aligned
@@ -255,7 +318,9 @@ def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, flops,
     least the longest job (Graham's list-scheduling bound); few or unequal blocks (short
     prompts, decode, causal) leave units idle, unless there are fewer blocks than units: then
     the kernel splits each block's keys over s = floor(U / (P * blocks)) units (split-KV, as
-    FlashAttention-2's num_splits heuristic and flash-decoding do). Each unit runs at 1/U of
+    flash-decoding does). FlashAttention-2's KV-cache kernel (kv_cache_kernel) runs blocks of
+    Br = 64 rows and picks s by its own heuristic (kv_cache_splits); the forward kernel's Br is
+    128. Each unit runs at 1/U of
     `matrix_peak` (the attention rate: see roofline.per_op_rates). The work executed is the
     blocks' whole tiles (masked parts of diagonal tiles included), or the op's own FLOPs F where
     they are more (a backward pass does ~2.5x the forward's matmuls), plus each block's setup
@@ -274,15 +339,16 @@ def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, flops,
         memory[i] = bytes_moved[i] / bandwidth[i] if bandwidth[i] > 0.0 else 0.0
         if matrix_peak[i] > 0.0 and flops[i] > 0.0:
             q = max(q_len[i], 1.0)
-            blocks = math.ceil(q / FLASH_MAX_BLOCK_ROWS)
+            br = KV_APPEND_BLOCK_ROWS if kv_cache_kernel[i] else FLASH_MAX_BLOCK_ROWS
+            blocks = math.ceil(q / br)
             work = 0.0
             setup = 0.0
             longest = 0.0
             for j in range(int(blocks)):
-                rows = min(FLASH_MAX_BLOCK_ROWS, q - j * FLASH_MAX_BLOCK_ROWS)
+                rows = min(br, q - j * br)
                 visible = kv_len[i]
                 if causal[i]:
-                    visible = min(kv_len[i], kv_len[i] - q + min((j + 1) * FLASH_MAX_BLOCK_ROWS, q))
+                    visible = min(kv_len[i], kv_len[i] - q + min((j + 1) * br, q))
                 block = 2.0 * rows * visible * (head_dim[i] + value_dim[i])
                 fixed = 2.0 * rows * FLASH_BLOCK_SETUP_KEYS * (head_dim[i] + value_dim[i])
                 work += block
@@ -290,7 +356,10 @@ def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, flops,
                 longest = max(longest, block + fixed)
             # too few blocks to fill the units: the kernel splits each block's keys over idle units
             problem_count = max(problems[i], 1.0)
-            splits = max(1.0, math.floor(units[i] / (problem_count * blocks)))
+            if kv_cache_kernel[i]:
+                splits = kv_cache_splits(problem_count * blocks, units[i], kv_len[i], head_dim[i])
+            else:
+                splits = max(1.0, math.floor(units[i] / (problem_count * blocks)))
             # whole tiles, masked ones included, or the op's own FLOPs (a backward pass), + setup
             executed = max(flops[i], problem_count * work) + problem_count * setup
             longest_share = longest / (problem_count * (work + setup))

@@ -152,10 +152,19 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
     dtype = ops["dtype"].fillna("fp32").to_numpy(dtype=object).astype(str)[rows]
     rate = peak[rows] * _pitch_fraction(ratio * heads * dims["k"][rows], elem_bytes[rows], load_alignment(dtype, unit),
                                         tier, device)
+    # only FlashAttention-2's KV-cache kernel appends the new keys itself
+    appends = np.array([bool(a.get("appends_kv", False)) for a in attrs])
     result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                      value_dim, causal, ops["flops"].to_numpy(float)[rows], traffic, rate,
-                                     units[rows], bandwidth[rows], overhead[rows], overlap[rows])
+                                     units[rows], bandwidth[rows], overhead[rows], overlap[rows], appends)
     _put(rows, result, compute, memory, total)
+    if appends.any():
+        # each block copies the new K/V it sees before its main loop, so the copy adds to the
+        # kernel's time; its re-reads and rewrites of the same rows stay in the cache
+        copied = kernels.appended_kv_copy_bytes(*shape[:5], elem_bytes[rows]) * appends
+        copy_rate = bandwidth[rows] * ((cache.read_bandwidth / tier.read_bandwidth) if cache is not None else 1.0)
+        memory[rows] += copied / copy_rate
+        total[rows] += copied / copy_rate
 
 
 def cache_tier(device: Device, unit: ComputeUnit) -> MemoryTier | None:

@@ -53,11 +53,15 @@ def gemm_row(label: str, dtype: str, batch: int, m: int, n: int, k: int, measure
 
 
 def attention_row(label: str, dtype: str, batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int,
-                  head_dim: int, causal: bool, measured_s: float, size: float) -> dict:
+                  head_dim: int, causal: bool, measured_s: float, size: float, appends_kv: bool = False) -> dict:
+    """A fused attention op; `appends_kv`: the kernel writes the new keys and values into the KV
+    cache itself (flash_attn_with_kvcache given k and v)."""
     b = BYTES[dtype]
     flops = attention_flops(batch, heads, q_len, kv_len, head_dim, head_dim, causal)
     read = batch * (heads * q_len + 2 * kv_heads * kv_len) * head_dim * b
     attrs = {"heads": heads, "kv_heads": kv_heads, "value_dim": head_dim, "causal": causal}
+    if appends_kv:
+        attrs["appends_kv"] = True
     return op_row(label, "attention", dtype, flops, read, batch * heads * q_len * head_dim * b, measured_s, size,
                   batch * heads, q_len, kv_len, head_dim, attrs)
 
@@ -149,7 +153,9 @@ def read_vidur_mlp(path: Path) -> Measured:
 
 def read_vidur_attention(path: Path) -> Measured:
     """Vidur's attention profile: FlashAttention prefill (one sequence, a chunk of new tokens
-    after kv_cache_size cached ones) and decode (batch_size sequences of kv_cache_size)."""
+    after kv_cache_size cached ones) and decode (batch_size sequences of kv_cache_size, plus the
+    new token). Its profiler runs sarathi-serve's wrapper, which passes the new keys and values
+    to flash_attn_with_kvcache: the kernel appends them to the paged cache itself."""
     frame = pd.read_csv(path)
     _columns(frame, path, ["n_embd", "n_q_head", "n_kv_head", "num_tensor_parallel_workers", "batch_size",
                            "prefill_chunk_size", "kv_cache_size"], text=("is_prefill",))
@@ -162,10 +168,11 @@ def read_vidur_attention(path: Path) -> Measured:
         if str(rec["is_prefill"]).lower() == "true":
             chunk = int(rec["prefill_chunk_size"])
             row = attention_row("attn_prefill", "fp16", batch, heads, kv_heads, chunk, cached + chunk, head_dim,
-                                True, rec["time_stats.attn_prefill.median"] * 1e-3, chunk)
+                                True, rec["time_stats.attn_prefill.median"] * 1e-3, chunk, appends_kv=True)
         else:
-            row = attention_row("attn_decode", "fp16", batch, heads, kv_heads, 1, max(cached, 1), head_dim,
-                                False, rec["time_stats.attn_decode.median"] * 1e-3, batch * max(cached, 1))
+            row = attention_row("attn_decode", "fp16", batch, heads, kv_heads, 1, cached + 1, head_dim,
+                                False, rec["time_stats.attn_decode.median"] * 1e-3, batch * max(cached, 1),
+                                appends_kv=True)
         if np.isfinite(row["measured_s"]) and row["measured_s"] > 0:
             rows.append(row)
     return Measured(_table(rows, path, "attention times"), "vidur-attention", str(path))
