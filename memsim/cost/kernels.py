@@ -293,16 +293,14 @@ def kv_cache_splits(blocks, units, kv_len, head_dim):
     key_block = 256.0 if head_dim <= 64.0 else (128.0 if head_dim <= 128.0 else 64.0)
     key_blocks = math.ceil(max(kv_len, 1.0) / key_block)
     most = int(min(128.0, slots, key_blocks))
-    best = 0.0
+    efficiency = np.zeros(most + 1)  # 0 where a split count leaves the key blocks per split as they were
     for s in range(1, most + 1):
         if s == 1 or math.ceil(key_blocks / s) != math.ceil(key_blocks / (s - 1)):
             waves = blocks * s / slots
-            best = max(best, waves / math.ceil(waves))
+            efficiency[s] = waves / math.ceil(waves)
     for s in range(1, most + 1):
-        if s == 1 or math.ceil(key_blocks / s) != math.ceil(key_blocks / (s - 1)):
-            waves = blocks * s / slots
-            if waves / math.ceil(waves) >= 0.85 * best:
-                return float(s)
+        if efficiency[s] > 0.0 and efficiency[s] >= 0.85 * efficiency.max():
+            return float(s)
     return 1.0
 
 
