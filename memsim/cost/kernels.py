@@ -226,6 +226,13 @@ def flash_attention_cached_rereads(problems, q_len, kv_len, head_dim, value_dim,
 
 
 @numba.njit(cache=True)
+def _kv_cache_key_block(head_dim):
+    """Keys per block of FlashAttention-2's KV-cache kernel: 256, 128 or 64 for head dims up to
+    64, up to 128 and beyond (flash-attn's kernel traits)."""
+    return 256.0 if head_dim <= 64.0 else (128.0 if head_dim <= 128.0 else 64.0)
+
+
+@numba.njit(cache=True)
 def appended_kv_copy_bytes(problems, q_len, kv_len, head_dim, value_dim, elem_bytes):
     """Bytes a fused attention kernel moves when it appends the new keys and values to the KV
     cache itself, each query block copying the ones it sees before its main loop.
@@ -235,8 +242,8 @@ def appended_kv_copy_bytes(problems, q_len, kv_len, head_dim, value_dim, elem_by
     thread block that reads them: one block per Bm = 64 query rows of each query head ("all
     threadblocks responsible for the same KV head are writing ... the same content", flash-attn
     source), each copying, before its main loop, the new rows from the first key block holding one
-    up to the end of the last key block its causal limit reaches (Bn = 256, 128 or 64 keys for
-    head dims up to 64, 128 and beyond), so its copies grow with the square of the new tokens.
+    up to the end of the last key block its causal limit reaches (Bn keys, _kv_cache_key_block),
+    so its copies grow with the square of the new tokens.
     Each row is read and written once per copy. With c = kv - q cached keys, block j's rows end
     at key e_j = c + min((j + 1) * Bm, q):
         rows_j = min(ceil(e_j / Bn) * Bn, kv) - c
@@ -247,7 +254,7 @@ def appended_kv_copy_bytes(problems, q_len, kv_len, head_dim, value_dim, elem_by
     for i in range(count):
         q = max(q_len[i], 1.0)
         cached = max(kv_len[i] - q, 0.0)
-        key_block = 256.0 if head_dim[i] <= 64.0 else (128.0 if head_dim[i] <= 128.0 else 64.0)
+        key_block = _kv_cache_key_block(head_dim[i])
         rows = 0.0
         for j in range(int(math.ceil(q / KV_APPEND_BLOCK_ROWS))):
             end = cached + min((j + 1) * KV_APPEND_BLOCK_ROWS, q)
@@ -284,14 +291,12 @@ def kv_cache_splits(blocks, units, kv_len, head_dim):
     the 2U block slots (two 128-thread blocks per SM) it does not split; otherwise it computes
     the wave efficiency e_s = n / ceil(n) of n = blocks * s / 2U waves for each s up to
     min(128, 2U, key blocks) that changes the key blocks per split, and picks the smallest s
-    within 85% of the best. Key blocks are Bn = 256, 128 or 64 keys (head dims up to 64, 128
-    and beyond).
+    within 85% of the best.
     """
     slots = 2.0 * units
     if blocks >= 0.8 * slots:
         return 1.0
-    key_block = 256.0 if head_dim <= 64.0 else (128.0 if head_dim <= 128.0 else 64.0)
-    key_blocks = math.ceil(max(kv_len, 1.0) / key_block)
+    key_blocks = math.ceil(max(kv_len, 1.0) / _kv_cache_key_block(head_dim))
     most = int(min(128.0, slots, key_blocks))
     efficiency = np.zeros(most + 1)  # 0 where a split count leaves the key blocks per split as they were
     for s in range(1, most + 1):
@@ -317,12 +322,12 @@ def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, flops,
     prompts, decode, causal) leave units idle, unless there are fewer blocks than units: then
     the kernel splits each block's keys over s = floor(U / (P * blocks)) units (split-KV, as
     flash-decoding does). FlashAttention-2's KV-cache kernel (kv_cache_kernel) runs blocks of
-    Br = 64 rows and picks s by its own heuristic (kv_cache_splits); the forward kernel's Br is
-    128. Each unit runs at 1/U of
-    `matrix_peak` (the attention rate: see roofline.per_op_rates). The work executed is the
-    blocks' whole tiles (masked parts of diagonal tiles included), or the op's own FLOPs F where
-    they are more (a backward pass does ~2.5x the forward's matmuls), plus each block's setup
-    of about one K/V step (FLASH_BLOCK_SETUP_KEYS = k0), which short sequences feel:
+    Br = 64 rows and picks s by its own heuristic (kv_cache_splits); its forward kernel's Br is
+    128. Each unit runs at 1/U of `matrix_peak` (the attention rate: see
+    roofline.per_op_rates). The work executed is the blocks' whole tiles (masked parts of
+    diagonal tiles included), or the op's own FLOPs F where they are more (a backward pass does
+    ~2.5x the forward's matmuls), plus each block's setup of about one K/V step
+    (FLASH_BLOCK_SETUP_KEYS = k0), which short sequences feel:
         w_j     = 2 * rows_j * visible_j * (d + dv)       (QK^T and PV of block j)
         c_j     = 2 * rows_j * k0 * (d + dv)              (its Q load and O write)
         E       = max(F, P * sum_j w_j) + P * sum_j c_j
