@@ -347,7 +347,14 @@ FINDINGS = """**What changed in this round.**
   Vidur-mlp calibration, which has no attention data to set attention's rate, prefill goes
   from 48% to 34%. Decode's misses are elsewhere: at 2-16 sequences of 256-2048 keys it is
   13-24% fast, at 16-64 sequences of up to 256 keys 35-40% slow, and one sequence takes
-  15-17 us whatever its length.
+  15-17 us whatever its length (the kernel splits its keys ever finer as they grow). Tried and
+  not adopted: the kernel's grouped-query layout for decode (one block per KV head holding its
+  query heads' rows, so fewer blocks and more splits) left decode at 11.0%, and charging the
+  split kernels' combine kernel a second fixed cost took it to 11.7%. What the decode times do
+  follow is a serial chain per block: fitted as a + bytes / B + l * rounds * key blocks per
+  block (+ a combine cost where split), they reach 7.6% MAPE with l = 3.8 us per key block of
+  128 keys; that is a per-block streaming limit (64 KB of K and V per step at about 17 GB/s a
+  block) which no constant of memsim's model holds yet.
 
 **Earlier rounds.**
 - *The share of a partial last wave a GEMM pays.* Interpolating each held-out Llama-2-7B GEMM
