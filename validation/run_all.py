@@ -350,7 +350,9 @@ FINDINGS = """**What changed in this round.**
   15-17 us whatever its length (the kernel splits its keys ever finer as they grow). Tried and
   not adopted: the kernel's grouped-query layout for decode (one block per KV head holding its
   query heads' rows, so fewer blocks and more splits) left decode at 11.0%, and charging the
-  split kernels' combine kernel a second fixed cost took it to 11.7%. What the decode times do
+  split kernels' combine kernel a second fixed cost took it to 11.7%; computing whole 64-row
+  query tiles in that layout (8 query heads padded to 64 rows) took it to 12.4%, the fitted
+  overlap loss to 0. What the decode times do
   follow is a serial chain per block: fitted as a + bytes / B + l * rounds * key blocks per
   block (+ a combine cost where split), they reach 7.6% MAPE with l = 3.8 us per key block of
   128 keys; that is a per-block streaming limit (64 KB of K and V per step at about 17 GB/s a
@@ -541,6 +543,8 @@ FINDINGS = """**What changed in this round.**
   5.1% to 7.9% / 5.7%, phi-2's MAPE from 8.5% to 9.5% and BERT's from 9.0% to 18.9%; on the
   A100 the held-out half stayed at 6.6% and five of six other models got worse (Llama-2-70B
   6.0% / 4.7% -> 6.6% / 5.5%).
+  Nor does the tile set move the A100: cuBLAS's Ampere tiles (256x64 and 64x256 added,
+  128x192 removed) left the held-out half and every other A100 model within 0.1 point.
   On H100 the misses also have a period of 256 tokens in every Vidur file: from 1 to 31 tokens
   past a multiple of 256 (257-287, 513-543, ...) the model is 6-12% fast (-5.7% in the
   Llama-2-7B file itself), at the multiple within -1% to +2%; the A100 shows it only from 257
