@@ -91,7 +91,8 @@ def test_attention_blocks_are_scheduled_over_the_units():
             blocks = [(min(128, q - j), min(kv, kv - q + min(j + 128, q)) if causal else kv) for j in range(0, q, 128)]
             flops = problems * sum(2 * rows * visible * 128 for rows, visible in blocks)
         args = one(problems, q, kv, 64, 64) + [np.array([causal]), np.array([float(flops)]), np.zeros(1),
-                                                np.array([units * 1e12]), np.array([float(units)])] + one(1.0, 0.0, 0.0) + [np.array([False])]
+                                                np.array([units * 1e12]), np.array([float(units)])]
+        args += one(1.0, 0.0, 0.0) + [np.array([False])]  # bandwidth, overhead, overlap; the forward kernel
         return kernels.attention_times(*args)[0][0]
 
     # 4 heads, 256 causal queries: blocks of 128 rows see 128 and 256 keys, w = 2*128*{128,256}*128
