@@ -2,11 +2,15 @@
 traced KV bytes per token against formulas from the config."""
 import math
 
+import pandas as pd
 import pytest
 import torch
 
+from memsim.cost.model import price_ops
 from memsim.errors import MemsimError
+from memsim.hardware import load_system
 from memsim.trace.workload import StepSpec, resolve, trace_workload
+from memsim.validate.readers import attention_row
 from memsim.workloads.llama import Llama, new_kv_cache
 
 
@@ -31,6 +35,8 @@ def prefill_then_decode(cfg, tokens):
     ({"kv_budget": "64"}, 1e-5),   # a budget above the length evicts nothing: exact
     ({"kv_bits": "8"}, 0.05),
     ({"kv_bits": "4"}, 0.5),
+    ({"fused_kv_append": "true"}, 1e-5),
+    ({"fused_kv_append": "true", "kv_block_size": "4"}, 1e-5),
 ])
 def test_every_cache_layout_decodes_like_the_full_sequence(options, tolerance):
     _, cfg = resolve("llama-tiny", options)
@@ -149,6 +155,7 @@ def test_contiguous_cache_grows_with_context():
     ({"kv_bits": "3"}, "'kv_bits' must be 8 or 4"),
     ({"kv_bits": "8", "kv_block_size": "16"}, "cannot be combined"),
     ({"sliding_window": "0"}, "must be a positive integer"),
+    ({"fused_kv_append": "true", "kv_bits": "8"}, "fused_kv_append needs the contiguous or paged cache"),
 ])
 def test_bad_cache_options_are_one_line_errors(options, message):
     with pytest.raises(MemsimError, match=message):
@@ -168,3 +175,42 @@ def test_sliding_window_prefill_counts_only_the_pairs_inside_the_window():
     train = trace_workload("llama-tiny", StepSpec(phase="train", batch=batch, context=length), {"sliding_window": "16"})
     attention = train.ops[train.ops.category == "attention"]
     assert attention.flops.sum() == pytest.approx(expected * 3.5)  # forward, and backward at 2.5 times
+
+
+@pytest.mark.parametrize("options", [{"fused_kv_append": "true"}, {"fused_kv_append": "true", "kv_block_size": "4"}])
+def test_attention_appending_the_cache_attends_chunks_causally_after_it(options):
+    _, cfg = resolve("llama-tiny", options)
+    tokens = torch.randint(0, cfg.vocab_size, (2, 12), generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(0)
+    model = Llama(cfg).eval()
+    caches = new_kv_cache(cfg, 2, 12, "cpu", torch.float32)
+    with torch.no_grad():
+        model(tokens[:, :5], caches, 0)
+        chunk = model(tokens[:, 5:], caches, 5, all_logits=True)  # 7 new tokens after 5 cached
+        torch.manual_seed(0)
+        reference = Llama(cfg).eval()(tokens, all_logits=True)
+    assert torch.allclose(chunk, reference[:, 5:], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("phase, context", [("decode", 3000), ("prefill", 700)])
+def test_fused_append_traces_one_kernel_priced_as_the_profiled_kv_cache_kernel(phase, context):
+    """The traced op is the kernel Vidur's attention profiles time: it prices exactly as the
+    reader's row of the same shape, and the cache copies before it are gone."""
+    _, cfg = resolve("llama2-7b")
+    batch = 2
+    spec = StepSpec(phase=phase, batch=batch, context=context, dtype="fp16")
+    fused = trace_workload("llama2-7b", spec, {"fused_kv_append": "true"})
+    plain = trace_workload("llama2-7b", spec)
+    assert len(plain.ops) - len(fused.ops) == 2 * cfg.layers  # no separate K and V copy per layer
+    attention = fused.ops[fused.ops.category == "attention"]
+    assert len(attention) == cfg.layers
+    new, cached = (1, context) if phase == "decode" else (context, 0)
+    row = attention_row("attn", "fp16", batch, cfg.heads, cfg.kv_heads, new, cached + new, cfg.head_dim,
+                        new > 1, 1.0, 1, appends_kv=True)
+    assert attention.bytes_read.iloc[0] == row["bytes_read"]  # the cached keys, then the new ones once
+    device = load_system("hwconfigs/nvidia-a100-80gb-sxm.yaml").device
+    traced = price_ops(attention.iloc[:1].reset_index(drop=True), device)["duration_s"].iloc[0]
+    profiled = price_ops(pd.DataFrame([row]), device)["duration_s"].iloc[0]
+    assert traced == pytest.approx(profiled, rel=1e-12)
+    unflagged = attention.iloc[:1].assign(attrs=attention["attrs"].iloc[0].replace('"appends_kv": true, ', ""))
+    assert price_ops(unflagged.reset_index(drop=True), device)["duration_s"].iloc[0] < traced

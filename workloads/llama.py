@@ -15,6 +15,10 @@ The cache layout is a config option, one at a time:
   scale per token and head in the model dtype; decode attention is one fused kernel that
   dequantises as it reads.
 
+``fused_kv_append=true`` (contiguous or paged cache) stores the new keys and values from inside
+the attention kernel, as flash_attn_with_kvcache does when given them (sarathi-serve, and the
+setup of Vidur's attention profiles), instead of copying them into the cache before it.
+
 Training (phase 'train') runs the model over the whole sequence with a next-token loss,
 through memsim.trace.training.
 """
@@ -53,6 +57,8 @@ class LlamaConfig:
     """Keep at most this many tokens per layer and head, evicting by accumulated attention."""
     kv_bits: int | None = None
     """Quantise the KV cache to 8 or 4 bits (None: the model dtype)."""
+    fused_kv_append: bool = False
+    """Attention appends the new keys and values to the cache in its own kernel."""
 
     @property
     def head_dim(self) -> int:
@@ -120,6 +126,35 @@ def fused_decode_attention(name: str, q, kv_len: int, keys_values, reads: list, 
     return out
 
 
+def appending_attention(name: str, q, k, v, start: int, store, keys_values, reads: list, writes: list,
+                        **attrs):
+    """Attention that stores the new keys and values in the cache itself and then attends to
+    every cached key, causally for several new tokens: flash_attn_with_kvcache given k and v.
+    Recorded as one attention op marked `appends_kv`, which the cost model prices as that
+    kernel, each block of query rows copying the new rows it sees before its main loop
+    (kernels.appended_kv_copy_bytes). Memory sees the new k and v once, read from their own
+    tensors; `reads` are the cached keys before them, `writes` the cache rows they fill.
+    `store()` fills them and `keys_values()` gives the (keys, values) to attend to; both run on
+    real tensors only."""
+    batch, heads, length, dim = q.shape
+    total = start + length
+    out = torch.empty_like(q)
+
+    def attend():
+        store()
+        keys, values = keys_values()
+        visible = window_mask(length, start, total, None, q.device)
+        out.copy_(F.scaled_dot_product_attention(q, keys, values, attn_mask=visible,
+                                                 enable_gqa=keys.shape[1] != heads))
+
+    run_fused(name, attend, reads=[q, k, v, *reads], writes=[out, *writes],
+              flops=attention_flops(batch, heads, length, total, dim, dim, causal=length > 1),
+              category="attention", dims=(batch * heads, length, total, dim),
+              attrs={"heads": heads, "kv_heads": k.shape[1], "value_dim": dim, "causal": length > 1,
+                     "appends_kv": True, **attrs})
+    return out
+
+
 def kv_pair(shape, layer: int, device, dtype, kind: str = "cache") -> tuple[torch.Tensor, torch.Tensor]:
     """Zeroed K and V tensors of one layer, tagged as KV cache ('layers.3.k_cache', ...)."""
     return tuple(tag(torch.zeros(shape, device=device, dtype=dtype), "kv_cache", f"layers.{layer}.{part}_{kind}")
@@ -132,16 +167,26 @@ class ContiguousKV:
     def __init__(self, cfg: LlamaConfig, batch: int, capacity: int, layer: int, device, dtype):
         shape = (batch, cfg.kv_heads, capacity, cfg.head_dim)
         self.k, self.v = kv_pair(shape, layer, device, dtype)
+        self.fused_append = cfg.fused_kv_append
 
     @classmethod
     def over(cls, k: torch.Tensor, v: torch.Tensor) -> "ContiguousKV":
         """A cache over K and V tensors made (and tagged) by another model."""
         cache = cls.__new__(cls)
-        cache.k, cache.v = k, v
+        cache.k, cache.v, cache.fused_append = k, v, False
         return cache
 
     def attend(self, q, k, v, start: int):
         length = k.shape[2]
+        end = start + length
+        if self.fused_append:
+            def store():
+                self.k[:, :, start:end], self.v[:, :, start:end] = k, v
+
+            return appending_attention("memsim::flash_attn_with_kvcache", q, k, v, start, store,
+                                       lambda: (self.k[:, :, :end], self.v[:, :, :end]),
+                                       reads=[self.k[:, :, :start], self.v[:, :, :start]] if start else [],
+                                       writes=[self.k[:, :, start:end], self.v[:, :, start:end]])
         self.k[:, :, start:start + length] = k
         self.v[:, :, start:start + length] = v
         if start == 0:  # prefill: the new keys are all there is
@@ -186,23 +231,38 @@ class PagedKV:
         self.k, self.v = kv_pair(shape, layer, device, dtype, kind="pool")
         table = torch.arange(per_sequence * batch, device=device).view(per_sequence, batch).t().contiguous()
         self.table = tag(table, "input", f"layers.{layer}.block_table")
+        self.fused_append = cfg.fused_kv_append
 
     def attend(self, q, k, v, start: int):
         batch, heads, length, dim = k.shape
-        positions = torch.arange(start, start + length, device=k.device)
-        slots = self.table[:, positions // self.block_size] * self.block_size + positions % self.block_size
-        for pool, new in ((self.k, k), (self.v, v)):
-            pool.view(-1, heads, dim).index_copy_(0, slots.reshape(-1), new.transpose(1, 2).reshape(-1, heads, dim))
+        total = start + length
+
+        def store():
+            positions = torch.arange(start, total, device=k.device)
+            slots = self.table[:, positions // self.block_size] * self.block_size + positions % self.block_size
+            for pool, new in ((self.k, k), (self.v, v)):
+                pool.view(-1, heads, dim).index_copy_(0, slots.reshape(-1), new.transpose(1, 2).reshape(-1, heads, dim))
+
+        touched = self.table[:, : math.ceil(total / self.block_size)]
+
+        def keys_values():
+            return (pool[touched].flatten(1, 2)[:, :total].transpose(1, 2) for pool in (self.k, self.v))
+
+        block_bytes = self.k[0].numel() * self.k.element_size()
+        if self.fused_append:
+            cached = self.table[:, : math.ceil(start / self.block_size)].numel() * block_bytes
+            new_bytes = k.numel() * k.element_size()
+            return appending_attention("memsim::flash_attn_with_kvcache", q, k, v, start, store, keys_values,
+                                       reads=[(self.k, cached), (self.v, cached), touched],
+                                       writes=[(self.k, new_bytes), (self.v, new_bytes)],
+                                       block_size=self.block_size)
+        store()
         if start == 0:
             return sdpa(q, k, v, causal=length > 1)
-        total = start + length
-        touched = self.table[:, : math.ceil(total / self.block_size)]
-        block_bytes = touched.numel() * self.k[0].numel() * self.k.element_size()
         return fused_decode_attention(
-            "memsim::paged_attention", q, total,
-            lambda: (pool[touched].flatten(1, 2)[:, :total].transpose(1, 2) for pool in (self.k, self.v)),
-            reads=[(self.k, block_bytes), (self.v, block_bytes), touched], kv_heads=heads,
-            block_size=self.block_size)
+            "memsim::paged_attention", q, total, keys_values,
+            reads=[(self.k, touched.numel() * block_bytes), (self.v, touched.numel() * block_bytes), touched],
+            kv_heads=heads, block_size=self.block_size)
 
 
 class HeavyHitterKV:
@@ -399,6 +459,9 @@ def new_kv_cache(cfg: LlamaConfig, batch: int, capacity: int, device, dtype, fil
             raise MemsimError(f"llama: config key '{name}' must be a positive integer, not {getattr(cfg, name)}")
     if cfg.kv_bits not in (None, 8, 4):
         raise MemsimError(f"llama: config key 'kv_bits' must be 8 or 4, not {cfg.kv_bits}")
+    if cfg.fused_kv_append and set(cfg.cache_options) - {"kv_block_size"}:
+        raise MemsimError(f"llama: fused_kv_append needs the contiguous or paged cache, not "
+                          f"{cfg.cache_options[0]}")
     if cfg.kv_bits == 4 and cfg.head_dim % 2:
         raise MemsimError(f"llama: kv_bits=4 packs two codes per byte and needs an even head_dim ({cfg.head_dim})")
     layout = {"sliding_window": SlidingWindowKV, "kv_block_size": PagedKV, "kv_bits": QuantizedKV}

@@ -85,13 +85,13 @@ def attention_window(window: int):
         _WINDOWS.pop()
 
 
-def run_fused(name: str, compute: Callable[[], None], reads: list, writes: list[torch.Tensor], flops: float,
+def run_fused(name: str, compute: Callable[[], None], reads: list, writes: list, flops: float,
               category: str = "elementwise", dims: tuple[int, int, int, int] = (0, 0, 0, 0),
               attrs: dict | None = None) -> None:
     """Run `compute()`, which fills `writes` in place, as the one fused kernel a device runs.
 
-    It is recorded as a single op reading `reads` (tensors, or (tensor, bytes read) pairs where
-    the kernel reads only part of one) and writing `writes` once each, whatever temporaries the
+    It is recorded as a single op reading `reads` and writing `writes` (tensors, or (tensor,
+    bytes) pairs where the kernel touches only part of one) once each, whatever temporaries the
     readable torch code inside makes (a fused kernel keeps them on chip). `dims` and `attrs` are
     those of the op's category (attention: (batch x heads, q_len, kv_len, head_dim)). On meta
     tensors there is nothing to compute, so `compute` is skipped.
@@ -111,8 +111,8 @@ def run_fused(name: str, compute: Callable[[], None], reads: list, writes: list[
         measured = timer.stop(token)
     finally:
         recorder.suppressed -= 1
-    op_id = recorder.record(name, category, list(reads), [(t, view_bytes(t)) for t in writes], [], flops, dims,
-                            attrs)
+    written = [item if isinstance(item, tuple) else (item, view_bytes(item)) for item in writes]
+    op_id = recorder.record(name, category, list(reads), written, [], flops, dims, attrs)
     timer.resolve(recorder, op_id, measured)
 
 
