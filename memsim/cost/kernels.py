@@ -391,6 +391,29 @@ def streaming_times(flops, bytes_moved, peak, bandwidth, overhead):
     return compute, memory, total
 
 
+@numba.njit(cache=True)
+def few_block_seconds(bytes_moved, blocks, block_threads, units, threads_per_unit, block_bandwidth):
+    """Memory time of a kernel with too few thread blocks to keep the memory busy.
+
+    Idea: Little's law (as in Volkov's "Understanding latency hiding on GPUs", 2016): a thread
+    block keeps only so many loads in flight, so on its own it streams at most b = bytes in
+    flight / memory latency, however fast the memory is. Kernels that launch one block per row
+    (vLLM's rotary and SiLU-and-mul launch one per token) have few blocks at small batches,
+    and each walks its own row at that rate. The units hold H = U * max(1, floor(T_unit / T))
+    blocks of T threads at a time; more blocks than that share the units as they free up, so
+    the in-flight bytes of H blocks bound the whole kernel:
+        time = max(1, blocks / H) * (bytes / blocks) / b      (0 where blocks, T_unit or b is 0)
+    """
+    count = bytes_moved.shape[0]
+    out = np.zeros(count)
+    for i in range(count):
+        if blocks[i] <= 0.0 or block_bandwidth[i] <= 0.0 or threads_per_unit[i] <= 0.0:
+            continue
+        resident = units[i] * max(1.0, math.floor(threads_per_unit[i] / max(block_threads[i], 1.0)))
+        out[i] = max(1.0, blocks[i] / resident) * bytes_moved[i] / blocks[i] / block_bandwidth[i]
+    return out
+
+
 # Share of a last-level cache's nominal capacity that a streaming working set keeps: the rest
 # holds other lines (the producer's inputs, weights) and is lost to set conflicts. Vidur's
 # norms and adds on H100 (50 MB L2) and A100 (40 MB) slow once their footprint passes 0.6-0.8

@@ -9,6 +9,7 @@ slowed by contention. Each category goes to its model in memsim.cost.kernels.
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Iterable
 
@@ -59,6 +60,7 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     quantization = np.full(count, device.calibration.wave_quantization if device.calibration else 1.0)
     streamed = moved - _cache_saving(ops, category, read, written, launches, tier, device, unit)
     compute, memory, total = kernels.streaming_times(flops, streamed, peak, bandwidth, overhead)
+    _bound_by_few_blocks(ops, category, moved, overhead, unit, device, compute, memory, total)
 
     units = np.full(count, float(unit.count))
     elem_bytes = element_bytes(dtype)
@@ -100,6 +102,32 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
                            total)
     return pd.DataFrame({"compute_s": compute, "memory_s": memory, "overhead_s": total - np.maximum(compute, memory),
                          "duration_s": total}, index=ops.index)
+
+
+def block_bandwidth(category: str, unit: ComputeUnit, device: Device) -> float:
+    """What one thread block of a category's kernels streams on its own: calibrated, else the
+    unit's datasheet estimate (0: unknown)."""
+    calibrated = device.calibration.block_bandwidth.get(category) if device.calibration else None
+    return calibrated or unit.block_bandwidth or 0.0
+
+
+def _bound_by_few_blocks(ops, category, moved, overhead, unit: ComputeUnit, device: Device, compute, memory,
+                         total) -> None:
+    """Streaming ops whose attrs give their thread blocks take at least what so few blocks stream
+    (kernels.few_block_seconds), counted as memory time."""
+    if unit.threads_per_unit <= 0:
+        return
+    rows, attrs = _attrs_naming(ops, "blocks")
+    if not rows.size:
+        return
+    blocks = np.array([float(a["blocks"]) for a in attrs])
+    threads = np.array([float(a.get("block_threads") or 0) for a in attrs])
+    rates = {name: block_bandwidth(name, unit, device) for name in set(category[rows])}
+    limited = kernels.few_block_seconds(moved[rows], blocks, threads, np.full(rows.size, float(unit.count)),
+                                        np.full(rows.size, float(unit.threads_per_unit)),
+                                        np.array([rates[name] for name in category[rows]]))
+    memory[rows] = np.maximum(memory[rows], limited)
+    total[rows] = np.maximum(compute[rows], memory[rows]) + overhead[rows]
 
 
 def load_alignment(dtype: np.ndarray, unit: ComputeUnit) -> np.ndarray:
@@ -214,14 +242,29 @@ def _kernel_counts(ops: pd.DataFrame) -> np.ndarray:
     """Kernels each op launches, each paying the fixed per-kernel cost: 1 unless its attrs name
     more (a measured region that runs several kernels, such as a sum of three tensors)."""
     counts = np.ones(len(ops))
-    attrs = ops["attrs"].fillna("").astype(str)
-    rows = np.flatnonzero(attrs.str.contains('"kernels"', regex=False).to_numpy())
-    counts[rows] = [float(_attrs(text)["kernels"]) for text in attrs.to_numpy()[rows]]
+    rows, attrs = _attrs_naming(ops, "kernels")
+    counts[rows] = [float(a["kernels"]) for a in attrs]
     return counts
 
 
+def _attrs_naming(ops: pd.DataFrame, key: str) -> tuple[np.ndarray, list[dict]]:
+    """Rows whose attrs name `key`, and their attrs."""
+    attrs = ops["attrs"]
+    if not pd.api.types.is_string_dtype(attrs) and attrs.dtype != object:  # no attrs at all (all NaN)
+        return np.zeros(0, dtype=np.int64), []
+    rows = np.flatnonzero(attrs.str.contains(f'"{key}"', regex=False, na=False).to_numpy(bool))
+    return rows, [_attrs(text) for text in attrs.iloc[rows].tolist()]
+
+
 def _attrs(text) -> dict:
-    return json.loads(text) if isinstance(text, str) and text else {}
+    """An op's attrs, to read only: each distinct text is parsed once, since a calibration prices
+    the same ops thousands of times."""
+    return _parsed_attrs(text) if isinstance(text, str) and text else {}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parsed_attrs(text: str) -> dict:
+    return json.loads(text)
 
 
 def _first_link(links: Iterable[Link], kinds: tuple[str, ...]) -> Link | None:

@@ -27,6 +27,7 @@ Time = _quantity("time")
 Frequency = _quantity("frequency")
 Fraction = Annotated[float, Field(gt=0.0, le=1.0, json_schema_extra={"example": "0.85"})]
 PositiveInt = Annotated[int, Field(ge=1, json_schema_extra={"example": "132"})]
+NonNegativeInt = Annotated[int, Field(ge=0, json_schema_extra={"example": "2048"})]
 
 DType = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
 MemoryKind = Literal["hbm", "sram", "ddr", "lpddr", "gddr", "dram", "cxl", "flash", "nvme", "mram"]
@@ -113,6 +114,12 @@ class ComputeUnit(Spec):
     a matmul whose rows are not a multiple of it loads narrower. 0: no such requirement."""
     op_overhead: Time = 0.0
     """Fixed cost of every op on this unit: kernel launch, pipeline fill."""
+    threads_per_unit: NonNegativeInt = 0
+    """Threads one unit holds at once (2048 per SM on A100 and H100): how many of a kernel's
+    thread blocks run together. 0: unknown."""
+    block_bandwidth: Bandwidth | None = None
+    """What one thread block streams on its own: its loads in flight per memory latency (Little's
+    law). Kernels with few blocks (one per token at small batches) are bound by it."""
     memory: str | None = None
     """The tier this unit reads directly; defaults to the device's default memory. A PIM
     unit names the tier it sits in and uses that tier's internal bandwidth."""
@@ -152,6 +159,10 @@ class Calibration(Spec):
     """Extra main-loop time of tensor-core GEMMs and fused attention per doubling of the power of
     two in their operands' row pitch beyond the memory's access granularity: such rows share
     memory partitions (kernels.pitch_conflict_fraction)."""
+    block_bandwidth: dict[OpCategory, Bandwidth] = Field(default_factory=dict)
+    """What one thread block streams on its own, per category of kernels whose ops say how many
+    blocks they run (vLLM's one-block-per-token kernels differ in the loads each thread keeps
+    in flight)."""
     launch_overhead: Time | None = None
     """Fixed device-side cost of every kernel: launch and pipeline fill."""
     category_overhead: dict[OpCategory, Time] = Field(default_factory=dict)

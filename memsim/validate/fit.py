@@ -5,7 +5,8 @@ dtype, and per op category present in the data the achieved fraction of memory b
 the fixed per-kernel cost, plus one compute/memory overlap loss, the share of a wave's memory
 time a GEMM's first wave exposes and the share of a partial last wave it pays in full (where
 the data has GEMMs), the cost of operand rows whose length is a multiple of a large power of
-two (where its tensor-core GEMMs have rows of at least two such classes) and, where the data
+two (where its tensor-core GEMMs have rows of at least two such classes), what one thread block
+streams on its own per category of ops that say how many blocks they run and, where the data
 has fused attention kernels, the fraction of the GEMM rate they reach; where it has collectives
 or sends, the efficiency and per-step latency of the peer link they cross (with the fixed cost
 per call of each, collective and p2p, as their category's overhead). Never one per shape or
@@ -13,10 +14,11 @@ per op.
 Bandwidth fractions are capped only by the datasheet peak: a device copy (half reads, half
 writes) is not the fastest access pattern, and read-heavy kernels such as a residual add measure
 above it. The fit minimises the mean absolute percentage error with Powell's method over the
-logits of the fractions (so they stay in range), the logs of the overheads, the square root of
-the pitch cost and the angle of the wave share's squared sine, from fixed starting values and
-from the minimum of the squared log ratio, keeps the lower, and then frees the wave share (held
-at whole waves until then) from there; so the same data gives bit-identical constants.
+logits of the fractions (so they stay in range), the logs of the overheads and of the block
+rate, the square root of the pitch cost and the angle of the wave share's squared sine, from
+fixed starting values and from the minimum of the squared log ratio, keeps the lower, and then
+frees the wave share (held at whole waves until then) from there; so the same data gives
+bit-identical constants.
 """
 from __future__ import annotations
 
@@ -27,12 +29,16 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from memsim.cost import kernels, price_ops
-from memsim.cost.model import LINK_CATEGORIES, element_bytes, load_alignment, peer_link, pitch_interleave
+from memsim.cost.model import (LINK_CATEGORIES, block_bandwidth, element_bytes, load_alignment, peer_link,
+                               pitch_interleave)
 from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
 from memsim.hardware.schema import Calibration, ComputeUnit, Device, Link
 from memsim.validate.metrics import error_summary
 
 MIN_OVERHEAD_S = 1e-7
+# Where the unit states no per-block rate, the fit starts from what Vidur's one-block-per-token
+# kernels stream on an A100 or H100 (6-12 GB/s).
+DEFAULT_BLOCK_BANDWIDTH = 8e9
 # Scale of the pitch cost's search variable, so that a step of 1 moves it as much as a logit's.
 PITCH_COST_SCALE = 10.0
 
@@ -111,6 +117,12 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     if with_pitch:
         pitch_at = len(start)
         start.append(_root(0.01))
+    # what one thread block streams, per category of ops that say how many blocks they run
+    with_blocks = ops["attrs"].fillna("").astype(str).str.contains('"blocks"', regex=False).to_numpy()
+    block_categories = sorted(ops.loc[with_blocks, "category"].unique()) if unit.threads_per_unit > 0 else []
+    block_rates = slice(len(start), len(start) + len(block_categories))
+    start += [float(np.log(block_bandwidth(category, unit, device) or DEFAULT_BLOCK_BANDWIDTH))
+              for category in block_categories]
     with_attention = "attention" in categories  # the attention rate is fitted only on attention data
     if with_attention:
         attention_at = len(start)
@@ -134,6 +146,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
             first_wave_exposure=_expit(x[exposure_at]) if dtypes else 1.0,
             wave_quantization=_sine_squared(x[exposure_at + 1]) if dtypes else 1.0,
             pitch_conflict_cost=_square(x[pitch_at]) if with_pitch else 0.0,
+            block_bandwidth={c: float(np.exp(v)) for c, v in zip(block_categories, x[block_rates])},
             dispatch_overhead=base.dispatch_overhead if base else None, fitted_on=fitted_on)
 
     def fitted_links(x) -> dict[str, Link]:
