@@ -187,11 +187,11 @@ class ContiguousKV:
                                        lambda: (self.k[:, :, :end], self.v[:, :, :end]),
                                        reads=[self.k[:, :, :start], self.v[:, :, :start]] if start else [],
                                        writes=[self.k[:, :, start:end], self.v[:, :, start:end]])
-        self.k[:, :, start:start + length] = k
-        self.v[:, :, start:start + length] = v
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
         if start == 0:  # prefill: the new keys are all there is
             return sdpa(q, k, v, causal=length > 1)
-        return sdpa(q, self.k[:, :, :start + length], self.v[:, :, :start + length], causal=False)
+        return sdpa(q, self.k[:, :, :end], self.v[:, :, :end], causal=False)
 
 
 class SlidingWindowKV:
