@@ -131,16 +131,14 @@ def test_kv_cache_kernel_splits_keys_by_flash_attentions_wave_heuristic():
     assert kernels.kv_cache_splits(64.0, 108.0, 100.0, 128.0) == 1.0  # one key block: nothing to split
 
 
-def test_few_thread_blocks_stream_at_their_own_rate_in_waves():
-    # 8 blocks of 1024 threads on 4 units of 2048 threads: all 8 resident, one wave of
-    # 8e4 B / 8 = 1e4 B per block at 10 GB/s = 1 us
-    assert kernels.few_block_seconds(*one(8e4, 8, 1024, 4, 2048, 10e9))[0] == pytest.approx(1e-6)
-    # 16 blocks share the 8 places: the 8 in flight stream 80 GB/s, 1.6e5 B take 2 us
-    assert kernels.few_block_seconds(*one(1.6e5, 16, 1024, 4, 2048, 10e9))[0] == pytest.approx(2e-6)
-    # blocks wider than a unit still run one per unit: 4 in flight, 8e4 B at 40 GB/s
-    assert kernels.few_block_seconds(*one(8e4, 8, 4096, 4, 2048, 10e9))[0] == pytest.approx(2e-6)
-    assert kernels.few_block_seconds(*one(8e4, 0, 1024, 4, 2048, 10e9))[0] == 0.0
-    assert kernels.few_block_seconds(*one(8e4, 8, 1024, 4, 2048, 0.0))[0] == 0.0
+def test_a_kernel_lasts_at_least_as_long_as_one_block_takes_over_its_share():
+    # 8 blocks share 8e4 B: 1e4 B each at 10 GB/s = 1 us, whatever the units
+    assert kernels.block_row_seconds(*one(8e4, 8, 10e9))[0] == pytest.approx(1e-6)
+    # twice the blocks over twice the bytes: the same rows, the same bound
+    assert kernels.block_row_seconds(*one(1.6e5, 16, 10e9))[0] == pytest.approx(1e-6)
+    # no blocks or no rate: no bound
+    assert kernels.block_row_seconds(*one(8e4, 0, 10e9))[0] == 0.0
+    assert kernels.block_row_seconds(*one(8e4, 8, 0.0))[0] == 0.0
 
 
 def test_unfused_attention_writes_and_reads_the_score_matrix():
@@ -292,20 +290,20 @@ def test_an_op_of_several_kernels_pays_each_kernels_overhead_and_caches_one_kern
 
 def test_a_kernel_with_one_block_per_row_is_bound_by_its_blocks_at_small_batches():
     raw = json.loads(json.dumps(SYSTEM))
-    raw["devices"]["gpu"]["compute"]["sm"].update(threads_per_unit=2048, block_bandwidth="1 GB/s")
+    raw["devices"]["gpu"]["compute"]["sm"]["block_bandwidth"] = "1 GB/s"
     raw["devices"]["gpu"]["calibration"] = {"source": "test", "block_bandwidth": {"norm": "2 GB/s"}}
     device = validate_system(raw).device
-    rows = [op("strided", 0, 4e4, 4e4, attrs={"blocks": 4, "block_threads": 1024}),
-            op("norm", 0, 4e4, 4e4, attrs={"blocks": 4, "block_threads": 1024}),
-            op("strided", 0, 4e6, 4e6, attrs={"blocks": 400, "block_threads": 1024}),
+    rows = [op("strided", 0, 4e4, 4e4, attrs={"blocks": 4}),
+            op("norm", 0, 4e4, 4e4, attrs={"blocks": 4}),
+            op("strided", 0, 4e8, 4e8, attrs={"blocks": 40000}),
             op("strided", 0, 4e4, 4e4)]
     costs = price_ops(pd.DataFrame(rows), device)
-    # 4 blocks, one wave: 2e4 B each at the datasheet 1 GB/s = 20 us (memory alone: 0.08 us),
-    # plus 2 us; the norm's calibrated 2 GB/s halves that
+    # 4 blocks of 2e4 B each at the datasheet 1 GB/s: 20 us (memory alone: 0.08 us), plus 2 us;
+    # the norm's calibrated 2 GB/s halves it
     assert list(costs["duration_s"][:2]) == pytest.approx([22e-6, 12e-6])
-    # 400 blocks, 8 in flight at 1 GB/s each: 8e6 B take 1 ms, where memory alone would take
-    # 8 us; an op that does not say its blocks is not bound
-    assert costs["duration_s"][2] == pytest.approx(1002e-6)
+    # rows as long over many blocks: memory's 800 us governs; an op that does not say its blocks
+    # is not bound
+    assert costs["duration_s"][2] == pytest.approx(802e-6)
     assert costs["duration_s"][3] == pytest.approx(2.08e-6)
 
 

@@ -392,25 +392,22 @@ def streaming_times(flops, bytes_moved, peak, bandwidth, overhead):
 
 
 @numba.njit(cache=True)
-def few_block_seconds(bytes_moved, blocks, block_threads, units, threads_per_unit, block_bandwidth):
-    """Memory time of a kernel with too few thread blocks to keep the memory busy.
+def block_row_seconds(bytes_moved, blocks, block_bandwidth):
+    """Least time of a kernel whose thread blocks each stream their own share of its bytes.
 
     Idea: Little's law (as in Volkov's "Understanding latency hiding on GPUs", 2016): a thread
-    block keeps only so many loads in flight, so on its own it streams at most b = bytes in
-    flight / memory latency, however fast the memory is. Kernels that launch one block per row
-    (vLLM's rotary and SiLU-and-mul launch one per token) have few blocks at small batches,
-    and each walks its own row at that rate. The units hold H = U * max(1, floor(T_unit / T))
-    blocks of T threads at a time; more blocks than that share the units as they free up, so
-    the in-flight bytes of H blocks bound the whole kernel:
-        time = max(1, blocks / H) * (bytes / blocks) / b      (0 where blocks, T_unit or b is 0)
+    block keeps only so many loads in flight, so it streams at most b = bytes in flight / memory
+    latency, however fast the memory is, and the kernel lasts at least as long as one block
+    takes over its share. Kernels that launch one block per row (vLLM's rotary, SiLU-and-mul
+    and RMSNorm launch one per token) have few, long blocks at small batches, which this bounds;
+    with many blocks the memory's own rate governs.
+        time = (bytes / blocks) / b      (0 where blocks or b is 0)
     """
     count = bytes_moved.shape[0]
     out = np.zeros(count)
     for i in range(count):
-        if blocks[i] <= 0.0 or block_bandwidth[i] <= 0.0 or threads_per_unit[i] <= 0.0:
-            continue
-        resident = units[i] * max(1.0, math.floor(threads_per_unit[i] / max(block_threads[i], 1.0)))
-        out[i] = max(1.0, blocks[i] / resident) * bytes_moved[i] / blocks[i] / block_bandwidth[i]
+        if blocks[i] > 0.0 and block_bandwidth[i] > 0.0:
+            out[i] = bytes_moved[i] / blocks[i] / block_bandwidth[i]
     return out
 
 

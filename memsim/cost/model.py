@@ -60,7 +60,7 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     quantization = np.full(count, device.calibration.wave_quantization if device.calibration else 1.0)
     streamed = moved - _cache_saving(ops, category, read, written, launches, tier, device, unit)
     compute, memory, total = kernels.streaming_times(flops, streamed, peak, bandwidth, overhead)
-    _bound_by_few_blocks(ops, category, moved, overhead, unit, device, compute, memory, total)
+    _bound_by_block_rows(ops, category, moved, overhead, unit, device, compute, memory, total)
 
     units = np.full(count, float(unit.count))
     elem_bytes = element_bytes(dtype)
@@ -111,20 +111,15 @@ def block_bandwidth(category: str, unit: ComputeUnit, device: Device) -> float:
     return calibrated or unit.block_bandwidth or 0.0
 
 
-def _bound_by_few_blocks(ops, category, moved, overhead, unit: ComputeUnit, device: Device, compute, memory,
+def _bound_by_block_rows(ops, category, moved, overhead, unit: ComputeUnit, device: Device, compute, memory,
                          total) -> None:
-    """Streaming ops whose attrs give their thread blocks take at least what so few blocks stream
-    (kernels.few_block_seconds), counted as memory time."""
-    if unit.threads_per_unit <= 0:
-        return
+    """Streaming ops whose attrs give their thread blocks last at least as long as one block takes
+    to stream its share (kernels.block_row_seconds), counted as memory time."""
     rows, attrs = _attrs_naming(ops, "blocks")
     if not rows.size:
         return
-    blocks = np.array([float(a["blocks"]) for a in attrs])
-    threads = np.array([float(a.get("block_threads") or 0) for a in attrs])
     rates = {name: block_bandwidth(name, unit, device) for name in set(category[rows])}
-    limited = kernels.few_block_seconds(moved[rows], blocks, threads, np.full(rows.size, float(unit.count)),
-                                        np.full(rows.size, float(unit.threads_per_unit)),
+    limited = kernels.block_row_seconds(moved[rows], np.array([float(a["blocks"]) for a in attrs]),
                                         np.array([rates[name] for name in category[rows]]))
     memory[rows] = np.maximum(memory[rows], limited)
     total[rows] = np.maximum(compute[rows], memory[rows]) + overhead[rows]

@@ -27,7 +27,6 @@ Time = _quantity("time")
 Frequency = _quantity("frequency")
 Fraction = Annotated[float, Field(gt=0.0, le=1.0, json_schema_extra={"example": "0.85"})]
 PositiveInt = Annotated[int, Field(ge=1, json_schema_extra={"example": "132"})]
-NonNegativeInt = Annotated[int, Field(ge=0, json_schema_extra={"example": "2048"})]
 
 DType = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
 MemoryKind = Literal["hbm", "sram", "ddr", "lpddr", "gddr", "dram", "cxl", "flash", "nvme", "mram"]
@@ -114,12 +113,9 @@ class ComputeUnit(Spec):
     a matmul whose rows are not a multiple of it loads narrower. 0: no such requirement."""
     op_overhead: Time = 0.0
     """Fixed cost of every op on this unit: kernel launch, pipeline fill."""
-    threads_per_unit: NonNegativeInt = 0
-    """Threads one unit holds at once (2048 per SM on A100 and H100): how many of a kernel's
-    thread blocks run together. 0: unknown."""
     block_bandwidth: Bandwidth | None = None
     """What one thread block streams on its own: its loads in flight per memory latency (Little's
-    law). Kernels with few blocks (one per token at small batches) are bound by it."""
+    law). A kernel lasts at least as long as one block takes over its share of the bytes."""
     memory: str | None = None
     """The tier this unit reads directly; defaults to the device's default memory. A PIM
     unit names the tier it sits in and uses that tier's internal bandwidth."""

@@ -119,7 +119,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
         start.append(_root(0.01))
     # what one thread block streams, per category of ops that say how many blocks they run
     with_blocks = ops["attrs"].fillna("").astype(str).str.contains('"blocks"', regex=False).to_numpy()
-    block_categories = sorted(ops.loc[with_blocks, "category"].unique()) if unit.threads_per_unit > 0 else []
+    block_categories = sorted(ops.loc[with_blocks, "category"].unique())
     block_rates = slice(len(start), len(start) + len(block_categories))
     start += [float(np.log(block_bandwidth(category, unit, device) or DEFAULT_BLOCK_BANDWIDTH))
               for category in block_categories]

@@ -98,8 +98,8 @@ def read_vidur_mlp(path: Path) -> Measured:
     (torch.nn.GELU) and the residual add are contiguous, vectorised torch ops. A file without a
     post-attention norm is a parallel block (attention and MLP both read the input norm, as in
     phi-2), whose timed add sums three tensors: two add kernels. vLLM's rotary and SiLU-and-mul
-    kernels run one thread block per token (attrs `blocks`, `block_threads`), which bounds them
-    at small batches (kernels.few_block_seconds).
+    kernels run one thread block per token (attrs `blocks`), which bounds them at small batches
+    (kernels.block_row_seconds).
     """
     frame = pd.read_csv(path)
     _columns(frame, path, ["n_head", "n_kv_head", "n_embd", "n_expanded_embd", "num_tokens",
@@ -145,17 +145,14 @@ def read_vidur_mlp(path: Path) -> Measured:
                    time("add"), t, reread=adds * tokens * b),
             op_row("emb", "gather", dtype, 0, tokens * b + t * 8, tokens * b, time("emb"), t),
         ]
-        # vLLM's rotary and SiLU-and-mul kernels launch one thread block per token, of at most
-        # 512 and 1024 threads
-        threads = {"attn_rope": min(q * head_dim // 2, 512)}
-        if gated:
-            threads["mlp_act"] = min(f, 1024)
+        # vLLM's rotary and SiLU-and-mul kernels launch one thread block per token
+        per_token = {"attn_rope", "mlp_act"} if gated else {"attn_rope"}  # else torch's GELU
         for row in candidates:
             attrs = {"tp": tp}
             if row["label"] == "add" and adds > 1:
                 attrs["kernels"] = adds
-            if row["label"] in threads:
-                attrs.update(blocks=t, block_threads=threads[row["label"]])
+            if row["label"] in per_token:
+                attrs["blocks"] = t
             row["attrs"] = json.dumps(attrs)
             if np.isfinite(row["measured_s"]) and row["measured_s"] > 0:
                 rows.append(row)
