@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import HWCONFIGS
 from memsim.cost.model import price_ops
 from memsim.errors import MemsimError
 from memsim.hardware import load_system
@@ -208,7 +209,7 @@ def test_fused_append_traces_one_kernel_priced_as_the_profiled_kv_cache_kernel(p
     row = attention_row("attn", "fp16", batch, cfg.heads, cfg.kv_heads, new, cached + new, cfg.head_dim,
                         new > 1, 1.0, 1, appends_kv=True)
     assert attention.bytes_read.iloc[0] == row["bytes_read"]  # the cached keys, then the new ones once
-    device = load_system("hwconfigs/nvidia-a100-80gb-sxm.yaml").device
+    device = load_system(HWCONFIGS / "nvidia-a100-80gb-sxm.yaml").device
     traced = price_ops(attention.iloc[:1].reset_index(drop=True), device)["duration_s"].iloc[0]
     profiled = price_ops(pd.DataFrame([row]), device)["duration_s"].iloc[0]
     assert traced == pytest.approx(profiled, rel=1e-12)
