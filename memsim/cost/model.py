@@ -115,7 +115,7 @@ def _bound_by_block_rows(ops, category, moved, overhead, unit: ComputeUnit, devi
                          total) -> None:
     """Streaming ops whose attrs give their thread blocks last at least as long as one block takes
     to stream its share (kernels.block_row_seconds), counted as memory time."""
-    rows, attrs = _attrs_naming(ops, "blocks")
+    rows, attrs = attrs_naming(ops, "blocks")
     if not rows.size:
         return
     rates = {name: block_bandwidth(name, unit, device) for name in set(category[rows])}
@@ -237,12 +237,12 @@ def _kernel_counts(ops: pd.DataFrame) -> np.ndarray:
     """Kernels each op launches, each paying the fixed per-kernel cost: 1 unless its attrs name
     more (a measured region that runs several kernels, such as a sum of three tensors)."""
     counts = np.ones(len(ops))
-    rows, attrs = _attrs_naming(ops, "kernels")
+    rows, attrs = attrs_naming(ops, "kernels")
     counts[rows] = [float(a["kernels"]) for a in attrs]
     return counts
 
 
-def _attrs_naming(ops: pd.DataFrame, key: str) -> tuple[np.ndarray, list[dict]]:
+def attrs_naming(ops: pd.DataFrame, key: str) -> tuple[np.ndarray, list[dict]]:
     """Rows whose attrs name `key`, and their attrs."""
     attrs = ops["attrs"]
     if not pd.api.types.is_string_dtype(attrs) and attrs.dtype != object:  # no attrs at all (all NaN)

@@ -29,8 +29,8 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from memsim.cost import kernels, price_ops
-from memsim.cost.model import (LINK_CATEGORIES, block_bandwidth, element_bytes, load_alignment, peer_link,
-                               pitch_interleave)
+from memsim.cost.model import (LINK_CATEGORIES, attrs_naming, block_bandwidth, element_bytes, load_alignment,
+                               peer_link, pitch_interleave)
 from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
 from memsim.hardware.schema import Calibration, ComputeUnit, Device, Link
 from memsim.validate.metrics import error_summary
@@ -118,8 +118,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
         pitch_at = len(start)
         start.append(_root(0.01))
     # what one thread block streams, per category of ops that say how many blocks they run
-    with_blocks = ops["attrs"].fillna("").astype(str).str.contains('"blocks"', regex=False).to_numpy()
-    block_categories = sorted(ops.loc[with_blocks, "category"].unique())
+    block_categories = sorted(ops["category"].iloc[attrs_naming(ops, "blocks")[0]].unique())
     block_rates = slice(len(start), len(start) + len(block_categories))
     start += [float(np.log(block_bandwidth(category, unit, device) or DEFAULT_BLOCK_BANDWIDTH))
               for category in block_categories]
