@@ -9,6 +9,7 @@ from conftest import HWCONFIGS
 from memsim.cost import price_ops
 from memsim.hardware import load_system
 from memsim.hardware.schema import Calibration
+from memsim.cost.op_arrays import OpArrays
 from memsim.cost.roofline import main_compute_unit
 from memsim.validate.fit import _pitch_classes, calibration_half, fit_calibration
 from memsim.validate.measure import GEMM_SHAPES
@@ -81,9 +82,9 @@ def test_cuda_micro_benchmarks_span_enough_row_pitches_to_fit_their_cost():
     device = load_system("nvidia-h100-sxm").device
     ops = pd.DataFrame([gemm_row("mm", "bf16", 1, m, n, k, 0.0, m) for m, n, k in GEMM_SHAPES["cuda"]])
     # K = 2752, 5504, 2048, 4096, 8192: 1, 2, 6, 7 and 8 doublings past the 64 B interleave
-    assert _pitch_classes(ops, device, main_compute_unit(device)) == 5
+    assert _pitch_classes(OpArrays.from_table(ops), device, main_compute_unit(device)) == 5
     # one class alone cannot be told from the matrix efficiency, so its cost is not fitted
-    assert _pitch_classes(ops[ops["k"] == 4096], device, main_compute_unit(device)) == 1
+    assert _pitch_classes(OpArrays.from_table(ops[ops["k"] == 4096]), device, main_compute_unit(device)) == 1
 
 
 def test_calibration_half_takes_every_other_size():

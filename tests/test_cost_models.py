@@ -344,13 +344,13 @@ def test_fused_attention_runs_at_a_fraction_of_the_gemm_rate():
     raw["devices"]["gpu"]["compute"]["sm"]["attention_efficiency"] = 0.5
     device = validate_system(raw).device
     sm, hbm = device.compute["sm"], device.memories["hbm"]
-    categories, dtypes = np.array(["gemm", "attention"]), np.array(["bf16", "bf16"])
-    peak, _, _ = per_op_rates(categories, dtypes, sm, device, hbm)
+    kinds, codes = [("gemm", "bf16"), ("attention", "bf16")], np.array([0, 1])
+    peak, _, _ = per_op_rates(kinds, codes, sm, device, hbm)
     assert list(peak) == [4e12, 2e12]  # datasheet: half the GEMM rate
     raw["devices"]["gpu"]["calibration"] = {"source": "test", "matrix_efficiency": {"bf16": 0.5},
                                            "attention_efficiency": 0.25}
     device = validate_system(raw).device
-    peak, _, _ = per_op_rates(categories, dtypes, sm, device, hbm)
+    peak, _, _ = per_op_rates(kinds, codes, sm, device, hbm)
     assert list(peak) == [2e12, 0.5e12]  # calibrated: a quarter of the calibrated GEMM rate
 
 
@@ -393,3 +393,25 @@ def test_gemms_whose_rows_are_not_16_byte_aligned_load_narrower_and_run_slower()
     costs = price_ops(ops, validate_system(raw).device)
     # N = 4090 (8180 B a row, a multiple of 4 B): a quarter of the rate on ~the same work
     assert costs["compute_s"][1] == pytest.approx(4 * costs["compute_s"][0], rel=0.01)
+
+
+def test_op_arrays_read_the_table_once_as_pricing_reads_it():
+    from memsim.cost.op_arrays import OpArrays
+    from memsim.validate.readers import gemm_row, op_row
+
+    table = pd.DataFrame([gemm_row("mm", "bf16", 1, 8, 64, 32, 0.0, 8),
+                          op_row("rope", "strided", "fp16", 0, 100, 100, 0.0, 8, attrs={"blocks": 8}),
+                          op_row("add3", "elementwise", "fp8", 0, 300, 100, 0.0, 8, attrs={"kernels": 2}),
+                          op_row("odd", "elementwise", "nf4", 0, 10, 10, 0.0, 8),
+                          gemm_row("mm", "bf16", 1, 16, 64, 32, 0.0, 16)]).set_index(pd.Index([5, 6, 7, 8, 9]))
+    arrays = OpArrays.from_table(table)
+    assert [arrays.kinds[code] for code in arrays.kind_codes] == list(zip(table["category"], table["dtype"]))
+    assert len(arrays.kinds) == 4  # the two GEMMs share one kind
+    assert list(arrays.elem_bytes) == [2.0, 2.0, 1.0, 4.0, 2.0]  # an unknown dtype counts 4 bytes
+    assert list(arrays.launches) == [1.0, 1.0, 2.0, 1.0, 1.0]
+    rows, blocks = arrays.numbers("blocks")
+    assert list(rows) == [1] and list(blocks) == [8.0]
+    device = load_system("nvidia-h100-sxm").device
+    priced = price_ops(arrays, device)
+    assert list(priced.index) == [5, 6, 7, 8, 9]
+    pd.testing.assert_frame_equal(priced, price_ops(table, device))

@@ -9,20 +9,17 @@ slowed by contention. Each category goes to its model in memsim.cost.kernels.
 """
 from __future__ import annotations
 
-import functools
-import json
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
 from memsim.cost import kernels
+from memsim.cost.op_arrays import OpArrays
 from memsim.cost.roofline import main_compute_unit, on_matrix_units, per_op_rates
 from memsim.hardware.schema import ComputeUnit, Device, Link, MemoryTier
 
 COST_COLUMNS = ("compute_s", "memory_s", "overhead_s", "duration_s")
-DTYPE_BYTES = {"fp64": 8.0, "fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
-               "int4": 0.5, "int64": 8.0, "int32": 4.0, "int16": 2.0, "bool": 1.0, "uint8": 1.0}
 HOST_LINK_KINDS = ("pcie", "c2c", "cxl", "ddr")
 PEER_LINK_KINDS = ("nvlink", "nvswitch", "network", "pcie")
 COLLECTIVE_BYTES_FACTOR = {"all_reduce": 2.0, "allreduce": 2.0}
@@ -32,24 +29,21 @@ POINT_TO_POINT_KINDS = ("send_recv", "send", "recv", "p2p")
 LINK_CATEGORIES = ("collective", "p2p")
 
 
-def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None,
+def price_ops(ops: pd.DataFrame | OpArrays, device: Device, unit: ComputeUnit | None = None,
               links: Iterable[Link] = ()) -> pd.DataFrame:
-    """Price every op of a trace's ops table on `unit` (default: the device's main unit).
+    """Price every op of a trace's ops table (or of the table read once into OpArrays) on `unit`
+    (default: the device's main unit).
 
     `links` are the system's links: host-device copies (memcpy) use the first host link,
     collectives the first peer link; without them both run at the tier's own bandwidth.
     """
+    ops = ops if isinstance(ops, OpArrays) else OpArrays.from_table(ops)
     unit = unit or main_compute_unit(device)
     tier = device.memories[unit.memory or device.default_memory]
     count = len(ops)
-    category = ops["category"].to_numpy(dtype=object).astype(str)
-    dtype = ops["dtype"].fillna("fp32").to_numpy(dtype=object).astype(str)
-    flops = ops["flops"].to_numpy(float)
-    read = ops["bytes_read"].to_numpy(float)
-    written = ops["bytes_written"].to_numpy(float)
-    peak, read_bw, overhead = per_op_rates(category, dtype, unit, device, tier)
-    launches = _kernel_counts(ops)
-    overhead = overhead * launches
+    category, dtype, flops, read, written = ops.category, ops.dtype, ops.flops, ops.read, ops.written
+    peak, read_bw, overhead = per_op_rates(ops.kinds, ops.kind_codes, unit, device, tier)
+    overhead = overhead * ops.launches
     write_ratio = tier.write_bandwidth / tier.read_bandwidth
     moved = read + written
     # one bandwidth per op such that moved / bandwidth = read / B_read + written / B_write
@@ -58,13 +52,13 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
     overlap = np.full(count, device.calibration.overlap_loss if device.calibration else 0.0)
     exposure = np.full(count, device.calibration.first_wave_exposure if device.calibration else 1.0)
     quantization = np.full(count, device.calibration.wave_quantization if device.calibration else 1.0)
-    streamed = moved - _cache_saving(ops, category, read, written, launches, tier, device, unit)
+    streamed = moved - _cache_saving(ops, tier, device, unit)
     compute, memory, total = kernels.streaming_times(flops, streamed, peak, bandwidth, overhead)
-    _bound_by_block_rows(ops, category, moved, overhead, unit, device, compute, memory, total)
+    _bound_by_block_rows(ops, moved, overhead, unit, device, compute, memory, total)
 
     units = np.full(count, float(unit.count))
-    elem_bytes = element_bytes(dtype)
-    dims = {name: ops[name].to_numpy(float) for name in ("batch", "m", "n", "k")}
+    elem_bytes = ops.elem_bytes
+    dims = {"batch": ops.batch, "m": ops.m, "n": ops.n, "k": ops.k}
 
     # a GEMM or attention op without its problem dimensions keeps the streaming price above
     rows = np.flatnonzero((category == "gemm") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))
@@ -84,7 +78,7 @@ def price_ops(ops: pd.DataFrame, device: Device, unit: ComputeUnit | None = None
 
     rows = np.flatnonzero((category == "scan") | (category == "chunked_scan"))
     if rows.size:
-        attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
+        attrs = ops.attrs_of(rows)
         steps = np.array([float(a.get("steps") or 1) for a in attrs])
         state = np.array([float(a.get("state_bytes") or 0) for a in attrs])
         on_chip = np.full(rows.size, unit.sram_per_unit * unit.count)
@@ -111,16 +105,16 @@ def block_bandwidth(category: str, unit: ComputeUnit, device: Device) -> float:
     return calibrated or unit.block_bandwidth or 0.0
 
 
-def _bound_by_block_rows(ops, category, moved, overhead, unit: ComputeUnit, device: Device, compute, memory,
+def _bound_by_block_rows(ops: OpArrays, moved, overhead, unit: ComputeUnit, device: Device, compute, memory,
                          total) -> None:
     """Streaming ops whose attrs give their thread blocks last at least as long as one block takes
     to stream its share (kernels.block_row_seconds), counted as memory time."""
-    rows, attrs = attrs_naming(ops, "blocks")
+    rows, blocks = ops.numbers("blocks")
     if not rows.size:
         return
-    rates = {name: block_bandwidth(name, unit, device) for name in set(category[rows])}
-    limited = kernels.block_row_seconds(moved[rows], np.array([float(a["blocks"]) for a in attrs]),
-                                        np.array([rates[name] for name in category[rows]]))
+    names, codes = np.unique(ops.category[rows], return_inverse=True)
+    rates = np.array([block_bandwidth(name, unit, device) for name in names])[codes]
+    limited = kernels.block_row_seconds(moved[rows], blocks, rates)
     memory[rows] = np.maximum(memory[rows], limited)
     total[rows] = np.maximum(compute[rows], memory[rows]) + overhead[rows]
 
@@ -128,8 +122,8 @@ def _bound_by_block_rows(ops, category, moved, overhead, unit: ComputeUnit, devi
 def load_alignment(dtype: np.ndarray, unit: ComputeUnit) -> np.ndarray:
     """Load width (bytes) each GEMM's kernel needs: the unit's on its matrix units (tensor
     cores); vector-unit (SIMT) kernels need none (0)."""
-    needs = {d: unit.load_alignment if on_matrix_units(unit, d) else 0.0 for d in set(dtype)}
-    return np.array([needs[d] for d in dtype], dtype=float)
+    names, codes = np.unique(dtype, return_inverse=True)
+    return np.array([unit.load_alignment if on_matrix_units(unit, d) else 0.0 for d in names], dtype=float)[codes]
 
 
 def pitch_interleave(alignment: np.ndarray, tier: MemoryTier) -> np.ndarray:
@@ -138,11 +132,6 @@ def pitch_interleave(alignment: np.ndarray, tier: MemoryTier) -> np.ndarray:
     aligned loads (tensor cores; `alignment` from load_alignment) are charged, the ones the effect
     was measured on; 0 elsewhere."""
     return np.where(alignment > 0, tier.granularity, 0.0)
-
-
-def element_bytes(dtype: np.ndarray) -> np.ndarray:
-    """Bytes per element of each dtype name (4 where unknown)."""
-    return pd.Series(dtype).map(DTYPE_BYTES).fillna(4.0).to_numpy(float)
 
 
 def _pitch_fraction(row_elements, elem_bytes, alignment, tier: MemoryTier, device: Device) -> np.ndarray:
@@ -156,7 +145,7 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
                      compute, memory, total) -> None:
     """Fused attention: FlashAttention's HBM traffic less the K/V re-reads the cache serves, and
     its blocks of query rows scheduled over the units (kernels.attention_times)."""
-    attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
+    attrs = ops.attrs_of(rows)
     heads = np.array([float(a.get("heads") or 1) for a in attrs])
     ratio = np.array([float(a.get("kv_heads") or a.get("heads") or 1) for a in attrs]) / heads
     value_dim = np.array([float(a.get("value_dim") or 0) for a in attrs])
@@ -172,13 +161,13 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
         traffic = traffic - cached * _cache_discount(tier, cache)
     # K and V rows are one token's kv_heads x head_dim elements apart, and pay row-pitch conflicts
     # as a GEMM's operand rows do
-    dtype = ops["dtype"].fillna("fp32").to_numpy(dtype=object).astype(str)[rows]
-    rate = peak[rows] * _pitch_fraction(ratio * heads * dims["k"][rows], elem_bytes[rows], load_alignment(dtype, unit),
+    rate = peak[rows] * _pitch_fraction(ratio * heads * dims["k"][rows], elem_bytes[rows],
+                                        load_alignment(ops.dtype[rows], unit),
                                         tier, device)
     # only FlashAttention-2's KV-cache kernel appends the new keys itself
     appends = np.array([bool(a.get("appends_kv", False)) for a in attrs])
     result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
-                                     value_dim, causal, ops["flops"].to_numpy(float)[rows], traffic, rate,
+                                     value_dim, causal, ops.flops[rows], traffic, rate,
                                      units[rows], bandwidth[rows], overhead[rows], overlap[rows], appends)
     _put(rows, result, compute, memory, total)
     if appends.any():
@@ -197,19 +186,18 @@ def cache_tier(device: Device, unit: ComputeUnit) -> MemoryTier | None:
     return max(caches, key=lambda tier: tier.capacity) if caches else None
 
 
-def _cache_saving(ops: pd.DataFrame, category, read, written, launches, tier: MemoryTier, device: Device,
-                  unit: ComputeUnit):
+def _cache_saving(ops: OpArrays, tier: MemoryTier, device: Device, unit: ComputeUnit):
     """Bytes of memory time saved per op by rereads the cache serves (see _cache_discount); an op
     of several kernels holds one kernel's share of its bytes in the cache at a time. Not
     for kernels bound by issuing loads (category 'strided': one element per thread), which run
     no faster from the cache: Vidur's rotary and SiLU-and-mul kernels keep one rate across the
     L2 size, where its vectorised add and norms speed up below it."""
     cache = cache_tier(device, unit)
-    if cache is None or "reread_bytes" not in ops:
+    if cache is None or ops.reread is None:
         return np.zeros(len(ops))
-    reread = np.where(category == "strided", 0.0, np.minimum(ops["reread_bytes"].to_numpy(float), read))
+    reread = np.where(ops.category == "strided", 0.0, np.minimum(ops.reread, ops.read))
     usable = np.full(len(ops), cache.capacity * kernels.CACHE_REUSE_FRACTION)
-    hit = kernels.cached_read_bytes(reread, (read + written) / launches, usable)
+    hit = kernels.cached_read_bytes(reread, (ops.read + ops.written) / ops.launches, usable)
     return hit * _cache_discount(tier, cache)
 
 
@@ -233,35 +221,6 @@ def _put(rows, result, compute, memory, total) -> None:
     compute[rows], memory[rows], total[rows] = result
 
 
-def _kernel_counts(ops: pd.DataFrame) -> np.ndarray:
-    """Kernels each op launches, each paying the fixed per-kernel cost: 1 unless its attrs name
-    more (a measured region that runs several kernels, such as a sum of three tensors)."""
-    counts = np.ones(len(ops))
-    rows, attrs = attrs_naming(ops, "kernels")
-    counts[rows] = [float(a["kernels"]) for a in attrs]
-    return counts
-
-
-def attrs_naming(ops: pd.DataFrame, key: str) -> tuple[np.ndarray, list[dict]]:
-    """Rows whose attrs name `key`, and their attrs."""
-    attrs = ops["attrs"]
-    if not pd.api.types.is_string_dtype(attrs) and attrs.dtype != object:  # no attrs at all (all NaN)
-        return np.zeros(0, dtype=np.int64), []
-    rows = np.flatnonzero(attrs.str.contains(f'"{key}"', regex=False, na=False).to_numpy(bool))
-    return rows, [_attrs(text) for text in attrs.iloc[rows].tolist()]
-
-
-def _attrs(text) -> dict:
-    """An op's attrs, to read only: each distinct text is parsed once, since a calibration prices
-    the same ops thousands of times."""
-    return _parsed_attrs(text) if isinstance(text, str) and text else {}
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _parsed_attrs(text: str) -> dict:
-    return json.loads(text)
-
-
 def _first_link(links: Iterable[Link], kinds: tuple[str, ...]) -> Link | None:
     return next((link for link in links if link.kind in kinds), None)
 
@@ -275,7 +234,7 @@ def peer_link(links: Iterable[Link]) -> Link | None:
 def _price_memcpy(ops, rows, moved, bandwidth, overhead, links, compute, memory, total) -> None:
     """Host-device copies cross the host link (pageable at half rate); device copies the tier."""
     link = _first_link(links, HOST_LINK_KINDS)
-    attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
+    attrs = ops.attrs_of(rows)
     crossing = np.array([a.get("direction", "DtoD") in ("HtoD", "DtoH") for a in attrs]) & (link is not None)
     nbytes = np.where(crossing, moved[rows] / 2.0, moved[rows])  # a crossing copy's bytes cross once
     rate = bandwidth[rows].copy()
@@ -298,7 +257,7 @@ def _price_collectives(ops, rows, categories, read, written, bandwidth, overhead
     Without one an all-reduce reduces in the switch where the link can, else runs as a ring, as
     NCCL chooses for large messages."""
     link = peer_link(links)
-    attrs = [_attrs(text) for text in ops["attrs"].to_numpy(dtype=object)[rows]]
+    attrs = ops.attrs_of(rows)
     ranks = np.array([float(a.get("ranks") or 1) for a in attrs])
     kinds = [str(a.get("kind", "send_recv" if category == "p2p" else "all_reduce"))
              for a, category in zip(attrs, categories)]

@@ -6,7 +6,6 @@ the one place where a hardware description and its calibration become numbers.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from memsim.hardware.schema import ComputeUnit, Device, MemoryTier
 
@@ -107,14 +106,12 @@ def main_compute_unit(device: Device) -> ComputeUnit:
     return units[0]
 
 
-def per_op_rates(categories: np.ndarray, dtypes: np.ndarray, unit: ComputeUnit, device: Device,
+def per_op_rates(kinds, codes: np.ndarray, unit: ComputeUnit, device: Device,
                  tier: MemoryTier) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Achievable FLOP/s, read bandwidth and fixed overhead of each op, by its category (matrix
-    or not, fused attention) and dtype; computed once per distinct (category, dtype)."""
-    codes, pairs = pd.factorize(pd.Series(categories, dtype=object) + "|" + pd.Series(dtypes, dtype=object))
-    table = np.empty((len(pairs), 3))
-    for index, pair in enumerate(pairs):
-        category, dtype = pair.split("|", 1)
+    """Achievable FLOP/s, read bandwidth and fixed overhead of each op, by its kind: `codes`
+    index the distinct (category, dtype) `kinds` (matrix or not, fused attention), each computed once."""
+    table = np.empty((len(kinds), 3))
+    for index, (category, dtype) in enumerate(kinds):
         peak = effective_peak(unit, device, dtype, category in MATRIX_CATEGORIES)
         if category == "attention":
             peak *= attention_fraction(unit, device)

@@ -29,8 +29,8 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from memsim.cost import kernels, price_ops
-from memsim.cost.model import (LINK_CATEGORIES, attrs_naming, block_bandwidth, element_bytes, load_alignment,
-                               peer_link, pitch_interleave)
+from memsim.cost.model import LINK_CATEGORIES, block_bandwidth, load_alignment, peer_link, pitch_interleave
+from memsim.cost.op_arrays import OpArrays
 from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
 from memsim.hardware.schema import Calibration, ComputeUnit, Device, Link
 from memsim.validate.metrics import error_summary
@@ -82,13 +82,13 @@ def _sine_squared(x: float) -> float:
     return float(np.sin(x) ** 2)
 
 
-def _pitch_classes(ops: pd.DataFrame, device: Device, unit: ComputeUnit) -> int:
+def _pitch_classes(ops: OpArrays, device: Device, unit: ComputeUnit) -> int:
     """Distinct row-pitch conflict classes (doublings) among the GEMMs that pay them. With one
     class the cost is indistinguishable from the matrix efficiency, so it is fitted from two."""
-    gemms = ops[(ops["category"] == "gemm") & (ops["k"] > 0)]
-    dtype = gemms["dtype"].fillna("fp32").to_numpy(dtype=object).astype(str)
-    interleave = pitch_interleave(load_alignment(dtype, unit), device.memories[unit.memory or device.default_memory])
-    doublings = kernels.pitch_doublings(gemms["k"].to_numpy(float), element_bytes(dtype), interleave)
+    gemms = np.flatnonzero((ops.category == "gemm") & (ops.k > 0))
+    interleave = pitch_interleave(load_alignment(ops.dtype[gemms], unit),
+                                  device.memories[unit.memory or device.default_memory])
+    doublings = kernels.pitch_doublings(ops.k[gemms], ops.elem_bytes[gemms], interleave)
     return np.unique(doublings[interleave > 0]).size
 
 
@@ -96,6 +96,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
                     fitted_on: str = "", progress=None) -> FittedMachine:
     """Calibration of `device` (and of its peer link) that best predicts ops.measured_s (priced with price_ops)."""
     links = dict(links or {})
+    arrays = OpArrays.from_table(ops)  # read once, priced thousands of times
     unit = main_compute_unit(device)
     base = device.calibration
     # fused attention has its own fraction of the GEMM rate, so GEMM-like ops alone set the latter
@@ -113,12 +114,12 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     if dtypes:  # the first GEMM wave's exposed share and the wave quantisation only on GEMM data
         exposure_at = len(start)
         start += [_logit(0.9), np.pi / 2]  # from the tile/wave model's whole last wave
-    with_pitch = _pitch_classes(ops, device, unit) >= 2
+    with_pitch = _pitch_classes(arrays, device, unit) >= 2
     if with_pitch:
         pitch_at = len(start)
         start.append(_root(0.01))
     # what one thread block streams, per category of ops that say how many blocks they run
-    block_categories = sorted(ops["category"].iloc[attrs_naming(ops, "blocks")[0]].unique())
+    block_categories = sorted(set(arrays.category[arrays.naming("blocks")[0]]))
     block_rates = slice(len(start), len(start) + len(block_categories))
     start += [float(np.log(block_bandwidth(category, unit, device) or DEFAULT_BLOCK_BANDWIDTH))
               for category in block_categories]
@@ -157,7 +158,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
 
     def predict(x) -> np.ndarray:
         calibrated = device.model_copy(update={"calibration": calibration(x)})
-        return price_ops(ops, calibrated, links={**links, **fitted_links(x)}.values())["duration_s"].to_numpy()
+        return price_ops(arrays, calibrated, links={**links, **fitted_links(x)}.values())["duration_s"].to_numpy()
 
     def loss(x) -> float:
         return float(np.mean(np.abs(predict(x) / measured - 1.0)))

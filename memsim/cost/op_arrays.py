@@ -1,0 +1,96 @@
+"""An ops table as the arrays and parsed attrs that pricing reads.
+
+Reading a table's columns and parsing its attrs costs more than the cost models themselves, and a
+calibration prices the same ops thousands of times with different constants; so the table is
+read once into OpArrays and priced from there (memsim.cost.model.price_ops takes either).
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+DTYPE_BYTES = {"fp64": 8.0, "fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
+               "int4": 0.5, "int64": 8.0, "int32": 4.0, "int16": 2.0, "bool": 1.0, "uint8": 1.0}
+
+
+@dataclass(frozen=True, eq=False)
+class OpArrays:
+    """Per op: category and dtype names, element bytes, FLOPs, bytes read, written and reread
+    (None where the table has no rereads), problem dimensions, kernels launched and attrs (read
+    only); and the distinct (category, dtype) kinds with each op's code into them."""
+    index: pd.Index
+    category: np.ndarray
+    dtype: np.ndarray
+    elem_bytes: np.ndarray
+    flops: np.ndarray
+    read: np.ndarray
+    written: np.ndarray
+    reread: np.ndarray | None
+    batch: np.ndarray
+    m: np.ndarray
+    n: np.ndarray
+    k: np.ndarray
+    launches: np.ndarray
+    attrs: tuple[dict, ...]
+    kinds: tuple[tuple[str, str], ...]
+    kind_codes: np.ndarray
+    _named: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_table(cls, ops: pd.DataFrame) -> "OpArrays":
+        category = ops["category"].to_numpy(dtype=object).astype(str)
+        dtype = ops["dtype"].fillna("fp32").to_numpy(dtype=object).astype(str)
+        attrs = tuple(_attrs(text) for text in ops["attrs"].tolist())
+        categories, category_codes = np.unique(category, return_inverse=True)
+        dtypes, dtype_codes = np.unique(dtype, return_inverse=True)
+        kinds, codes = np.unique(category_codes * len(dtypes) + dtype_codes, return_inverse=True)
+        column = {name: ops[name].to_numpy(float) for name in ("flops", "bytes_read", "bytes_written", "batch",
+                                                               "m", "n", "k")}
+        return cls(index=ops.index, category=category, dtype=dtype, elem_bytes=element_bytes(dtype),
+                   flops=column["flops"], read=column["bytes_read"], written=column["bytes_written"],
+                   reread=ops["reread_bytes"].to_numpy(float) if "reread_bytes" in ops else None,
+                   batch=column["batch"], m=column["m"], n=column["n"], k=column["k"],
+                   launches=np.array([float(a["kernels"]) if "kernels" in a else 1.0 for a in attrs]), attrs=attrs,
+                   kinds=tuple((str(categories[kind // len(dtypes)]), str(dtypes[kind % len(dtypes)]))
+                               for kind in kinds),
+                   kind_codes=codes)
+
+    def __len__(self) -> int:
+        return len(self.category)
+
+    def naming(self, key: str) -> tuple[np.ndarray, list[dict]]:
+        """Rows whose attrs name `key`, and their attrs (found once per key)."""
+        if key not in self._named:
+            rows = np.array([i for i, a in enumerate(self.attrs) if key in a], dtype=np.int64)
+            self._named[key] = rows, self.attrs_of(rows)
+        return self._named[key]
+
+    def numbers(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows whose attrs name `key`, and its value in each, as floats."""
+        if ("number", key) not in self._named:
+            rows, attrs = self.naming(key)
+            self._named["number", key] = rows, np.array([float(a[key]) for a in attrs])
+        return self._named["number", key]
+
+    def attrs_of(self, rows: np.ndarray) -> list[dict]:
+        return [self.attrs[i] for i in rows]
+
+
+def element_bytes(dtype: np.ndarray) -> np.ndarray:
+    """Bytes per element of each dtype name (4 where unknown)."""
+    names, codes = np.unique(dtype, return_inverse=True)
+    return np.array([DTYPE_BYTES.get(name, 4.0) for name in names], dtype=float)[codes]
+
+
+def _attrs(text) -> dict:
+    """An op's attrs, to read only: each distinct text is parsed once."""
+    return _parsed_attrs(text) if isinstance(text, str) and text else {}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parsed_attrs(text: str) -> dict:
+    return json.loads(text)
