@@ -23,7 +23,7 @@ def gemm_inputs(count: int, rng: np.random.Generator):
     shape = [np.full(count, v) for v in (1.0, 4096.0, 4096.0, 4096.0, 1e8)]
     hardware = [rng.uniform(1e14, 1e15, count), rng.integers(32, 160, count).astype(float),
                 rng.uniform(1e12, 5e12, count), np.full(count, 5e-6), np.full(count, 0.3), np.full(count, 0.8),
-                np.full(count, 1.0)]
+                np.full(count, 1.0), np.full(count, 2.0), rng.uniform(5e12, 12e12, count)]
     return shape + hardware
 
 

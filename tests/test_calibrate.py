@@ -121,10 +121,11 @@ def test_calibrate_from_a_layer_profile_and_an_attention_profile_together(run_cl
     truth = device.model_copy(update={"calibration": Calibration(
         source="truth", matrix_efficiency={"fp16": 0.8}, attention_efficiency=0.4)})
     sizes = (64, 256, 1024, 4096)
-    gemms = pd.DataFrame([gemm_row("mm", "fp16", 1, m, 4096, 4096, 0.0, m) for m in sizes])
+    shapes = [(m, n) for m in (*sizes, 8192) for n in (1024, 4096)]
+    gemms = pd.DataFrame([gemm_row("mm", "fp16", 1, m, n, 4096, 0.0, m) for m, n in shapes])
     matmul = tmp_path / "matmul_A100.csv"
-    matmul.write_text("".join(f"{m}, 4096, 4096, {t * 1e3:.6f}ms, 0Tflops\n"
-                              for m, t in zip(sizes, price_ops(gemms, truth)["duration_s"])))
+    matmul.write_text("".join(f"{m}, {n}, 4096, {t * 1e3:.6f}ms, 0Tflops\n"
+                              for (m, n), t in zip(shapes, price_ops(gemms, truth)["duration_s"])))
     cases = [(q, q, True) for q in sizes] + [(1, kv, False) for kv in sizes]
     # as the reader builds them: the profiled kernel appends the new keys (a decode's one is the
     # key after its cached ones)

@@ -19,7 +19,7 @@ def test_gemm_single_wave_pays_compute_plus_memory_and_more_waves_hide_it():
     # 64x64 tiles: 16 tiles -> 8 waves of 2*64*64*1024/1e12 = 8.389 us -> compute 67.11 us;
     # exposed share 1/8: 100 + 67.11/8 = 108.389 us, the best of all tiles (one 256x128 wave:
     # 100 + 67.11 = 167.1 us; 128x128, 2 waves: 100 + 33.55 us).
-    compute, memory, total = kernels.gemm_times(*one(1, 256, 256, 1024, 1e6, 2e12, 2, 1e10, 0.0, 0.0, 1.0, 1.0))
+    compute, memory, total = kernels.gemm_times(*one(1, 256, 256, 1024, 1e6, 2e12, 2, 1e10, 0.0, 0.0, 1.0, 1.0, 2.0, 0.0))
     assert compute[0] == pytest.approx(8 * 2 * 64 * 64 * 1024 / 1e12)
     assert memory[0] == pytest.approx(100e-6)
     assert total[0] == pytest.approx(100e-6 + 8 * 2 * 64 * 64 * 1024 / 1e12 / 8)
@@ -30,9 +30,9 @@ def test_gemm_first_wave_exposes_a_calibrated_share_of_the_shorter_side():
     # compute in one wave against 10 us of memory. A pipeline that exposes a quarter of the
     # wave's compute: 10 + 0.25 x 8.389 us; the overlap loss is the floor (0.5: 10 + 4.194 us).
     wave = 2 * 64 * 64 * 1024 / 1e12
-    _, _, total = kernels.gemm_times(*one(1, 64, 64, 1024, 1e5, 1e12, 1, 1e10, 0.0, 0.0, 0.25, 1.0))
+    _, _, total = kernels.gemm_times(*one(1, 64, 64, 1024, 1e5, 1e12, 1, 1e10, 0.0, 0.0, 0.25, 1.0, 2.0, 0.0))
     assert total[0] == pytest.approx(10e-6 + 0.25 * wave)
-    _, _, total = kernels.gemm_times(*one(1, 64, 64, 1024, 1e5, 1e12, 1, 1e10, 0.0, 0.5, 0.25, 1.0))
+    _, _, total = kernels.gemm_times(*one(1, 64, 64, 1024, 1e5, 1e12, 1, 1e10, 0.0, 0.5, 0.25, 1.0, 2.0, 0.0))
     assert total[0] == pytest.approx(10e-6 + 0.5 * wave)
 
 
@@ -40,7 +40,7 @@ def test_gemm_wave_quantisation():
     # 4 units of 1 TFLOP/s, 64 x 320 x 256, no memory time: 64x64 tiles make 5 tiles = 2 waves;
     # 64x128 tiles make 3 tiles = 1 wave of 2*64*128*256/1e12 = 4.194 us, the best; the ideal
     # would be 2*64*320*256/4e12 = 2.62 us.
-    _, _, total = kernels.gemm_times(*one(1, 64, 320, 256, 0.0, 4e12, 4, 1.0, 0.0, 0.0, 1.0, 1.0))
+    _, _, total = kernels.gemm_times(*one(1, 64, 320, 256, 0.0, 4e12, 4, 1.0, 0.0, 0.0, 1.0, 1.0, 2.0, 0.0))
     assert total[0] == pytest.approx(2 * 64 * 128 * 256 / 1e12)
 
 
@@ -49,16 +49,32 @@ def test_gemm_charges_a_calibrated_share_of_a_partial_last_wave():
     # 2.097 us: 2.62 us, the ideal. q = 0.5 charges 0.5 x 2 + 0.5 x 1.25 = 1.625 waves: 3.408 us,
     # still below the 64x128 tiles' one whole wave (4.194 us; fewer tiles than units is one wave).
     tile = 2 * 64 * 64 * 256 / 1e12
-    _, _, total = kernels.gemm_times(*one(1, 64, 320, 256, 0.0, 4e12, 4, 1.0, 0.0, 0.0, 1.0, 0.0))
+    _, _, total = kernels.gemm_times(*one(1, 64, 320, 256, 0.0, 4e12, 4, 1.0, 0.0, 0.0, 1.0, 0.0, 2.0, 0.0))
     assert total[0] == pytest.approx(1.25 * tile)
-    _, _, total = kernels.gemm_times(*one(1, 64, 320, 256, 0.0, 4e12, 4, 1.0, 0.0, 0.0, 1.0, 0.5))
+    _, _, total = kernels.gemm_times(*one(1, 64, 320, 256, 0.0, 4e12, 4, 1.0, 0.0, 0.0, 1.0, 0.5, 2.0, 0.0))
     assert total[0] == pytest.approx(1.625 * tile)
+
+
+def test_gemm_small_tiles_wait_for_their_operands_from_the_cache():
+    # 4 units of 1 TFLOP/s behind a 4 GB/s cache (1 GB/s each), 2-byte elements, 64 x 320 x 256,
+    # no memory time, no exposed share. A step of K of a 64x128 tile computes 2*64*128 FLOPs in
+    # 16.4 ns but loads (64 + 128) x 2 B, 384 ns at 1 GB/s: its one wave takes 256 x 384 ns =
+    # 98.3 us, the best. 64x64 tiles: 2 waves of 256 x (64 + 64) x 2 B / 1 GB/s = 131 us; a
+    # 128x256 tile holds 64 rows here: one wave of 256 x (64 + 256) x 2 B / 1 GB/s = 164 us.
+    _, _, total = kernels.gemm_times(*one(1, 64, 320, 256, 0.0, 4e12, 4, 1.0, 0.0, 0.0, 0.0, 1.0, 2.0, 4e9))
+    assert total[0] == pytest.approx(256 * (64 + 128) * 2 / 1e9)
+    # the cache's stream runs alongside the memory's: 200 us of memory leaves no room for it
+    _, _, total = kernels.gemm_times(*one(1, 64, 320, 256, 2e5, 4e12, 4, 1e9, 0.0, 0.0, 0.0, 1.0, 2.0, 4e9))
+    assert total[0] == pytest.approx(200e-6)
+    # a cache fast enough leaves the arithmetic bound of test_gemm_wave_quantisation
+    _, _, total = kernels.gemm_times(*one(1, 64, 320, 256, 0.0, 4e12, 4, 1.0, 0.0, 0.0, 0.0, 1.0, 2.0, 4e15))
+    assert total[0] == pytest.approx(2 * 64 * 128 * 256 / 1e12)
 
 
 def test_gemm_splits_k_when_tiles_cannot_fill_the_units():
     # 8 units of 1 TFLOP/s, 64 x 64 x 2048: one 64x64 tile; split-K over min(8, 2048/256 = 8)
     # units, each doing K = 256: 2*64*64*256/1e12 = 2.097 us in one wave.
-    _, _, total = kernels.gemm_times(*one(1, 64, 64, 2048, 0.0, 8e12, 8, 1.0, 0.0, 0.0, 1.0, 1.0))
+    _, _, total = kernels.gemm_times(*one(1, 64, 64, 2048, 0.0, 8e12, 8, 1.0, 0.0, 0.0, 1.0, 1.0, 2.0, 0.0))
     assert total[0] == pytest.approx(2 * 64 * 64 * 256 / 1e12)
 
 

@@ -180,12 +180,13 @@ def _one_block_per_token_kernels_at_small_batches(calibrated, gpu: str) -> float
 
 def test_vidur_h100_calibration_generalises_to_held_out_sizes_and_to_kineto(run_cli, tmp_path):
     """The issue's targets: calibrated on every other token count, GEMMs of the other half have
-    MAPE <= 8% (met) and median error <= 5% (missed: see validation/README.md, asserted at the
-    level reached so that a regression fails); every op kind MAPE <= 10% (met); the Kineto Qwen
-    trace, another setup on the same GPU, within 10% summed (met)."""
+    MAPE <= 8% and median error <= 5% (6.7% and 4.8%; 7.0% and 5.1% before small tiles waited
+    for their operands from the L2, asserted near the level reached so that a regression
+    fails); every op kind MAPE <= 10%; the Kineto Qwen trace, another setup on the same GPU,
+    within 10% summed. All met."""
     out, result = _calibrated_on_half_of_vidur_7b(run_cli, tmp_path, "h100", "nvidia-h100-sxm")
     gemm = result["groups"]["gemm"]
-    assert gemm["mape"] <= 0.075 and gemm["median_ape"] <= 0.055
+    assert gemm["mape"] <= 0.070 and gemm["median_ape"] <= 0.050
     for kind, summary in result["ops"].items():
         assert summary["mape"] <= 0.10, kind
     # 13% (29% priced at the memory's rate alone)
@@ -197,12 +198,12 @@ def test_vidur_h100_calibration_generalises_to_held_out_sizes_and_to_kineto(run_
 
 
 def test_vidur_a100_calibration_generalises_to_held_out_sizes(run_cli, tmp_path):
-    """The A100 half: GEMMs of the other half at MAPE 6.6%, median 5.4% (the median target,
-    5%, missed), asserted at the level reached; with whole last waves (wave_quantization 1)
-    they were 7.0% and 5.7%."""
+    """The A100 half: GEMMs of the other half at MAPE 6.5%, median 5.3% (the median target,
+    5%, missed), asserted near the level reached; with whole last waves (wave_quantization 1)
+    they were 7.0% and 5.7%, and 6.6% and 5.4% before small tiles waited for their operands."""
     out, result = _calibrated_on_half_of_vidur_7b(run_cli, tmp_path, "a100", "nvidia-a100-80gb-sxm")
     gemm = result["groups"]["gemm"]
-    assert gemm["mape"] <= 0.069 and gemm["median_ape"] <= 0.057
+    assert gemm["mape"] <= 0.067 and gemm["median_ape"] <= 0.055
     for kind, summary in result["ops"].items():
         assert summary["mape"] <= 0.10, kind
     # 14% (35% priced at the memory's rate alone)

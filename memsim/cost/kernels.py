@@ -43,7 +43,7 @@ def overlapped(compute_s, memory_s, overlap_loss):
 
 @numba.njit(cache=True)
 def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overhead, overlap_loss,
-               first_wave_exposure, wave_quantization):
+               first_wave_exposure, wave_quantization, elem_bytes, operand_bandwidth):
     """GEMM time from output tiles run in waves over the compute units (wave quantisation).
 
     Idea: the tile/wave model of NVIDIA's "Matrix multiplication background" guide and of
@@ -59,14 +59,25 @@ def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overh
     split-K and stream-K schedules by heuristics of its own, so where its wave steps fall (and
     whether it balances a partial last wave) is uncertain: a calibrated q in [0, 1] charges the
     whole last wave (q = 1, the tile/wave model) or only its share of the tiles (q = 0), so the
-    steps the data does not show are not predicted. The library picks the tile that finishes
-    first:
+    steps the data does not show are not predicted. A tile's operands stream into its unit from
+    the on-chip cache, (r + tn) elements of b bytes per step of K against 2*r*tn FLOPs, each
+    unit drawing its share L/U of the cache's bandwidth: a small tile reuses each operand too few
+    times to keep the matrix units busy, which is why libraries prefer large tiles (the
+    arithmetic-intensity argument of NVIDIA's guide and of CUTLASS's tile sizes). The main loop
+    runs at the slowest of its three streams (arithmetic, memory, cache feed); the pipeline's
+    start and end expose the share above of the shorter of arithmetic and memory (the feed of a
+    skinny GEMM's weights is their memory stream itself, so it is not counted twice). L = 0
+    where no cache sits in front of the unit's memory. The library picks the tile that
+    finishes first:
 
         w     = q * ceil(tiles*s / U) + (1 - q) * max(1, tiles*s / U)
         c_t   = w * 2*r*tn*ceil(K/s) / (P/U)
-        total = min over tiles of overlapped(c_t, bytes_moved / B, max(overlap_loss, e/w)) + overhead
+        f_t   = w * (r + tn)*b*ceil(K/s) / (L/U)
+        m     = bytes_moved / B
+        total = min over tiles of max(c_t, m, f_t) + max(overlap_loss, e/w) * min(c_t, m) + overhead
 
-    Returns (compute_s, memory_s, total_s) of the chosen tile.
+    Returns (compute_s, memory_s, total_s) of the chosen tile; compute_s is the longer of its
+    arithmetic and its feed, the time its units are held.
     """
     count = m.shape[0]
     compute = np.zeros(count)
@@ -94,10 +105,14 @@ def gemm_times(batch, m, n, k, bytes_moved, matrix_peak, units, bandwidth, overh
             waves = q * math.ceil(share) + (1.0 - q) * max(1.0, share)
             rows = min(tm, m[i])
             arithmetic = waves * 2.0 * rows * tn * k_slice / per_unit_flops
-            candidate = overlapped(arithmetic, base_memory, max(overlap_loss[i], first_wave_exposure[i] / waves))
+            feed = 0.0
+            if operand_bandwidth[i] > 0.0:
+                feed = waves * (rows + tn) * elem_bytes[i] * k_slice / (operand_bandwidth[i] / units[i])
+            exposed = max(overlap_loss[i], first_wave_exposure[i] / waves)
+            candidate = max(arithmetic, base_memory, feed) + exposed * min(arithmetic, base_memory)
             if candidate < best:
                 best = candidate
-                compute[i] = arithmetic
+                compute[i] = max(arithmetic, feed)  # the units wait on the feed
                 memory[i] = base_memory
         total[i] = best + overhead[i]
     return compute, memory, total

@@ -1,6 +1,7 @@
 """The one entry point the engine uses to price ops on a device.
 
-price_ops returns, per op, compute_s (the arithmetic alone, tile and wave losses included),
+price_ops returns, per op, compute_s (the arithmetic, tile and wave losses included, or a
+GEMM's operand feed from the on-chip cache where that is longer),
 memory_s (moving the op's bytes through the unit's own memory tier, uncontended; reads the
 on-chip cache serves count at the cache's rate: an op's rereads of the op before it, fused
 attention's K/V re-reads), overhead_s (fixed per-op cost) and
@@ -66,9 +67,11 @@ def price_ops(ops: pd.DataFrame | OpArrays, device: Device, unit: ComputeUnit | 
         alignment = load_alignment(dtype[rows], unit)
         aligned = kernels.aligned_fraction(dims["k"][rows], dims["n"][rows], elem_bytes[rows], alignment)
         aligned = aligned * _pitch_fraction(dims["k"][rows], elem_bytes[rows], alignment, tier, device)
+        cache = cache_tier(device, unit)
         result = kernels.gemm_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                     moved[rows], peak[rows] * aligned, units[rows], bandwidth[rows], overhead[rows],
-                                    overlap[rows], exposure[rows], quantization[rows])
+                                    overlap[rows], exposure[rows], quantization[rows], elem_bytes[rows],
+                                    np.full(rows.size, cache.read_bandwidth if cache is not None else 0.0))
         _put(rows, result, compute, memory, total)
 
     rows = np.flatnonzero((category == "attention") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))

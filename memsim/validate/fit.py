@@ -15,7 +15,8 @@ Bandwidth fractions are capped only by the datasheet peak: a device copy (half r
 writes) is not the fastest access pattern, and read-heavy kernels such as a residual add measure
 above it. The fit minimises the mean absolute percentage error with Powell's method over the
 logits of the fractions (so they stay in range), the logs of the overheads and of the block
-rate, the square root of the pitch cost and the angle of the wave share's squared sine, from
+rate, the square root of the pitch cost and the angles of the squared sines of the wave share
+and of the matrix efficiencies (fractions whose best value may be a bound; see _sine_squared), from
 fixed starting values and from the minimum of the squared log ratio, keeps the lower, and then
 frees the wave share (held at whole waves until then) from there; so the same data gives
 bit-identical constants.
@@ -82,6 +83,10 @@ def _sine_squared(x: float) -> float:
     return float(np.sin(x) ** 2)
 
 
+def _angle(p: float) -> float:
+    return float(np.arcsin(np.sqrt(p)))
+
+
 def _pitch_classes(ops: OpArrays, device: Device, unit: ComputeUnit) -> int:
     """Distinct row-pitch conflict classes (doublings) among the GEMMs that pay them. With one
     class the cost is indistinguishable from the matrix efficiency, so it is fitted from two."""
@@ -105,7 +110,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     categories = sorted(ops["category"].unique())
     # categories priced at a link's rate rather than the memory tier's have no tier bandwidth fraction
     streamed = [category for category in categories if category not in LINK_CATEGORIES]
-    start = [_logit((base.matrix_efficiency.get(d) if base and d in base.matrix_efficiency else unit.matrix_efficiency))
+    start = [_angle((base.matrix_efficiency.get(d) if base and d in base.matrix_efficiency else unit.matrix_efficiency))
              for d in dtypes]
     start += [_logit(0.9) for _ in streamed]
     start.append(_logit(0.3))
@@ -138,7 +143,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
 
     def calibration(x) -> Calibration:
         return Calibration(
-            source=source, matrix_efficiency={d: _expit(v) for d, v in zip(dtypes, x)},
+            source=source, matrix_efficiency={d: max(_sine_squared(v), 1e-4) for d, v in zip(dtypes, x)},
             bandwidth_efficiency={c: _expit(v) for c, v in zip(streamed, x[len(dtypes):])},
             overlap_loss=_expit(x[len(dtypes) + len(streamed)]),
             category_overhead={c: max(float(np.exp(v)), MIN_OVERHEAD_S) for c, v in zip(categories, x[overheads])},
