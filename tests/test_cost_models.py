@@ -101,6 +101,32 @@ def test_flash_attention_rereads_of_kv_hit_the_cache_while_the_heads_in_flight_f
     assert kernels.flash_attention_cached_rereads(*shape, np.array([1e5]))[0] == 0
 
 
+def test_block_waves_pay_a_partial_last_wave_at_its_blocks_rate():
+    # 600 B over 6 blocks of 100 B, 4 at a time, memory 100 B/s, 10 B/s a block: a whole wave
+    # of 4 streams at min(100, 40) B/s (10 s), the last 2 blocks at min(100, 20) B/s (10 s)
+    assert kernels.block_wave_seconds(600.0, 6.0, 4.0, 100.0, 10.0) == pytest.approx(20.0)
+    # blocks fast enough leave the memory's rate, 6 s; no per-block rate, likewise
+    assert kernels.block_wave_seconds(600.0, 6.0, 4.0, 100.0, 1000.0) == pytest.approx(6.0)
+    assert kernels.block_wave_seconds(600.0, 6.0, 4.0, 100.0, 0.0) == pytest.approx(6.0)
+
+
+def test_kv_cache_decode_runs_the_query_heads_of_a_kv_head_as_one_block():
+    # one sequence of 32 query heads over 4 KV heads, 128 keys of head dim 128 (one key block,
+    # so no split), on 4 units (8 block slots), memory at 1 TB/s, 1 GB/s a block. Packed, the
+    # decode runs 4 blocks, one partial wave: bytes / 4 GB/s. One block per query head would be
+    # 32 blocks, 4 whole waves of 8: bytes / 8 GB/s.
+    nbytes = 2 * 4 * 128 * 128 * 2.0
+
+    def memory(kv_head_ratio):
+        args = one(32, 1, 128, 128, 128) + [np.array([False]), np.array([2 * 32 * 128 * 256.0]), np.array([nbytes]),
+                                            np.array([4e12]), np.array([4.0])]
+        args += one(1e12, 0.0, 0.0) + [np.array([True])] + one(kv_head_ratio, 1e9)
+        return kernels.attention_times(*args)[1][0]
+
+    assert memory(4 / 32) == pytest.approx(nbytes / 4e9)
+    assert memory(1.0) == pytest.approx(nbytes / 8e9)
+
+
 def test_attention_blocks_are_scheduled_over_the_units():
     def seconds(problems, q, kv, causal, units, flops=None):
         if flops is None:  # the matmuls of the blocks below
@@ -109,6 +135,7 @@ def test_attention_blocks_are_scheduled_over_the_units():
         args = one(problems, q, kv, 64, 64) + [np.array([causal]), np.array([float(flops)]), np.zeros(1),
                                                 np.array([units * 1e12]), np.array([float(units)])]
         args += one(1.0, 0.0, 0.0) + [np.array([False])]  # bandwidth, overhead, overlap; the forward kernel
+        args += one(1.0, 0.0)  # K/V heads per query head, per-block rate (the KV-cache kernel's)
         return kernels.attention_times(*args)[0][0]
 
     # 4 heads, 256 causal queries: blocks of 128 rows see 128 and 256 keys, w = 2*128*{128,256}*128
@@ -431,3 +458,27 @@ def test_op_arrays_read_the_table_once_as_pricing_reads_it():
     priced = price_ops(arrays, device)
     assert list(priced.index) == [5, 6, 7, 8, 9]
     pd.testing.assert_frame_equal(priced, price_ops(table, device))
+
+
+def test_kv_cache_blocks_stream_at_a_calibrated_rate_only():
+    from memsim.validate.readers import attention_row
+
+    # a decode of one sequence, 8 query heads over 2 KV heads, 256 keys of head dim 128: 2 blocks,
+    # each split in 2 by flash-attn's heuristic (2 key blocks of 128 keys, 8 slots on 4 units):
+    # 4 jobs, one partial wave streaming at 4 x the per-block rate
+    ops = pd.DataFrame([attention_row("decode", "bf16", 1, 8, 2, 1, 256, 128, False, 0.0, 1, appends_kv=True)])
+
+    def memory(unit_rate=None, calibrated_rate=None):
+        raw = json.loads(json.dumps(SYSTEM))
+        if unit_rate:
+            raw["devices"]["gpu"]["compute"]["sm"]["block_bandwidth"] = unit_rate
+        if calibrated_rate:
+            raw["devices"]["gpu"]["calibration"] = {"source": "test", "block_bandwidth": {"attention": calibrated_rate}}
+        return price_ops(ops, validate_system(raw).device)["memory_s"][0]
+
+    # the unit's datasheet rate (of kernels loading an element per thread) is not this kernel's
+    assert memory(unit_rate="1 GB/s") == memory() == pytest.approx(memory(calibrated_rate="1 PB/s"))
+    # at 1 and 2 GB/s a block the K/V traffic T takes T / 4 and T / 8 GB/s: T from their difference
+    traffic = (memory(calibrated_rate="1 GB/s") - memory(calibrated_rate="2 GB/s")) * 8e9
+    assert traffic > 0
+    assert memory(calibrated_rate="1 GB/s") - memory() == pytest.approx(traffic / 4e9 - traffic / 1e12)

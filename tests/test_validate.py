@@ -212,12 +212,14 @@ def test_vidur_a100_calibration_generalises_to_held_out_sizes(run_cli, tmp_path)
 
 def test_vidur_a100_attention_calibrated_on_half_its_sizes(run_cli, tmp_path):
     """Vidur's A100 attention profile runs flash_attn_with_kvcache, whose blocks each copy the
-    new keys they see: calibrated on every other size, the held-out prefill reaches 8.2% MAPE
-    (24.1% when priced as the forward kernel, without the copies) and decode 11.0%."""
+    new keys they see and, in a decode, run the query heads of a KV head together, each block
+    streaming its split of the keys at a calibrated rate: calibrated on every other size, the
+    held-out prefill reaches 8.7% MAPE (24.1% when priced as the forward kernel, without the
+    copies) and decode 9.0% (11.0% with the memory's rate alone)."""
     path = ground_truth("microsoft/vidur/data/profiling/a100/attention.csv")
     out = tmp_path / "attention.yaml"
     run_cli("calibrate", "--from", path, "--hw", HWCONFIGS / "nvidia-a100-80gb-sxm.yaml", "--fit-half", "--out", out,
             check=True)
     result = json.loads(run_cli("validate", path, "--hw", out, "--held-out", "--json", check=True).stdout)
     assert result["ops"]["attn_prefill"]["mape"] <= 0.09
-    assert result["ops"]["attn_decode"]["mape"] <= 0.115
+    assert result["ops"]["attn_decode"]["mape"] <= 0.095

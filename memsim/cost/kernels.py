@@ -25,8 +25,10 @@ FLASH_MAX_BLOCK_ROWS = 128.0
 # H100 runs at 180 TFLOP/s for 512 causal tokens and 282 non-causal, against 299 and 324 at
 # 16k (FlashAttention-3 paper, Fig. 4): 2.5 and 4 steps per block plus ~one each.
 FLASH_BLOCK_SETUP_KEYS = 128.0
-# Query rows per thread block of FlashAttention-2's KV-cache (split-KV) kernel.
+# Query rows per thread block of FlashAttention-2's KV-cache (split-KV) kernel, and its blocks
+# resident per SM (flash-attn's num_splits heuristic counts two).
 KV_APPEND_BLOCK_ROWS = 64.0
+KV_CACHE_BLOCKS_PER_UNIT = 2.0
 
 
 @numba.njit(cache=True)
@@ -308,7 +310,7 @@ def kv_cache_splits(blocks, units, kv_len, head_dim):
     min(128, 2U, key blocks) that changes the key blocks per split, and picks the smallest s
     within 85% of the best.
     """
-    slots = 2.0 * units
+    slots = KV_CACHE_BLOCKS_PER_UNIT * units
     if blocks >= 0.8 * slots:
         return 1.0
     key_blocks = math.ceil(max(kv_len, 1.0) / _kv_cache_key_block(head_dim))
@@ -326,7 +328,7 @@ def kv_cache_splits(blocks, units, kv_len, head_dim):
 
 @numba.njit(cache=True)
 def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, flops, bytes_moved, matrix_peak, units,
-                    bandwidth, overhead, overlap_loss, kv_cache_kernel):
+                    bandwidth, overhead, overlap_loss, kv_cache_kernel, kv_head_ratio, block_bandwidth):
     """Fused attention time: blocks of Br query rows per (batch, head), spread over the units.
 
     Idea: FlashAttention-2 (Dao 2023) gives each block of query rows to one unit, which walks
@@ -338,7 +340,11 @@ def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, flops,
     the kernel splits each block's keys over s = floor(U / (P * blocks)) units (split-KV, as
     flash-decoding does). FlashAttention-2's KV-cache kernel (kv_cache_kernel) runs blocks of
     Br = 64 rows and picks s by its own heuristic (kv_cache_splits); its forward kernel's Br is
-    128. Each unit runs at 1/U of `matrix_peak` (the attention rate: see
+    128. For a decode (one query row) it runs the query heads that share a KV head as the rows of
+    one block (flash-attn's seqlenq_ngroups_swapped): P * kv_heads / heads blocks. Its blocks,
+    two per unit, each stream their split of the keys at most at `block_bandwidth`, so its
+    memory time is block_wave_seconds over those blocks (the tier's rate alone where that is
+    0). Each unit runs at 1/U of `matrix_peak` (the attention rate: see
     roofline.per_op_rates). The work executed is the blocks' whole tiles (masked parts of
     diagonal tiles included), or the op's own FLOPs F where they are more (a backward pass does
     ~2.5x the forward's matmuls), plus each block's setup of about one K/V step
@@ -355,8 +361,17 @@ def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, flops,
     total = np.zeros(count)
     for i in range(count):
         memory[i] = bytes_moved[i] / bandwidth[i] if bandwidth[i] > 0.0 else 0.0
+        q = max(q_len[i], 1.0)
+        problem_count = max(problems[i], 1.0)
+        splits = 1.0
+        if kv_cache_kernel[i]:
+            packed = q <= 1.0 and kv_head_ratio[i] < 1.0
+            thread_blocks = problem_count * kv_head_ratio[i] if packed else problem_count * math.ceil(
+                q / KV_APPEND_BLOCK_ROWS)
+            splits = kv_cache_splits(thread_blocks, units[i], kv_len[i], head_dim[i])
+            memory[i] = block_wave_seconds(bytes_moved[i], thread_blocks * splits, KV_CACHE_BLOCKS_PER_UNIT * units[i],
+                                           bandwidth[i], block_bandwidth[i])
         if matrix_peak[i] > 0.0 and flops[i] > 0.0:
-            q = max(q_len[i], 1.0)
             br = KV_APPEND_BLOCK_ROWS if kv_cache_kernel[i] else FLASH_MAX_BLOCK_ROWS
             blocks = math.ceil(q / br)
             work = 0.0
@@ -373,10 +388,7 @@ def attention_times(problems, q_len, kv_len, head_dim, value_dim, causal, flops,
                 setup += fixed
                 longest = max(longest, block + fixed)
             # too few blocks to fill the units: the kernel splits each block's keys over idle units
-            problem_count = max(problems[i], 1.0)
-            if kv_cache_kernel[i]:
-                splits = kv_cache_splits(problem_count * blocks, units[i], kv_len[i], head_dim[i])
-            else:
+            if not kv_cache_kernel[i]:
                 splits = max(1.0, math.floor(units[i] / (problem_count * blocks)))
             # whole tiles, masked ones included, or the op's own FLOPs (a backward pass), + setup
             executed = max(flops[i], problem_count * work) + problem_count * setup
@@ -424,6 +436,29 @@ def block_row_seconds(bytes_moved, blocks, block_bandwidth):
         if blocks[i] > 0.0 and block_bandwidth[i] > 0.0:
             out[i] = bytes_moved[i] / blocks[i] / block_bandwidth[i]
     return out
+
+
+@numba.njit(cache=True)
+def block_wave_seconds(nbytes, jobs, slots, bandwidth, block_bandwidth):
+    """Time to stream `nbytes` split evenly over `jobs` thread blocks that run `slots` at a time,
+    each block streaming at most `block_bandwidth` (scalars).
+
+    Idea: Little's law again (block_row_seconds): blocks in flight stream at most their number
+    times b, and the memory at most B. Whole waves of `slots` blocks run at min(B, slots * b);
+    a partial last wave of r blocks at min(B, r * b), so a kernel whose last wave holds a few
+    long blocks pays their full length: flash-decoding at 51 sequences of 4 KV heads (204 blocks
+    on 216 slots of an A100) takes 243 us for 4k keys, at 61 sequences (244 blocks) 402 us.
+        t = floor(J/S) * S * (bytes/J) / min(B, S*b) + r * (bytes/J) / min(B, r*b),  r = J mod S
+    """
+    if jobs <= 0.0 or slots <= 0.0 or block_bandwidth <= 0.0:
+        return nbytes / bandwidth if bandwidth > 0.0 else 0.0
+    per_job = nbytes / jobs
+    full = math.floor(jobs / slots)
+    last = jobs - full * slots
+    seconds = full * slots * per_job / min(bandwidth, slots * block_bandwidth)
+    if last > 0.0:
+        seconds += last * per_job / min(bandwidth, last * block_bandwidth)
+    return seconds
 
 
 # Share of a last-level cache's nominal capacity that a streaming working set keeps: the rest

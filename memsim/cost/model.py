@@ -169,9 +169,16 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
                                         tier, device)
     # only FlashAttention-2's KV-cache kernel appends the new keys itself
     appends = np.array([bool(a.get("appends_kv", False)) for a in attrs])
+    # FlashAttention-2's KV-cache kernel: blocks that each stream their split of the keys, at a
+    # calibrated rate only. The unit's datasheet rate is that of kernels loading an element per
+    # thread; this kernel's blocks load whole K/V tiles asynchronously (Vidur's A100 profile:
+    # 14.8 GB/s a block, where the datasheet figure is 5.9).
+    calibrated = device.calibration.block_bandwidth.get("attention", 0.0) if device.calibration else 0.0
+    per_block = np.where(appends, calibrated, 0.0)
     result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                      value_dim, causal, ops.flops[rows], traffic, rate,
-                                     units[rows], bandwidth[rows], overhead[rows], overlap[rows], appends)
+                                     units[rows], bandwidth[rows], overhead[rows], overlap[rows], appends, ratio,
+                                     per_block)
     _put(rows, result, compute, memory, total)
     if appends.any():
         # each block copies the new K/V it sees before its main loop, so the copy adds to the

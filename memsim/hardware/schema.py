@@ -158,7 +158,8 @@ class Calibration(Spec):
     block_bandwidth: dict[OpCategory, Bandwidth] = Field(default_factory=dict)
     """What one thread block streams on its own, per category of kernels whose ops say how many
     blocks they run (vLLM's one-block-per-token kernels differ in the loads each thread keeps
-    in flight)."""
+    in flight), and for 'attention' FlashAttention-2's KV-cache kernel, whose blocks load whole
+    K/V tiles (used only where calibrated)."""
     launch_overhead: Time | None = None
     """Fixed device-side cost of every kernel: launch and pipeline fill."""
     category_overhead: dict[OpCategory, Time] = Field(default_factory=dict)

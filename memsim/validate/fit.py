@@ -6,7 +6,8 @@ the fixed per-kernel cost, plus one compute/memory overlap loss, the share of a 
 time a GEMM's first wave exposes and the share of a partial last wave it pays in full (where
 the data has GEMMs), the cost of operand rows whose length is a multiple of a large power of
 two (where its tensor-core GEMMs have rows of at least two such classes), what one thread block
-streams on its own per category of ops that say how many blocks they run and, where the data
+streams on its own per category of ops that say how many blocks they run (or whose blocks the
+model counts: FlashAttention-2's KV-cache kernel) and, where the data
 has fused attention kernels, the fraction of the GEMM rate they reach; where it has collectives
 or sends, the efficiency and per-step latency of the peer link they cross (with the fixed cost
 per call of each, collective and p2p, as their category's overhead). Never one per shape or
@@ -124,7 +125,9 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
         pitch_at = len(start)
         start.append(_root(0.01))
     # what one thread block streams, per category of ops that say how many blocks they run
-    block_categories = sorted(set(arrays.category[arrays.naming("blocks")[0]]))
+    # (and FlashAttention-2's KV-cache kernel, whose blocks the attention model counts itself)
+    block_categories = sorted(set(arrays.category[arrays.naming("blocks")[0]])
+                              | set(arrays.category[arrays.naming("appends_kv")[0]]))
     block_rates = slice(len(start), len(start) + len(block_categories))
     start += [float(np.log(block_bandwidth(category, unit, device) or DEFAULT_BLOCK_BANDWIDTH))
               for category in block_categories]
