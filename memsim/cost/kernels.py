@@ -450,8 +450,10 @@ def block_wave_seconds(nbytes, jobs, slots, bandwidth, block_bandwidth):
     on 216 slots of an A100) takes 243 us for 4k keys, at 61 sequences (244 blocks) 402 us.
         t = floor(J/S) * S * (bytes/J) / min(B, S*b) + r * (bytes/J) / min(B, r*b),  r = J mod S
     """
+    if bandwidth <= 0.0:
+        return 0.0
     if jobs <= 0.0 or slots <= 0.0 or block_bandwidth <= 0.0:
-        return nbytes / bandwidth if bandwidth > 0.0 else 0.0
+        return nbytes / bandwidth
     per_job = nbytes / jobs
     full = math.floor(jobs / slots)
     last = jobs - full * slots
