@@ -380,6 +380,8 @@ FINDINGS = """**What changed in this round.**
   calibration, held-out half: decode 11.0% -> 9.0% MAPE (median 8.5% -> 4.1%), prefill 8.2% ->
   8.7% (the shared constants moved: the overlap loss from 1 to 0), the file 9.9% / 7.7% -> 8.9% /
   5.1%. The datasheet and the Vidur-mlp-calibrated figures do not move, nor does any other row.
+  Tried and not adopted on top of it: a second fixed cost for the combine kernel of a split
+  decode took decode to 8.6% but prefill to 9.2% and the file's median from 5.1% to 6.1%.
 
 **Earlier rounds.**
 - *memsim's own workloads can run that kernel.* The Llama workloads' `--config
