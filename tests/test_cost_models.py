@@ -452,8 +452,7 @@ def test_op_arrays_read_the_table_once_as_pricing_reads_it():
     assert len(arrays.kinds) == 4  # the two GEMMs share one kind
     assert list(arrays.elem_bytes) == [2.0, 2.0, 1.0, 4.0, 2.0]  # an unknown dtype counts 4 bytes
     assert list(arrays.launches) == [1.0, 1.0, 2.0, 1.0, 1.0]
-    rows, blocks = arrays.numbers("blocks")
-    assert list(rows) == [1] and list(blocks) == [8.0]
+    assert list(arrays.column("blocks")) == [0.0, 8.0, 0.0, 0.0, 0.0]
     device = load_system("nvidia-h100-sxm").device
     priced = price_ops(arrays, device)
     assert list(priced.index) == [5, 6, 7, 8, 9]

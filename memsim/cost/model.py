@@ -81,9 +81,7 @@ def price_ops(ops: pd.DataFrame | OpArrays, device: Device, unit: ComputeUnit | 
 
     rows = np.flatnonzero((category == "scan") | (category == "chunked_scan"))
     if rows.size:
-        attrs = ops.attrs_of(rows)
-        steps = np.array([float(a.get("steps") or 1) for a in attrs])
-        state = np.array([float(a.get("state_bytes") or 0) for a in attrs])
+        steps, state = ops.column("steps", 1.0)[rows], ops.column("state_bytes")[rows]
         on_chip = np.full(rows.size, unit.sram_per_unit * unit.count)
         result = kernels.scan_times(steps, state, moved[rows], flops[rows], peak[rows], bandwidth[rows],
                                     on_chip, overhead[rows])
@@ -112,7 +110,8 @@ def _bound_by_block_rows(ops: OpArrays, moved, overhead, unit: ComputeUnit, devi
                          total) -> None:
     """Streaming ops whose attrs give their thread blocks last at least as long as one block takes
     to stream its share (kernels.block_row_seconds), counted as memory time."""
-    rows, blocks = ops.numbers("blocks")
+    rows = np.flatnonzero(ops.column("blocks") > 0)
+    blocks = ops.column("blocks")[rows]
     if not rows.size:
         return
     names, codes = np.unique(ops.category[rows], return_inverse=True)
@@ -148,12 +147,11 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
                      compute, memory, total) -> None:
     """Fused attention: FlashAttention's HBM traffic less the K/V re-reads the cache serves, and
     its blocks of query rows scheduled over the units (kernels.attention_times)."""
-    attrs = ops.attrs_of(rows)
-    heads = np.array([float(a.get("heads") or 1) for a in attrs])
-    ratio = np.array([float(a.get("kv_heads") or a.get("heads") or 1) for a in attrs]) / heads
-    value_dim = np.array([float(a.get("value_dim") or 0) for a in attrs])
+    heads, kv_heads = ops.column("heads", 1.0)[rows], ops.column("kv_heads")[rows]
+    ratio = np.where(kv_heads > 0, kv_heads, heads) / heads
+    value_dim = ops.column("value_dim")[rows]
     value_dim = np.where(value_dim > 0, value_dim, dims["k"][rows])
-    causal = np.array([bool(a.get("causal", False)) for a in attrs])
+    causal = ops.column("causal")[rows] > 0
     shape = (dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows], value_dim, ratio,
              elem_bytes[rows], np.full(rows.size, unit.sram_per_unit))
     traffic = kernels.flash_attention_bytes(*shape)
@@ -168,7 +166,7 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
                                         load_alignment(ops.dtype[rows], unit),
                                         tier, device)
     # only FlashAttention-2's KV-cache kernel appends the new keys itself
-    appends = np.array([bool(a.get("appends_kv", False)) for a in attrs])
+    appends = ops.column("appends_kv")[rows] > 0
     # FlashAttention-2's KV-cache kernel: blocks that each stream their split of the keys, at a
     # calibrated rate only. The unit's datasheet rate is that of kernels loading an element per
     # thread; this kernel's blocks load whole K/V tiles asynchronously (Vidur's A100 profile:

@@ -20,8 +20,8 @@ DTYPE_BYTES = {"fp64": 8.0, "fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, 
 @dataclass(frozen=True, eq=False)
 class OpArrays:
     """Per op: category and dtype names, element bytes, FLOPs, bytes read, written and reread
-    (None where the table has no rereads), problem dimensions, kernels launched and attrs (read
-    only); and the distinct (category, dtype) kinds with each op's code into them."""
+    (None where the table has no rereads), problem dimensions and attrs (read only); and the
+    distinct (category, dtype) kinds with each op's code into them."""
     index: pd.Index
     category: np.ndarray
     dtype: np.ndarray
@@ -34,11 +34,10 @@ class OpArrays:
     m: np.ndarray
     n: np.ndarray
     k: np.ndarray
-    launches: np.ndarray
     attrs: tuple[dict, ...]
     kinds: tuple[tuple[str, str], ...]
     kind_codes: np.ndarray
-    _named: dict = field(default_factory=dict, repr=False)
+    _columns: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_table(cls, ops: pd.DataFrame) -> "OpArrays":
@@ -54,7 +53,7 @@ class OpArrays:
                    flops=column["flops"], read=column["bytes_read"], written=column["bytes_written"],
                    reread=ops["reread_bytes"].to_numpy(float) if "reread_bytes" in ops else None,
                    batch=column["batch"], m=column["m"], n=column["n"], k=column["k"],
-                   launches=np.array([float(a["kernels"]) if "kernels" in a else 1.0 for a in attrs]), attrs=attrs,
+                   attrs=attrs,
                    kinds=tuple((str(categories[kind // len(dtypes)]), str(dtypes[kind % len(dtypes)]))
                                for kind in kinds),
                    kind_codes=codes)
@@ -62,19 +61,18 @@ class OpArrays:
     def __len__(self) -> int:
         return len(self.category)
 
-    def naming(self, key: str) -> tuple[np.ndarray, list[dict]]:
-        """Rows whose attrs name `key`, and their attrs (found once per key)."""
-        if key not in self._named:
-            rows = np.array([i for i, a in enumerate(self.attrs) if key in a], dtype=np.int64)
-            self._named[key] = rows, self.attrs_of(rows)
-        return self._named[key]
+    def column(self, key: str, default: float = 0.0) -> np.ndarray:
+        """attrs[key] of every op as a float (True is 1), `default` where absent, null or 0;
+        read once per key, since a calibration prices the same ops thousands of times."""
+        if (key, default) not in self._columns:
+            self._columns[key, default] = np.array([float(a.get(key) or default) for a in self.attrs])
+        return self._columns[key, default]
 
-    def numbers(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """Rows whose attrs name `key`, and its value in each, as floats."""
-        if ("number", key) not in self._named:
-            rows, attrs = self.naming(key)
-            self._named["number", key] = rows, np.array([float(a[key]) for a in attrs])
-        return self._named["number", key]
+    @property
+    def launches(self) -> np.ndarray:
+        """Kernels each op launches, each paying the fixed per-kernel cost: 1 unless its attrs name
+        more (a measured region that runs several kernels, such as a sum of three tensors)."""
+        return self.column("kernels", 1.0)
 
     def attrs_of(self, rows: np.ndarray) -> list[dict]:
         return [self.attrs[i] for i in rows]

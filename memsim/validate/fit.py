@@ -126,8 +126,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
         start.append(_root(0.01))
     # what one thread block streams, per category of ops that say how many blocks they run
     # (and FlashAttention-2's KV-cache kernel, whose blocks the attention model counts itself)
-    block_categories = sorted(set(arrays.category[arrays.naming("blocks")[0]])
-                              | set(arrays.category[arrays.naming("appends_kv")[0]]))
+    block_categories = sorted(set(arrays.category[(arrays.column("blocks") > 0) | (arrays.column("appends_kv") > 0)]))
     block_rates = slice(len(start), len(start) + len(block_categories))
     start += [float(np.log(block_bandwidth(category, unit, device) or DEFAULT_BLOCK_BANDWIDTH))
               for category in block_categories]
