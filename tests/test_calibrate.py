@@ -7,10 +7,10 @@ import yaml
 
 from conftest import HWCONFIGS
 from memsim.cost import price_ops
-from memsim.hardware import load_system
-from memsim.hardware.schema import Calibration
 from memsim.cost.op_arrays import OpArrays
 from memsim.cost.roofline import main_compute_unit
+from memsim.hardware import load_system
+from memsim.hardware.schema import Calibration
 from memsim.validate.fit import _pitch_classes, calibration_half, fit_calibration
 from memsim.validate.measure import GEMM_SHAPES
 from memsim.validate.readers import attention_row, gemm_row, op_row
