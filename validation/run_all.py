@@ -362,6 +362,20 @@ FINDINGS = """**What this round found (the model is unchanged).**
   millisecond are predicted ~5% fast on both GPUs, but fitted on the A100 7B file (0.873 of the
   clock after 336 us) it took the held-out half to 6.0% / 4.5% and the other models to 7.19% /
   6.27%: the 7B file's long GEMMs are slow for reasons the other models' do not share.
+- *RMSNorm as one block per token, again.* Vidur's norms take 4 us up to 256 tokens at hidden
+  size 4096 and 6 us at 8192 on H100 (4, 5 and 7 us at 4096, 5120 and 8192 on A100): a floor
+  that grows with the row, which the calibrated fixed cost cannot follow, so the other models'
+  norms at up to 64 tokens are predicted 39% fast on H100 and 40% on A100 where the hidden size
+  is 8192. Marked with their blocks, the fit no longer moves the GEMM constants (held-out and
+  other-model GEMMs within 0.1 point), and those norms come to 9% (H100) and 28-30% (A100)
+  fast, the held-out 7B norms improve (H100 input and post-attention norms 8.9% / 7.8% -> 8.1% /
+  6.9%); but the per-block rate cannot be told apart from the fixed cost on the 7B file, whose
+  norm rows have one width at every TP degree, so the fitted rate (13.5 GB/s on H100, 17.9 on
+  A100) is whatever trades best against it, and the other models' norm medians worsen by about a
+  point (H100 CodeLlama-34B input norm 11.8% -> 12.6%). With the unit's datasheet per-block rate
+  instead (6.8 GB/s, fitted only where blocks come in two sizes or more), the H100 70B-class
+  models' input norms go to 20% MAPE. Norms stay unmarked; a profile with two hidden sizes would
+  settle the rate.
 - *Other files.* HTA's tf32 GEMMs with K or N = 2798 run cuBLAS's align1 kernels (4-byte loads,
   where 8-byte ones would fit) at 10.6 TFLOP/s on 44 tiles and are predicted 2-3x fast. phi-2's
   GELU streams 1.9-2.5 TB/s on H100 at every size from 400 to 4,000 tokens, with no speed-up
