@@ -361,7 +361,11 @@ FINDINGS = """**What this round found (the model is unchanged).**
   clock (long kernels slowing after a boost time, two constants): kernels longer than about a
   millisecond are predicted ~5% fast on both GPUs, but fitted on the A100 7B file (0.873 of the
   clock after 336 us) it took the held-out half to 6.0% / 4.5% and the other models to 7.19% /
-  6.27%: the 7B file's long GEMMs are slow for reasons the other models' do not share.
+  6.27%: the 7B file's long GEMMs are slow for reasons the other models' do not share. (11) A
+  split-K GEMM's partial outputs written in fp32 and read back by the reduction, per split beyond
+  the first: BERT's GEMMs 15.0% -> 6.2%, but the H100 fit moved to another minimum (first-wave
+  exposure 0.02, overlap loss 0.52): held-out 7.0% / 5.4%, others 8.44% / 6.28%; A100 6.4% /
+  5.2%, 6.33% / 4.93%.
 - *RMSNorm as one block per token, again.* Vidur's norms take 4 us up to 256 tokens at hidden
   size 4096 and 6 us at 8192 on H100 (4, 5 and 7 us at 4096, 5120 and 8192 on A100): a floor
   that grows with the row, which the calibrated fixed cost cannot follow, so the other models'
