@@ -390,14 +390,18 @@ FINDINGS = """**What this round found (the model is unchanged).**
   brings the set's small GEMMs to 14-17 us, the fitted GEMM fixed cost from 17 us to 8.9 us and
   the workload's GEMMs to 14% (prefill) and 17% (decode) MAPE, all ops to 23% and 22%; but the
   summed times then go to -9% and -17% in one round (+6% and +2% in one round before): the small
-  elementwise and reduction ops' fixed costs in the workload (arange 15-20 us, mean 22 us, cat
-  10-16 us, against a fitted 5.7 us per elementwise op) had been cancelling the GEMMs' excess,
-  and one fixed cost per category cannot hold both. Not adopted: the calibration set stays as it
-  was. Elementwise ops are also all priced at one FLOP per element, so in the set cos (7.2 ms
-  over its six sizes, against 1.2 ms for add) and silu come out fast and neg and pow slow. GPU
-  tile shapes pad a CPU GEMM's columns to 64 (a 64 x 32 x 64 mm costs as much as a 64 x 64 x 64
-  one); tiles of one row by a core's vector width (16 fp32 lanes) took the prefill GEMMs from
-  59% to 52% slow, small next to the fixed cost.
+  elementwise ops' fixed costs in the workload (arange 15-20 us, div 14 us, cat 10-16 us,
+  against a fitted 5.7 us per elementwise op) had been cancelling the GEMMs' excess, and one
+  fixed cost per category cannot hold both. The set measures those ops as the workload runs them
+  (add 8-9 us, mean 21 us, arange 15 us in both); what differs between them is host work: add_
+  takes 4 us where add, which allocates its output, takes 8-9 us, and mul and div by a Python
+  number (wrapped in a tensor) 10-14 us where neg takes 6 us, so a cost per tensor allocated
+  would tell them apart. Not adopted: the calibration set stays as it was. Elementwise ops are
+  also all priced at one FLOP per element, so in the set cos (7.2 ms over its six sizes, against
+  1.2 ms for add) and silu come out fast and neg and pow slow. GPU tile shapes pad a CPU GEMM's
+  columns to 64 (a 64 x 32 x 64 mm costs as much as a 64 x 64 x 64 one); tiles of one row by a
+  core's vector width (16 fp32 lanes) took the prefill GEMMs from 59% to 52% slow, small next to
+  the fixed cost.
 - *Other files.* HTA's tf32 GEMMs with K or N = 2798 run cuBLAS's align1 kernels (4-byte loads,
   where 8-byte ones would fit) at 10.6 TFLOP/s on 44 tiles and are predicted 2-3x fast. phi-2's
   GELU streams 1.9-2.5 TB/s on H100 at every size from 400 to 4,000 tokens, with no speed-up
