@@ -6,15 +6,18 @@
 Protocol (generalisation, never fit): each GPU is calibrated with `memsim calibrate --from` on
 every other token count of its Vidur Llama-2-7B file (--fit-half); errors are reported on the
 other half of that file and on every other file measured on the same GPU; with --vidur, also on
-Vidur's profiles of other models, and its DGX all-reduce and send/recv profiles are priced on the
+Vidur's profiles of other models (each also calibrated on the whole of itself: the floor the
+model's form reaches there), and its DGX all-reduce and send/recv profiles are priced on the
 8-GPU node configs. Each file is also priced with the datasheet config alone. Finally this CPU is calibrated (`memsim calibrate
 --device cpu`) and a tiny workload run for real is compared with its prediction.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +122,7 @@ def main() -> int:
         print(f"run_all: {root}: no ground-truth folder", file=sys.stderr)
         return 2
     rows, calibrations, calibrated, targets = [], [], {}, []
+    transfer = {}  # (gpu, model) -> GEMM MAPE and median under the Llama-2-7B half calibration
     with tempfile.TemporaryDirectory() as folder:
         for gpu, spec in MACHINES.items():
             vidur = root / VIDUR.format(gpu=gpu)
@@ -135,6 +139,7 @@ def main() -> int:
                      for op, s in result["ops"].items()]
             rows += [row(f"{name} [{g}]", "calibrated", s) for g, s in result["groups"].items() if g != "overall"]
             gemm = result["groups"]["gemm"]
+            transfer[(gpu, "Llama-2-7b-hf")] = (vidur, spec["hw"], gemm["mape"], gemm["median_ape"])
             targets.append((f"{gpu} Vidur held-out GEMMs: median <= 5%", gemm["median_ape"], 0.05))
             targets.append((f"{gpu} Vidur held-out GEMMs: MAPE <= 8%", gemm["mape"], 0.08))
             targets += [(f"{gpu} Vidur held-out {op}: MAPE <= 10%", s["mape"], 0.10)
@@ -164,14 +169,39 @@ def main() -> int:
                 found, result = price_file(path, system, "calibrated (Vidur half)", label)
                 rows += found
                 gemm = result["groups"]["gemm"]
+                transfer[(gpu, path.parent.name)] = (path, spec["hw"], gemm["mape"], gemm["median_ape"])
                 targets.append((f"{label} GEMMs (other model, same GPU): median <= 5%", gemm["median_ape"], 0.05))
                 targets.append((f"{label} GEMMs (other model, same GPU): MAPE <= 8%", gemm["mape"], 0.08))
         rows += collectives(args.vidur, folder)
+        floors = fit_floors(transfer) if args.vidur else []
         cpu_lines = [] if args.no_cpu else cpu_section(folder, targets)
     mamf = mamf_rows(root, calibrated) if (root / MAMF).exists() else []
-    write_readme(Path(args.out), pd.DataFrame(rows), calibrations, mamf, cpu_lines, targets)
+    write_readme(Path(args.out), pd.DataFrame(rows), calibrations, mamf, cpu_lines, targets, floors)
     print(f"wrote {args.out}")
     return 0
+
+
+def fit_floor(path: Path, hw: str) -> tuple[float, float]:
+    """GEMM MAPE and median of a file priced with constants fitted on the whole of it: how closely
+    the model's form can follow that file at all, the floor under any error of transfer."""
+    (calibration, links), base = calibrate_from_file(str(path), hw, None, False)
+    with tempfile.TemporaryDirectory() as folder:
+        system = load_system(write_calibrated(base, calibration, f"{folder}/floor.yaml", links=links))
+    gemm = validation_result(predict(read_measured(path).ops, system), str(path), system.name)["groups"]["gemm"]
+    return gemm["mape"], gemm["median_ape"]
+
+
+def fit_floors(transfer: dict) -> list[str]:
+    """Table rows: each Vidur file's GEMM errors under the Llama-2-7B calibration and under one
+    fitted on the file itself (one fit per core at a time: each takes about a minute)."""
+    floors = {}
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        jobs = {pool.submit(fit_floor, path, hw): key for key, (path, hw, _, _) in transfer.items()}
+        for done, job in enumerate(as_completed(jobs), 1):
+            floors[jobs[job]] = job.result()
+            stderr_progress(f"fit floors: {done}/{len(jobs)} ({' '.join(jobs[job])})")
+    return [f"| {gpu} | {model} | {mape:.1%} / {median:.1%} | {floors[(gpu, model)][0]:.1%} / "
+            f"{floors[(gpu, model)][1]:.1%} |" for (gpu, model), (_, _, mape, median) in transfer.items()]
 
 
 def other_vidur_models(clone: str | None, gpu: str) -> list[Path]:
@@ -256,7 +286,7 @@ def cpu_section(folder: str, targets: list) -> list[str]:
 
 
 def write_readme(path: Path, frame: pd.DataFrame, calibrations, mamf: list[str], cpu_lines: list[str],
-                 targets: list) -> None:
+                 targets: list, floors: list[str]) -> None:
     checks = "\n".join(f"| {name} | {value:.1%} | {'met' if value <= limit else 'missed'} |"
                        for name, value, limit in targets)
     constants = []
@@ -271,8 +301,9 @@ def write_readme(path: Path, frame: pd.DataFrame, calibrations, mamf: list[str],
 
 Regenerate with `.venv/bin/python validation/run_all.py --vidur VIDUR_CLONE` (reads
 ../shared/ground-truth and, with that flag, a clone of microsoft/vidur for its other models' and
-its collective profiles; about two minutes on two cores, CPU rounds included; `--no-cpu`
-skips them). Every number below comes from that one command.
+its collective profiles; about six minutes on two cores, CPU rounds included; `--no-cpu`
+skips them). Every table below comes from that one command; the findings' figures come from the
+experiments they describe, run on the same files.
 
 **Protocol.** Each GPU is calibrated with `memsim calibrate --from` on *every other token count*
 of its Vidur Llama-2-7B file (`--fit-half`). The constants fitted are global to the machine:
@@ -301,6 +332,17 @@ Fitted constants:
 
 {FINDINGS}
 
+## How closely the model can follow each Vidur file
+
+GEMM MAPE / median of each Vidur profile, priced with the Llama-2-7B calibration above (its
+held-out half for Llama-2-7B itself) and with constants fitted on the whole of that file. The
+second is the floor under any transfer error: what the model's form reaches on the file with
+the constants that suit it best.
+
+| GPU | model | calibrated on Llama-2-7B (half) | calibrated on the file itself |
+|---|---|---|---|
+{chr(10).join(floors) if floors else "(needs --vidur)"}
+
 ## Results
 
 {markdown(frame)}
@@ -325,6 +367,43 @@ machine's own (shared 2 vCPUs).
 # Why the missed targets are missed: causes found in the model and the data, not in the numbers
 # above (which the script regenerates).
 FINDINGS = """**What this round found (the model is unchanged).**
+- *How closely the model can follow each file* (the table below). Fitted on the whole of a
+  Vidur file, the model reaches 6.8-8.0% GEMM MAPE and 4.8-6.3% median on that same file on
+  H100, and 5.1-7.0% and 3.8-5.2% on A100. Those are floors under any transfer error. Every
+  other H100 model's median floor is over 5% (5.2-6.3%), and so is the A100 Llama-2-7B file's
+  (5.2%): those targets are out of reach of this model's form with any constants. The
+  Llama-2-7B calibration costs the other models 0.5-0.9 points of MAPE over their floors on
+  H100 and 0.2-0.6 on A100. Calibrating on another model does no better (whole files, mean over the other files of the
+  GPU): on H100 8.0-10.0% MAPE and 5.6-9.2% median (Llama-2-7B 8.3% / 5.8%, CodeLlama-34B
+  the best at 8.0% / 5.6%), on A100 6.4-7.0% and 5.0-5.4% (Llama-2-7B the best). The fitted
+  constants wander between files (first-wave exposure 0.00-0.55, overlap loss 0.15-0.68, wave
+  share 0.04-0.64; on H100 the matrix efficiency reaches its bound of 1 on Llama-2-70B and
+  Qwen-72B): one file does not pin them separately. What the form cannot follow is a time that
+  falls as the work grows, the library changing kernels. H100 Llama-2-70B's output projection
+  (8192 x 8192, TP 1) takes 94 us at 512 tokens, 211-224 us at 544-640 (148 at 576), 165-191
+  us at 656-896, 254-258 us at 912-1024 and 243-259 us at 1056-1248. A100 Llama-2-7B's up
+  projection (22016 x 4096, TP 1) takes 205-208 us at 136-160 tokens and 184-186 us at 168-192.
+- *Tried: the fit minimising MAPE plus the median absolute error* (the two figures the targets
+  name) instead of MAPE. Held-out Llama-2-7B GEMMs on H100 7.0% / 5.1% (now 6.7% / 4.8%), the
+  other models 8.71% / 6.39% on average (now 8.30% / 5.82%); A100 6.6% / 5.2% and 6.29% /
+  4.97% (now 6.5% / 5.3% and 6.28% / 4.89%). Not adopted.
+- *The CPU rounds follow the machine's load.* One run of this script this round missed the
+  decode's target: median summed error 17.4%, rounds from -17% to +24%; the next run gave 6.0%
+  (the table below is from the latest run). Five calibrations back to back, each
+  priced against five measurements of the workload, give predictions that vary by 6-7%
+  (coefficient of variation) between calibrations in a quiet stretch and 14-17% in a busy one,
+  where one calibration priced every category's fixed cost 20-90% higher (elementwise 11.1 us
+  against 6.7-8.1). The measured totals vary by 2-6% and 12-13%. Nothing else ran in this
+  2-vCPU VM, so the load came from outside it. The busy stretch was measured with ten rounds
+  per calibration instead of five and 50 workload runs instead of 25 (about 7 s each): taking
+  each op's fastest of more runs does not undo a slowdown that lasts a whole calibration.
+- *LLMCompass's A100 is another setup.* Its large GEMMs run at 280-293 TFLOP/s, where Vidur's
+  A100 profile reaches about 220. Its small GEMMs take about 30 us, and its GELU 48 us at every
+  size up to four million elements: a floor in how it timed them. Its 27.5% GEMM and 74% GELU
+  MAPE are setup errors, not shape errors. At large sizes its GELU streams 390 G elements/s,
+  against 328-341 in Vidur's A100 phi-2 profile and 524-617 on H100.
+
+**Earlier rounds.**
 - *Where the GEMM error left on H100 sits.* Pooled over the other H100 models (Vidur half
   calibration), GEMMs that need between one and two waves of 128x256 tiles (3,412 of 15,580) are
   predicted 9.2% fast on average and carry 2.5 of the 8.2 points of pooled MAPE; in the
@@ -415,7 +494,6 @@ FINDINGS = """**What this round found (the model is unchanged).**
   -> 28% MAPE, H100's unchanged (33%), since a streaming op is priced at the longer of its
   compute and memory times and 30 FLOPs stay under the memory time; not adopted.
 
-**Earlier rounds.**
 - *Small GEMM tiles wait for their operands from the L2.* The tile/wave model let cuBLAS pick
   whichever tile finished first, with every tile running at the same fraction of the matrix
   peak; so at mid sizes it picked 64-row tiles and stepped every 64 tokens, where the measured
