@@ -449,6 +449,19 @@ def test_mamba_prefill_scan_is_one_fused_kernel_that_keeps_its_intermediates_on_
     assert scans.flops.to_numpy() == pytest.approx(expected_flops)
 
 
+def test_a_fused_scan_run_for_real_records_the_ops_that_ran_under_its_name():
+    """Real tensors run the scan's readable torch code, not the fused kernel: each of its ops is
+    timed and recorded on its own, so `memsim validate real` prices what it measured."""
+    _, cfg = resolve("mamba-tiny")
+    meta = trace_workload("mamba-tiny", StepSpec(phase="prefill", batch=2, context=9))
+    real = trace_workload("mamba-tiny", StepSpec(phase="prefill", batch=2, context=9, device="cpu"), mode="real")
+    assert (meta.ops.name == "memsim::selective_scan").sum() == cfg.layers
+    assert not (real.ops.name == "memsim::selective_scan").any()
+    inside = real.ops[real.ops.scope == "memsim::selective_scan"]
+    assert "aten::exp" in set(inside.name)  # the decay exp(dt A), which the fused kernel keeps on chip
+    assert len(inside) > 2 * cfg.layers and (inside.measured_s > 0).all()
+
+
 def test_mamba2_chunked_scan_is_one_fused_matrix_kernel_without_per_head_copies():
     _, cfg = resolve("mamba2-tiny")
     batch, length = 2, 16

@@ -145,9 +145,14 @@ def test_meta_and_real_training_steps_do_the_same_ops_and_bytes():
     spec = dict(phase="train", batch=2, context=16)
     meta = trace_workload("llama-tiny", StepSpec(**spec))
     real = trace_workload("llama-tiny", StepSpec(**spec, device="cpu"), mode="real")
-    assert sorted(meta.ops.name) == sorted(real.ops.name)  # backward may order independent ops differently
+    # a fused kernel (the optimizer's) runs for real as the torch code inside it, recorded op by op
+    # under the kernel's name; everything else is the same op for op
+    fused = meta.ops.name.str.startswith("memsim::")
+    inside = real.ops.scope.isin(set(meta.ops.name[fused]))
+    assert fused.any() and inside.any() and not real.ops.name.isin(set(meta.ops.name[fused])).any()
+    assert sorted(meta.ops.name[~fused]) == sorted(real.ops.name[~inside])  # backward may reorder
     for column in ("bytes_read", "bytes_written", "flops"):
-        assert meta.ops[column].sum() == real.ops[column].sum()
+        assert meta.ops.loc[~fused, column].sum() == real.ops.loc[~inside, column].sum()
 
 
 def test_memsim_run_phase_train_replays_a_training_step(capsys):

@@ -90,30 +90,25 @@ def run_fused(name: str, compute: Callable[[], None], reads: list, writes: list,
               attrs: dict | None = None) -> None:
     """Run `compute()`, which fills `writes` in place, as the one fused kernel a device runs.
 
-    It is recorded as a single op reading `reads` and writing `writes` (tensors, or (tensor,
-    bytes) pairs where the kernel touches only part of one) once each, whatever temporaries the
-    readable torch code inside makes (a fused kernel keeps them on chip). `dims` and `attrs` are
-    those of the op's category (attention: (batch x heads, q_len, kv_len, head_dim)). On meta
-    tensors there is nothing to compute, so `compute` is skipped.
+    On meta tensors it is recorded as a single op reading `reads` and writing `writes` (tensors,
+    or (tensor, bytes) pairs where the kernel touches only part of one) once each, whatever
+    temporaries the readable torch code inside makes (a fused kernel keeps them on chip).
+    `dims` and `attrs` are those of the op's category (attention: (batch x heads, q_len, kv_len,
+    head_dim)); there is nothing to compute. On real tensors what runs is that readable torch
+    code, not the fused kernel, so its ops are recorded and timed one by one, scoped under
+    `name`: a measured time then belongs to the work that took it (`memsim validate real`
+    compares each with its own price).
     """
     tensors = [item[0] if isinstance(item, tuple) else item for item in (*reads, *writes)]
-    on_meta = any(t.device.type == "meta" for t in tensors)
-    if not _ACTIVE:
-        if not on_meta:
+    if not any(t.device.type == "meta" for t in tensors):
+        with scope(name):
             compute()
         return
-    recorder, timer = _ACTIVE[-1]
-    recorder.suppressed += 1
-    try:
-        token = timer.start()
-        if not on_meta:
-            compute()
-        measured = timer.stop(token)
-    finally:
-        recorder.suppressed -= 1
+    if not _ACTIVE:
+        return
+    recorder = _ACTIVE[-1][0]
     written = [item if isinstance(item, tuple) else (item, view_bytes(item)) for item in writes]
-    op_id = recorder.record(name, category, list(reads), written, [], flops, dims, attrs)
-    timer.resolve(recorder, op_id, measured)
+    recorder.record(name, category, list(reads), written, [], flops, dims, attrs)
 
 
 def _tag_of(key: int, ref: StorageWeakRef) -> tuple[str, str] | None:
