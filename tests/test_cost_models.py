@@ -8,6 +8,7 @@ import pytest
 from memsim.cost import kernels, price_ops, storage_read_seconds
 from memsim.hardware import load_system
 from memsim.hardware.load import validate_system
+from memsim.trace.ops import categorize
 
 
 def one(*values):
@@ -295,6 +296,16 @@ def test_calibration_overrides_the_datasheet():
     costs = price_ops(pd.DataFrame([op("strided", 0, 1e6, 1e6)]), validate_system(raw).device)
     # 2e6 B at 0.25 TB/s = 8 us, plus the elementwise 5 us
     assert costs["duration_s"][0] == pytest.approx(13e-6)
+
+
+def test_a_convolution_pays_its_own_fixed_cost_where_calibrated_else_the_gemms():
+    assert categorize("aten::convolution") == "conv" and categorize("aten::mm") == "gemm"
+    raw = json.loads(json.dumps(SYSTEM))
+    raw["devices"]["gpu"]["calibration"] = {"source": "test", "category_overhead": {"gemm": "5 us"}}
+    conv = pd.DataFrame([op("conv", 0, 0, 0)])
+    assert price_ops(conv, validate_system(raw).device)["duration_s"][0] == pytest.approx(5e-6)
+    raw["devices"]["gpu"]["calibration"]["category_overhead"]["conv"] = "50 us"
+    assert price_ops(conv, validate_system(raw).device)["duration_s"][0] == pytest.approx(50e-6)
 
 
 def test_a_reread_of_the_previous_ops_output_comes_from_the_cache_while_the_working_set_fits():

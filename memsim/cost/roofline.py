@@ -9,7 +9,7 @@ import numpy as np
 
 from memsim.hardware.schema import ComputeUnit, Device, MemoryTier
 
-MATRIX_CATEGORIES = ("gemm", "attention", "chunked_scan")
+MATRIX_CATEGORIES = ("gemm", "conv", "attention", "chunked_scan")
 # A dtype without its own peak runs at the rate of the nearest one a unit has.
 # fp32 has none on matrix units: a GPU without an fp32 matrix rate runs fp32 matmuls on its vector
 # units (PyTorch's default precision; TF32 is a dtype of its own, 'tf32').
@@ -85,8 +85,9 @@ def op_overhead(unit: ComputeUnit, device: Device, category: str = "") -> float:
 
 
 # A category a calibration did not measure takes the constant of the one it is a variant of: a
-# fused attention kernel is a tiled matrix kernel like a GEMM (same launch, prologue, epilogue).
-CATEGORY_FALLBACK = {"strided": "elementwise", "attention": "gemm"}
+# fused attention kernel is a tiled matrix kernel like a GEMM (same launch, prologue, epilogue),
+# and so is a convolution.
+CATEGORY_FALLBACK = {"strided": "elementwise", "attention": "gemm", "conv": "gemm"}
 
 
 def _for_category(per_category: dict, category: str, general: float | None, datasheet: float) -> float:

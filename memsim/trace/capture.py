@@ -374,7 +374,7 @@ class _DispatchRecorder(TorchDispatchMode):
             reads = [(t, min(view_bytes(t), limit)) for t in reads]
         shapes = [tuple(t.shape) for t in inputs]
         dims = opinfo.gemm_dims(name, shapes) if category == "gemm" else (0, 0, 0, 0)
-        flops = opinfo.registered_flops(func, args, kwargs, out) if category in ("gemm", "attention") else None
+        flops = opinfo.registered_flops(func, args, kwargs, out) if category in ("gemm", "conv", "attention") else None
         if flops is None:
             out_numel = sum(t.numel() for t in fresh) or sum(t.numel() for t in mutated)
             flops = opinfo.elementwise_flops(category, name, out_numel, sum(t.numel() for t in inputs))

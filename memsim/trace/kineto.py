@@ -170,7 +170,7 @@ def _gpu_row(event: dict, op: dict | None) -> dict:
         _as_gemm_helper(row)
     if row["category"] == "gemm" and row["dtype"] == "fp32" and TF32_KERNEL.search(event["name"]):
         row["dtype"] = "tf32"
-    if row["category"] in ("gemm", "attention") and row["flops"] == 0:
+    if row["category"] in ("gemm", "conv", "attention") and row["flops"] == 0:
         row["category"] = "other"  # a matrix kernel whose problem size the trace does not record
     if row["category"] in STREAMING_CATEGORIES and SCALAR_LOAD_KERNEL.search(event["name"]):
         row["category"] = "strided"

@@ -14,16 +14,19 @@ from torch.utils import flop_counter
 
 # scan: a recurrence stepped element by element; chunked_scan: one computed chunk by chunk with
 # matrix multiplies (Mamba-2 SSD, chunked linear attention), which runs on the matrix units.
+# conv: a convolution, priced at the matrix rate on its FLOPs with a fixed cost of its own: a
+# library sets up each call (oneDNN builds a primitive for it on a CPU: ~50 us for a depthwise
+# conv1d that computes in 1 us; cuDNN picks an algorithm), which a matmul's fixed cost misses.
 # strided: an elementwise op or copy over non-contiguous (strided or broadcast) operands. GPU
 # frameworks vectorise loads only when every operand is contiguous; otherwise each thread loads
 # one element through an index calculation, and the kernel streams at a fraction of the rate
 # (PyTorch's elementwise_kernel against vectorized_elementwise_kernel).
-CATEGORIES = ("gemm", "attention", "elementwise", "strided", "reduction", "norm", "copy", "gather", "scan",
+CATEGORIES = ("gemm", "conv", "attention", "elementwise", "strided", "reduction", "norm", "copy", "gather", "scan",
               "chunked_scan", "memcpy", "collective", "p2p", "other")
 STREAMING_CATEGORIES = ("elementwise", "copy")
 
-GEMM_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_mm",
-            "aten::convolution", "aten::_convolution", "aten::convolution_backward", "aten::addbmm"}
+GEMM_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_mm", "aten::addbmm"}
+CONV_OPS = {"aten::convolution", "aten::_convolution", "aten::convolution_backward"}
 ATTENTION_OPS = {"aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_efficient_attention",
                  "aten::_scaled_dot_product_cudnn_attention", "aten::_scaled_dot_product_flash_attention_for_cpu",
                  "aten::_flash_attention_forward", "aten::_efficient_attention_forward",
@@ -80,6 +83,8 @@ def categorize(name: str, tags=()) -> str:
     """The cost-model category of an aten op, from its name and its torch tags."""
     if name in GEMM_OPS:
         return "gemm"
+    if name in CONV_OPS:
+        return "conv"
     if name in ATTENTION_OPS:
         return "attention"
     if name in NORM_OPS:

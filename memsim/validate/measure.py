@@ -40,6 +40,11 @@ ATTENTION_SHAPES = {"cpu": [(1, 4, 64, 64, 16), (1, 8, 256, 256, 64), (2, 8, 512
                             (4, 4, 1, 256, 16), (8, 8, 1, 512, 64)],
                     "cuda": [(1, 16, 512, 512, 64), (4, 32, 2048, 2048, 128), (8, 32, 4096, 4096, 128),
                              (8, 32, 1, 1024, 128), (64, 32, 1, 4096, 128)]}
+# (batch, channels, length) of a depthwise causal conv1d of width 4, as Mamba-family blocks run
+# on their inner channels: a library call whose fixed cost is its own (category 'conv').
+CONV_SHAPES = {"cpu": [(1, 128, 4), (1, 256, 67), (2, 512, 259)],
+               "cuda": [(8, 4096, 4), (4, 8192, 2051)]}
+CONV_WIDTH = 4
 COPY_BYTES = [1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]
 # Bytes written between small ops: more than a core's L2 (1-2 MiB on current x86 and Arm cores).
 EVICT_BYTES = 4 << 20
@@ -56,6 +61,8 @@ def _micro_step(device: str, dtype: torch.dtype):
     ids = [torch.randint(0, 32000, (count,), device=device) for count in (1, 64, 4096)]
     attention = [(torch.randn(b, h, q, d, device=device, dtype=dtype), torch.randn(b, h, kv, d, device=device, dtype=dtype))
                  for b, h, q, kv, d in ATTENTION_SHAPES[device]]
+    convs = [(torch.randn(b, c, length, device=device, dtype=dtype), torch.randn(c, 1, CONV_WIDTH, device=device, dtype=dtype),
+              torch.randn(c, device=device, dtype=dtype)) for b, c, length in CONV_SHAPES[device]]
 
     # the small ops of a transformer step: norms, rotary embedding, residuals, activations
     vector_ops = [lambda x: torch.add(x, x), lambda x: torch.mul(x, 2.0), lambda x: torch.div(x, 3.0),
@@ -87,6 +94,9 @@ def _micro_step(device: str, dtype: torch.dtype):
             for index in ids:
                 scratch.add_(1.0)
                 torch.nn.functional.embedding(index, table)
+            for x, weight, bias in convs:
+                scratch.add_(1.0)
+                torch.nn.functional.conv1d(x, weight, bias, groups=weight.shape[0])
     return step
 
 
@@ -103,7 +113,7 @@ def measure_device(device: str, progress=None) -> pd.DataFrame:
             progress(f"measuring ops on {device} ({round_ + 1}/{ROUNDS})")
         frames.append(capture(step, mode="real", device=device, warmup=1 if round_ == 0 else 0).ops)
     ops = pd.concat(frames, ignore_index=True)
-    ops = ops[ops["category"].isin(("gemm", "attention", "elementwise", "copy", "reduction", "norm", "gather"))]
+    ops = ops[ops["category"].isin(("gemm", "conv", "attention", "elementwise", "copy", "reduction", "norm", "gather"))]
     keys = ["name", "shapes", "dtype"]
     measured = ops.groupby(keys, sort=True)["measured_s"].min()
     ops = ops.drop_duplicates(keys).drop(columns="measured_s").merge(measured.reset_index(), on=keys)
