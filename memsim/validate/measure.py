@@ -19,9 +19,15 @@ from memsim.errors import MemsimError
 from memsim.validate.readers import op_row
 
 REPEATS = 5
-# Rounds of REPEATS, one after another: a neighbour's burst of load lasts about as long as one
-# round, so the fastest of several rounds is the op's own time.
-ROUNDS = 5
+# Rounds of REPEATS, one after another, until the ops' fastest times stop improving: a
+# neighbour's burst of load can last several rounds (seconds on a shared machine), and the
+# fastest of rounds on both sides of it is the op's own time. At least MIN_ROUNDS; it stops once
+# the last SETTLED_ROUNDS took less than SETTLED_GAIN off the ops' fastest times on average (each
+# op counts alike: a small op's fixed cost is what a small workload adds up), or at MAX_ROUNDS.
+MIN_ROUNDS = 5
+MAX_ROUNDS = 20
+SETTLED_ROUNDS = 3
+SETTLED_GAIN = 0.01
 # (m, n, k): square, skinny (decode-like) and wide GEMMs; sizes scaled per device. On CUDA, rows
 # of 2752 and 5504 fp16 elements (43 x 2^7 and 43 x 2^8 bytes, K = N so both operands share the
 # pitch) beside the powers of two let the fit tell the row-pitch conflict cost from the peak.
@@ -107,14 +113,15 @@ def measure_device(device: str, progress=None) -> pd.DataFrame:
     check_device(device)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     step = _micro_step(device, dtype)
-    frames = []
-    for round_ in range(ROUNDS):
+    keys = ["name", "shapes", "dtype"]
+    frames, fastest = [], []  # fastest: each op's fastest time so far, after each round
+    while len(frames) < MAX_ROUNDS and not _settled(fastest):
         if progress:
-            progress(f"measuring ops on {device} ({round_ + 1}/{ROUNDS})")
-        frames.append(capture(step, mode="real", device=device, warmup=1 if round_ == 0 else 0).ops)
+            progress(f"measuring ops on {device} (round {len(frames) + 1}, at most {MAX_ROUNDS})")
+        frames.append(capture(step, mode="real", device=device, warmup=1 if not frames else 0).ops)
+        fastest.append(pd.concat(frames, ignore_index=True).groupby(keys)["measured_s"].min())
     ops = pd.concat(frames, ignore_index=True)
     ops = ops[ops["category"].isin(("gemm", "conv", "attention", "elementwise", "copy", "reduction", "norm", "gather"))]
-    keys = ["name", "shapes", "dtype"]
     measured = ops.groupby(keys, sort=True)["measured_s"].min()
     ops = ops.drop_duplicates(keys).drop(columns="measured_s").merge(measured.reset_index(), on=keys)
     ops["label"] = ops["name"]
@@ -122,6 +129,15 @@ def measure_device(device: str, progress=None) -> pd.DataFrame:
     if device == "cuda":
         ops = pd.concat([ops, pd.DataFrame(_host_copies(progress))], ignore_index=True)
     return ops.sort_values(["category", "name", "size"], kind="stable").reset_index(drop=True)
+
+
+def _settled(fastest: list[pd.Series]) -> bool:
+    """Whether the last SETTLED_ROUNDS rounds took less than SETTLED_GAIN off the ops' fastest
+    times on average (after MIN_ROUNDS at least)."""
+    if len(fastest) < max(MIN_ROUNDS, SETTLED_ROUNDS + 1):
+        return False
+    gain = 1.0 - fastest[-1] / fastest[-1 - SETTLED_ROUNDS]
+    return float(gain.mean()) < SETTLED_GAIN
 
 
 def _host_copies(progress=None) -> list[dict]:
