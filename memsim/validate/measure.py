@@ -37,6 +37,10 @@ GEMM_SHAPES = {"cpu": [(1, 256, 64), (64, 64, 64), (64, 128, 64), (1, 1024, 1024
                "cuda": [(1, 4096, 4096), (16, 8192, 4096), (128, 4096, 4096), (512, 4096, 4096),
                         (1024, 8192, 4096), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192),
                         (2048, 2752, 2752), (4096, 5504, 5504)]}
+# GEMMs of up to 2M multiply-adds are measured as small ops; larger ones run last in each repeat,
+# followed by SETTLE_OPS tiny ops (see _micro_step).
+SMALL_GEMM_MACS = 1 << 21
+SETTLE_OPS = 8
 ELEMENTS = {"cpu": [1, 1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22],
             "cuda": [1, 1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]}
 ROWS = {"cpu": 256, "cuda": 4096}
@@ -76,15 +80,24 @@ def _micro_step(device: str, dtype: torch.dtype):
                   lambda x: torch.arange(x.numel(), device=device), lambda x: torch.cat([x, x]),
                   lambda x: x.clone().add_(x)]
     row_ops = [lambda x: torch.softmax(x, dim=-1), lambda x: torch.nn.functional.layer_norm(x, x.shape[-1:]),
-               lambda x: x.mean(-1, keepdim=True), lambda x: torch.cat([x, x], dim=-1)]
+               lambda x: x.mean(-1, keepdim=True), lambda x: torch.cat([x, x], dim=-1),
+               lambda x: x * x[:1]]  # strided: one operand broadcast over the rows (a scale per column)
     # In a model step each small op follows larger ones that have pushed its code and data out
     # of a CPU core's caches; writing a buffer larger than them before each op measures it so
     # (on a GPU, whose L2 holds the buffer, it only adds a short kernel between ops).
     scratch = torch.zeros(EVICT_BYTES * 8 // torch.finfo(dtype).bits, device=device, dtype=dtype)
+    # A large GEMM leaves the next op on a CPU several times slower than a model step's small ops
+    # run (a 1x64x256 mm: 44 us right after a 256x1024x1024 one, 6 us back to back, 8 us after
+    # the buffer write): small GEMMs are measured like the other small ops, the large ones last,
+    # and a few tiny ops after them take that penalty instead of the next repeat's first op.
+    small = [(a, b) for a, b in gemms if a.shape[0] * a.shape[1] * b.shape[1] <= SMALL_GEMM_MACS]
+    large = [(a, b) for a, b in gemms if a.shape[0] * a.shape[1] * b.shape[1] > SMALL_GEMM_MACS]
+    settle = torch.randn(16, device=device, dtype=dtype)
 
     def step():
         for _ in range(REPEATS):
-            for a, b in gemms:
+            for a, b in small:
+                scratch.add_(1.0)
                 torch.mm(a, b)
             for x in vectors:
                 for op in vector_ops:
@@ -103,6 +116,10 @@ def _micro_step(device: str, dtype: torch.dtype):
             for x, weight, bias in convs:
                 scratch.add_(1.0)
                 torch.nn.functional.conv1d(x, weight, bias, groups=weight.shape[0])
+            for a, b in large:
+                torch.mm(a, b)
+            for _ in range(SETTLE_OPS):
+                torch.neg(settle)
     return step
 
 
@@ -121,7 +138,8 @@ def measure_device(device: str, progress=None) -> pd.DataFrame:
         frames.append(capture(step, mode="real", device=device, warmup=1 if not frames else 0).ops)
         fastest.append(pd.concat(frames, ignore_index=True).groupby(keys)["measured_s"].min())
     ops = pd.concat(frames, ignore_index=True)
-    ops = ops[ops["category"].isin(("gemm", "conv", "attention", "elementwise", "copy", "reduction", "norm", "gather"))]
+    ops = ops[ops["category"].isin(("gemm", "conv", "attention", "elementwise", "strided", "copy", "reduction",
+                                      "norm", "gather"))]
     measured = ops.groupby(keys, sort=True)["measured_s"].min()
     ops = ops.drop_duplicates(keys).drop(columns="measured_s").merge(measured.reset_index(), on=keys)
     ops["label"] = ops["name"]
