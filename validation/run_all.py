@@ -429,8 +429,8 @@ FINDINGS = """**What changed in this round.**
 
 **What this round found.**
 - *What the CPU still misses* (the CPU table below: 19 of 24 workload steps within 15%, per-op
-  MAPE 30-57%). Besides the spread between rounds (one round's calibration priced every
-  workload 2-44% low), the misses come from small ops whose fixed cost depends on what runs
+  MAPE 30-57%). Besides the spread between rounds (one round's calibration priced 23 of
+  the 24 steps 5-44% low), the misses come from small ops whose fixed cost depends on what runs
   around them, which one fixed cost per category cannot hold. mamba2-tiny's prefill (-30%) has
   clones, masked fills and `ones` of 4-5-D chunk tensors that take 14-16 us, priced at 7-9 us.
   xlstm-tiny's prefill (+15%) is 2,600 tiny ops of the sLSTM's step loop, whose elementwise ops
