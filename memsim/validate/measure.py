@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -131,17 +132,16 @@ def measure_device(device: str, progress=None) -> pd.DataFrame:
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     step = _micro_step(device, dtype)
     keys = ["name", "shapes", "dtype"]
-    frames, fastest = [], []  # fastest: each op's fastest time so far, after each round
-    while len(frames) < MAX_ROUNDS and not _settled(fastest):
+    ops, fastest = None, []  # fastest: each op's fastest time so far, after each round
+    while len(fastest) < MAX_ROUNDS and not _settled(fastest):
         if progress:
-            progress(f"measuring ops on {device} (round {len(frames) + 1}, at most {MAX_ROUNDS})")
-        frames.append(capture(step, mode="real", device=device, warmup=1 if not frames else 0).ops)
-        fastest.append(pd.concat(frames, ignore_index=True).groupby(keys)["measured_s"].min())
-    ops = pd.concat(frames, ignore_index=True)
+            progress(f"measuring ops on {device} (round {len(fastest) + 1}, at most {MAX_ROUNDS})")
+        ops = capture(step, mode="real", device=device, warmup=1 if ops is None else 0).ops  # the same ops each round
+        this_round = ops.groupby(keys)["measured_s"].min()
+        fastest.append(this_round if not fastest else np.fmin(fastest[-1], this_round))
     ops = ops[ops["category"].isin(("gemm", "conv", "attention", "elementwise", "strided", "copy", "reduction",
                                       "norm", "gather"))]
-    measured = ops.groupby(keys, sort=True)["measured_s"].min()
-    ops = ops.drop_duplicates(keys).drop(columns="measured_s").merge(measured.reset_index(), on=keys)
+    ops = ops.drop_duplicates(keys).drop(columns="measured_s").merge(fastest[-1].reset_index(), on=keys)
     ops["label"] = ops["name"]
     ops["size"] = ops["bytes_read"] + ops["bytes_written"] + ops["flops"]
     if device == "cuda":
