@@ -57,9 +57,6 @@ CONV_SHAPES = {"cpu": [(1, 128, 4), (1, 256, 67), (2, 512, 259)],
                "cuda": [(8, 4096, 4), (4, 8192, 2051)]}
 CONV_WIDTH = 4
 COPY_BYTES = [1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]
-# Bytes written between small ops: more than a core's L2 (1-2 MiB on current x86 and Arm cores).
-EVICT_BYTES = 4 << 20
-
 
 def _micro_step(device: str, dtype: torch.dtype):
     """One step that runs every micro-benchmark REPEATS times, on tensors made up front."""
@@ -83,14 +80,18 @@ def _micro_step(device: str, dtype: torch.dtype):
     row_ops = [lambda x: torch.softmax(x, dim=-1), lambda x: torch.nn.functional.layer_norm(x, x.shape[-1:]),
                lambda x: x.mean(-1, keepdim=True), lambda x: torch.cat([x, x], dim=-1),
                lambda x: x * x[:1]]  # strided: one operand broadcast over the rows (a scale per column)
-    # In a model step each small op follows larger ones that have pushed its code and data out
-    # of a CPU core's caches; writing a buffer larger than them before each op measures it so
-    # (on a GPU, whose L2 holds the buffer, it only adds a short kernel between ops).
-    scratch = torch.zeros(EVICT_BYTES * 8 // torch.finfo(dtype).bits, device=device, dtype=dtype)
+    # In a model step an op's input was just written by the op before it: its data sit in the
+    # caches as far as their size allows, and so does the dispatcher's state. Each op here is
+    # measured after an in-place write of its input. (A fixed buffer written before every op
+    # measured a context of its own: after a 4 MiB write a 1024-element add took 7.9 us on a
+    # Xeon with 2 MiB of L2, where a model step's ops of that size take 3-4; on a Zen 4 EPYC
+    # with 1 MiB it had come close to them.)
+    def produce(x):
+        x.mul_(1)
     # A large GEMM leaves the next op on a CPU several times slower than a model step's small ops
-    # run (a 1x64x256 mm: 44 us right after a 256x1024x1024 one, 6 us back to back, 8 us after
-    # the buffer write): small GEMMs are measured like the other small ops, the large ones last,
-    # and a few tiny ops after them take that penalty instead of the next repeat's first op.
+    # run (a 1x64x256 mm: 44 us right after a 256x1024x1024 one, 6 us back to back): small GEMMs
+    # are measured like the other small ops, the large ones last, and a few tiny ops after them
+    # take that penalty instead of the next repeat's first op.
     small = [(a, b) for a, b in gemms if a.shape[0] * a.shape[1] * b.shape[1] <= SMALL_GEMM_MACS]
     large = [(a, b) for a, b in gemms if a.shape[0] * a.shape[1] * b.shape[1] > SMALL_GEMM_MACS]
     settle = torch.randn(16, device=device, dtype=dtype)
@@ -98,24 +99,24 @@ def _micro_step(device: str, dtype: torch.dtype):
     def step():
         for _ in range(REPEATS):
             for a, b in small:
-                scratch.add_(1.0)
+                produce(a)
                 torch.mm(a, b)
             for x in vectors:
                 for op in vector_ops:
-                    scratch.add_(1.0)
+                    produce(x)
                     op(x)
             for x in matrices:
                 for op in row_ops:
-                    scratch.add_(1.0)
+                    produce(x)
                     op(x)
             for q, kv in attention:
-                scratch.add_(1.0)
+                produce(q)
                 torch.nn.functional.scaled_dot_product_attention(q, kv, kv, is_causal=q.shape[2] == kv.shape[2])
             for index in ids:
-                scratch.add_(1.0)
+                produce(index)
                 torch.nn.functional.embedding(index, table)
             for x, weight, bias in convs:
-                scratch.add_(1.0)
+                produce(x)
                 torch.nn.functional.conv1d(x, weight, bias, groups=weight.shape[0])
             for a, b in large:
                 torch.mm(a, b)
