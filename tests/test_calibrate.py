@@ -45,6 +45,22 @@ def test_fit_recovers_the_constants_that_made_the_data():
     assert fitted.pitch_conflict_cost == pytest.approx(0.02, rel=0.1)
 
 
+def test_fit_recovers_the_host_time_of_wrapping_a_python_number():
+    device = load_system("generic-x86-cpu").device
+    truth = Calibration(source="truth", bandwidth_efficiency={"elementwise": 0.6},
+                        category_overhead={"elementwise": 3e-6}, wrapped_scalar_cost=1.5e-6)
+    ops = pd.DataFrame([op_row("mul", "elementwise", "fp32", e, 4 * e, 4 * e, 0.0, e,
+                               attrs={"wrapped_scalars": 1} if wrapped else None)
+                        for e in (1, 1e3, 1e5, 1e6) for wrapped in (False, True)])
+    ops["measured_s"] = price_ops(ops, device.model_copy(update={"calibration": truth}))["duration_s"].to_numpy()
+    fitted, _ = fit_calibration(ops, device, "test")
+    assert fitted.wrapped_scalar_cost == pytest.approx(1.5e-6, rel=0.05)
+    assert fitted.category_overhead["elementwise"] == pytest.approx(3e-6, rel=0.05)
+    # without numbers passed in the data the cost is not fitted
+    plain = ops[ops["attrs"] == ""]
+    assert fit_calibration(plain, device, "test")[0].wrapped_scalar_cost == 0.0
+
+
 def test_fit_frees_the_wave_share_last_and_recovers_it():
     device = load_system("nvidia-h100-sxm").device
     truth = Calibration(source="truth", matrix_efficiency={"bf16": 0.7}, overlap_loss=0.3, first_wave_exposure=0.6,

@@ -308,6 +308,17 @@ def test_a_convolution_pays_its_own_fixed_cost_where_calibrated_else_the_gemms()
     assert price_ops(conv, validate_system(raw).device)["duration_s"][0] == pytest.approx(50e-6)
 
 
+def test_each_python_number_an_op_wraps_costs_the_calibrated_host_time():
+    raw = json.loads(json.dumps(SYSTEM))
+    raw["devices"]["gpu"]["calibration"] = {"source": "test", "category_overhead": {"elementwise": "3 us"},
+                                           "wrapped_scalar_cost": "2 us"}
+    ops = pd.DataFrame([op("elementwise"), op("elementwise", attrs={"wrapped_scalars": 1}),
+                        op("elementwise", attrs={"wrapped_scalars": 2})])
+    assert list(price_ops(ops, validate_system(raw).device)["duration_s"]) == pytest.approx([3e-6, 5e-6, 7e-6])
+    del raw["devices"]["gpu"]["calibration"]["wrapped_scalar_cost"]  # uncalibrated: a GPU kernel's time
+    assert list(price_ops(ops, validate_system(raw).device)["duration_s"]) == pytest.approx([3e-6] * 3)
+
+
 def test_a_reread_of_the_previous_ops_output_comes_from_the_cache_while_the_working_set_fits():
     raw = json.loads(json.dumps(SYSTEM))
     raw["devices"]["gpu"]["memories"]["l2"] = {"kind": "sram", "capacity": "4 MB", "bandwidth": "4 TB/s"}

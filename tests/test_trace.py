@@ -1,4 +1,5 @@
 """Tracing through the dispatcher: ops, FLOPs, bytes, roles and lifetimes."""
+import json
 
 import numpy as np
 import pytest
@@ -89,6 +90,22 @@ def test_elementwise_ops_over_non_contiguous_operands_are_strided():
 
     categories = list(capture(step).ops.category)
     assert categories == ["elementwise", "strided", "strided", "strided", "elementwise"]
+
+
+def test_python_numbers_an_op_wraps_into_tensors_are_counted():
+    x = torch.zeros(8, device="meta")
+
+    def step():
+        x * 0.5            # a number where a tensor is taken
+        1 - x              # rsub.Scalar: wrapped, then rsub.Tensor
+        x > 0              # gt.Scalar, likewise
+        x * x              # two tensors
+        x.pow(2)           # pow.Tensor_Scalar: the exponent is a parameter, not an operand
+        torch.clamp(x, min=0.0)
+        x.fill_(1.0)       # a fill only writes the number
+
+    wrapped = [json.loads(a).get("wrapped_scalars", 0) if a else 0 for a in capture(step).ops["attrs"]]
+    assert wrapped == [1, 1, 1, 0, 0, 0, 0]
 
 
 def test_cpu_ops_are_timed_by_the_threads_cpu_time_when_torch_runs_one_thread():

@@ -45,6 +45,8 @@ def price_ops(ops: pd.DataFrame | OpArrays, device: Device, unit: ComputeUnit | 
     category, dtype, flops, read, written = ops.category, ops.dtype, ops.flops, ops.read, ops.written
     peak, read_bw, overhead = per_op_rates(ops.kinds, ops.kind_codes, unit, device, tier)
     overhead = overhead * ops.launches
+    if device.calibration and device.calibration.wrapped_scalar_cost:
+        overhead = overhead + device.calibration.wrapped_scalar_cost * ops.column("wrapped_scalars")
     write_ratio = tier.write_bandwidth / tier.read_bandwidth
     moved = read + written
     # one bandwidth per op such that moved / bandwidth = read / B_read + written / B_write

@@ -164,6 +164,10 @@ class Calibration(Spec):
     """Fixed device-side cost of every kernel: launch and pipeline fill."""
     category_overhead: dict[OpCategory, Time] = Field(default_factory=dict)
     """Fixed cost per op category where kernel families differ (a CPU GEMM's library setup)."""
+    wrapped_scalar_cost: Time = 0.0
+    """Host time an op spends per Python number passed where it takes a tensor (x * 0.5): each is
+    wrapped into a 0-d tensor first. Part of a CPU op's time; a GPU kernel takes the number as an
+    argument, so its time does not include it."""
     dispatch_overhead: Time | None = None
     """Host time to issue one op (framework + driver); the engine charges it, not price_ops."""
     fitted_on: str = ""

@@ -11,6 +11,7 @@ watch it, so a freed activation and a new one never merge.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -309,6 +310,17 @@ def warn_unpriced(ops: pd.DataFrame) -> None:
                       f"(category 'other'): {', '.join(names)}", stacklevel=3)
 
 
+@functools.lru_cache(maxsize=None)
+def _wraps_scalars(func) -> bool:
+    """Whether `func` is the Scalar overload of an op that reads its input and also has a Tensor
+    overload (x > 0, 1 - x): ATen implements those by wrapping the number into a 0-d tensor and
+    calling the Tensor overload, as it does with a number passed where a tensor is taken
+    (x * 0.5). That is host work a CPU op's time includes (memsim.cost.model). A fill only
+    writes the number (fill_.Tensor is the one that converts)."""
+    return (func._overloadname == "Scalar" and "Tensor" in func._overloadpacket.overloads()
+            and func._schema.name not in opinfo.WRITE_ONLY_OPS)
+
+
 def _argument_values(func, args, kwargs):
     """(schema argument, value) pairs, positional and keyword."""
     for index, argument in enumerate(func._schema.arguments):
@@ -346,10 +358,12 @@ class _DispatchRecorder(TorchDispatchMode):
         return out
 
     def _record(self, func, name, args, kwargs, out, measured):
-        mutated = []
+        mutated, wrapped = [], 0
         for argument, value in _argument_values(func, args, kwargs):
             if argument.alias_info is not None and argument.alias_info.is_write:
                 mutated.extend(_tensors(value))
+            wrapped += isinstance(value, (bool, int, float, complex)) and (
+                isinstance(argument.type, torch.TensorType) or _wraps_scalars(func))
         inputs = _tensors((args, kwargs))
         outputs = _tensors(out)
         input_storages = {t.untyped_storage()._cdata for t in inputs}
@@ -381,7 +395,8 @@ class _DispatchRecorder(TorchDispatchMode):
         results = fresh or mutated
         if results:
             category = opinfo.access_category(category, inputs + results, results[0].shape)
-        op_id = self.recorder.record(name, category, reads, written, fresh, flops, dims)
+        op_id = self.recorder.record(name, category, reads, written, fresh, flops, dims,
+                                     {"wrapped_scalars": wrapped} if wrapped else None)
         self.timer.resolve(self.recorder, op_id, measured)
 
 

@@ -5,7 +5,8 @@ dtype, and per op category present in the data the achieved fraction of memory b
 the fixed per-kernel cost, plus one compute/memory overlap loss, the share of a wave's memory
 time a GEMM's first wave exposes and the share of a partial last wave it pays in full (where
 the data has GEMMs), the cost of operand rows whose length is a multiple of a large power of
-two (where its tensor-core GEMMs have rows of at least two such classes), what one thread block
+two (where its tensor-core GEMMs have rows of at least two such classes), the host time of
+wrapping a Python number into a tensor (where some ops pass numbers and others do not), what one thread block
 streams on its own per category of ops that say how many blocks they run (or whose blocks the
 model counts: FlashAttention-2's KV-cache kernel) and, where the data
 has fused attention kernels, the fraction of the GEMM rate they reach; where it has collectives
@@ -69,12 +70,21 @@ def _expit(x: float) -> float:
 
 # A cost that may well be 0 is searched as a square root: a logit or log flattens out towards 0,
 # where Powell's line searches can stall and never come back; a square is smooth through it.
+# The pitch cost is a fraction; a time is searched in square roots of microseconds.
 def _root(cost: float) -> float:
     return float(np.sqrt(cost) * PITCH_COST_SCALE)
 
 
 def _square(x: float) -> float:
     return float(min(1.0, (x / PITCH_COST_SCALE) ** 2))
+
+
+def _root_us(seconds: float) -> float:
+    return float(np.sqrt(seconds / 1e-6))
+
+
+def _square_us(x: float) -> float:
+    return float(x * x * 1e-6)
 
 
 # A fraction whose best value may sit at either bound is searched as the angle of its sine
@@ -130,6 +140,12 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     block_rates = slice(len(start), len(start) + len(block_categories))
     start += [float(np.log(block_bandwidth(category, unit, device) or DEFAULT_BLOCK_BANDWIDTH))
               for category in block_categories]
+    # the cost of wrapping a Python number into a tensor, where some ops pass numbers and some not
+    wrapped = arrays.column("wrapped_scalars")
+    with_wrapped = bool((wrapped > 0).any() and (wrapped == 0).any())
+    if with_wrapped:
+        wrapped_at = len(start)
+        start.append(_root_us(unit.op_overhead / 4))
     with_attention = "attention" in categories  # the attention rate is fitted only on attention data
     if with_attention:
         attention_at = len(start)
@@ -153,6 +169,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
             first_wave_exposure=_expit(x[exposure_at]) if dtypes else 1.0,
             wave_quantization=_sine_squared(x[exposure_at + 1]) if dtypes else 1.0,
             pitch_conflict_cost=_square(x[pitch_at]) if with_pitch else 0.0,
+            wrapped_scalar_cost=_square_us(x[wrapped_at]) if with_wrapped else 0.0,
             block_bandwidth={c: float(np.exp(v)) for c, v in zip(block_categories, x[block_rates])},
             dispatch_overhead=base.dispatch_overhead if base else None, fitted_on=fitted_on)
 

@@ -38,9 +38,10 @@ GEMM_SHAPES = {"cpu": [(1, 256, 64), (64, 64, 64), (64, 128, 64), (1, 1024, 1024
                "cuda": [(1, 4096, 4096), (16, 8192, 4096), (128, 4096, 4096), (512, 4096, 4096),
                         (1024, 8192, 4096), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192),
                         (2048, 2752, 2752), (4096, 5504, 5504)]}
-# GEMMs of up to 2M multiply-adds are measured as small ops; larger ones run last in each repeat,
-# followed by SETTLE_OPS tiny ops (see _micro_step).
-SMALL_GEMM_MACS = 1 << 21
+# GEMMs whose operands fit in a core's L2 (1 MiB and more on current x86 and Arm cores) are
+# measured as small ops; larger ones run last in each repeat, followed by SETTLE_OPS tiny ops
+# (see _micro_step).
+SMALL_GEMM_BYTES = 1 << 20
 SETTLE_OPS = 8
 ELEMENTS = {"cpu": [1, 1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22],
             "cuda": [1, 1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]}
@@ -92,8 +93,8 @@ def _micro_step(device: str, dtype: torch.dtype):
     # run (a 1x64x256 mm: 44 us right after a 256x1024x1024 one, 6 us back to back): small GEMMs
     # are measured like the other small ops, the large ones last, and a few tiny ops after them
     # take that penalty instead of the next repeat's first op.
-    small = [(a, b) for a, b in gemms if a.shape[0] * a.shape[1] * b.shape[1] <= SMALL_GEMM_MACS]
-    large = [(a, b) for a, b in gemms if a.shape[0] * a.shape[1] * b.shape[1] > SMALL_GEMM_MACS]
+    small = [(a, b) for a, b in gemms if a.nbytes + b.nbytes <= SMALL_GEMM_BYTES]
+    large = [(a, b) for a, b in gemms if a.nbytes + b.nbytes > SMALL_GEMM_BYTES]
     settle = torch.randn(16, device=device, dtype=dtype)
 
     def step():
