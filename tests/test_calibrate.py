@@ -12,7 +12,7 @@ from memsim.cost.roofline import main_compute_unit
 from memsim.hardware import load_system
 from memsim.hardware.schema import Calibration
 from memsim.validate.fit import _pitch_classes, calibration_half, fit_calibration
-from memsim.validate.measure import GEMM_SHAPES, MIN_ROUNDS, _settled
+from memsim.validate.measure import GEMM_SHAPES, MIN_ROUNDS, _settled, cpu_core_peaks
 from memsim.validate.readers import attention_row, gemm_row, op_row
 
 
@@ -176,11 +176,33 @@ def test_micro_benchmark_rounds_stop_once_the_fastest_times_settle():
     assert _settled(rounds(*[(10.0, 5.0)] * (MIN_ROUNDS - 1), (10.0, 4.96)))
 
 
+def cpuinfo(vendor: str, family: int, flags: str, mhz: str | None = "2600.000") -> str:
+    block = f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nflags\t\t: fpu sse2 {flags}\n"
+    return block + (f"cpu MHz\t\t: {mhz}\n" if mhz else "") + "\nprocessor\t: 1\ncpu MHz\t\t: 9999.0\n"
+
+
+def test_a_cpus_own_description_gives_its_peaks_per_core():
+    # two 512-bit FMA pipes x 16 lanes x 2 FLOPs x 2.6 GHz; bf16 dot products twice that
+    xeon = cpu_core_peaks(cpuinfo("GenuineIntel", 6, "fma avx2 avx512f avx512_bf16"))
+    assert xeon["matrix_flops"] == pytest.approx({"fp32": 166.4e9, "bf16": 332.8e9})
+    assert xeon["vector_flops"] == pytest.approx({"fp32": 83.2e9})
+    # Zen 4 runs a 512-bit FMA over its two 256-bit pipes; Zen 5 has two 512-bit ones
+    assert cpu_core_peaks(cpuinfo("AuthenticAMD", 25, "fma avx2 avx512f"))["matrix_flops"]["fp32"] == pytest.approx(83.2e9)
+    assert cpu_core_peaks(cpuinfo("AuthenticAMD", 26, "fma avx2 avx512f"))["matrix_flops"]["fp32"] == pytest.approx(166.4e9)
+    avx2 = cpu_core_peaks(cpuinfo("GenuineIntel", 6, "fma avx2"))
+    assert avx2["matrix_flops"] == pytest.approx({"fp32": 83.2e9})  # no bf16 rate stated
+    assert cpu_core_peaks(cpuinfo("GenuineIntel", 6, "avx2", mhz=None)) is None  # no clock: keep the config's
+
+
 def test_validate_real_on_this_cpu(run_cli, tmp_path):
     out = tmp_path / "cpu.yaml"
     run_cli("calibrate", "--device", "cpu", "--out", out, check=True)
-    calibration = load_system(out).device.calibration
+    system = load_system(out)
+    calibration = system.device.calibration
     assert calibration.device_name and calibration.torch_version and calibration.date
+    peaks = cpu_core_peaks()
+    if peaks:  # the generic config's peaks give way to this CPU's own, per core measured
+        assert system.device.compute["cores"].matrix_flops["fp32"] == pytest.approx(peaks["matrix_flops"]["fp32"])
     # a convolution's library call costs more than a matmul's (oneDNN builds a primitive per call)
     assert calibration.category_overhead["conv"] > calibration.category_overhead["gemm"]
     proc = run_cli("validate", "real", "llama-tiny", "--device", "cpu", "--hw", out, "--json", check=True)

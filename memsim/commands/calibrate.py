@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -40,11 +41,11 @@ def cmd_calibrate(args) -> int:
             raise MemsimError("calibrate --from needs --hw BASE.yaml (the datasheet config of the measured machine)")
         (calibration, links), base = calibrate_from_file(args.measured, args.hw, args.format, args.fit_half,
                                                          stderr_progress)
-        threads = None
+        path = write_calibrated(base, calibration, args.out, links=links)
     else:
-        calibration, base, threads = calibrate_this_machine(args.device, args.hw, stderr_progress)
-        links = {}
-    path = write_calibrated(base, calibration, args.out, threads, links)
+        machine = calibrate_this_machine(args.device, args.hw, stderr_progress)
+        calibration, links = machine.calibration, {}
+        path = write_measured(machine, args.out)
     print(f"wrote {path}")
     for name, link in links.items():
         print(f"  link {name}: efficiency {link.efficiency:.3f}, latency {link.latency * 1e6:.2f} us")
@@ -80,27 +81,38 @@ def calibrate_from_file(measured: str | list[str], hw: str, format: str | None, 
     return FittedMachine(calibration.model_copy(update={"device_name": device_name}), links), resolve_path(hw)
 
 
-def calibrate_this_machine(device: str, hw: str | None, progress=None):
-    """(Calibration, base config path, threads) measured on this machine's `device`."""
+class MeasuredMachine(NamedTuple):
+    calibration: object
+    base: Path
+    threads: int | None
+    """Cores the measurement ran on, where fewer than the base config's (a CPU)."""
+    core_peaks: dict | None
+    """One core's peaks read off this CPU (memsim.validate.measure.cpu_core_peaks), replacing the
+    base config's where the base is the generic CPU one."""
+
+
+def calibrate_this_machine(device: str, hw: str | None, progress=None) -> MeasuredMachine:
+    """The calibration measured on this machine's `device`, with what writing it needs."""
     import torch
 
     from memsim.hardware import load_system
     from memsim.hardware.load import resolve_path
     from memsim.validate.fit import fit_calibration
-    from memsim.validate.measure import machine_description, measure_device, single_thread
+    from memsim.validate.measure import cpu_core_peaks, machine_description, measure_device, single_thread
 
     name = machine_description(device)
     base = hw or DEFAULT_BASE.get(device) or next((config for key, config in CUDA_BASES if key in name), None)
     if base is None:
         raise MemsimError(f"no shipped config matches '{name}'; pass --hw BASE.yaml")
     system = load_system(base)
+    # the generic CPU config's peaks are one core design's; this CPU states its own
+    core_peaks = cpu_core_peaks() if device == "cpu" and hw is None else None
     with single_thread(device) as threads:
         ops = measure_device(device, progress)
     main = system.device
-    if threads is not None:  # the fit sees the cores the measurement used
-        unit_name = next(iter(main.compute))
-        unit = main.compute[unit_name]
-        main = main.model_copy(update={"compute": {**main.compute, unit_name: on_cores(unit, threads)}})
+    unit_name = next(iter(main.compute))
+    unit = _measured_unit(main.compute[unit_name], threads, core_peaks)
+    main = main.model_copy(update={"compute": {**main.compute, unit_name: unit}})  # the cores the fit sees
     if progress:
         progress(f"fitting {len(ops)} measured ops")
     calibration, _ = fit_calibration(ops, main, f"memsim calibrate --device {device}", system.links,
@@ -108,7 +120,19 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None):
     calibration = calibration.model_copy(update={
         "device_name": name, "torch_version": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
-    return calibration, resolve_path(base), threads
+    return MeasuredMachine(calibration, resolve_path(base), threads, core_peaks)
+
+
+def _measured_unit(unit, threads: int | None, core_peaks: dict | None):
+    """The main unit as measured: this CPU's own peaks per core, cut to the threads used."""
+    if core_peaks:
+        unit = unit.model_copy(update={key: {d: rate * unit.count for d, rate in core_peaks[key].items()}
+                                       for key in ("matrix_flops", "vector_flops")})
+    return on_cores(unit, threads) if threads is not None else unit
+
+
+def write_measured(machine: MeasuredMachine, out: str) -> Path:
+    return write_calibrated(machine.base, machine.calibration, out, machine.threads, core_peaks=machine.core_peaks)
 
 
 def on_cores(unit, cores: int):
@@ -119,20 +143,24 @@ def on_cores(unit, cores: int):
                                    "vector_flops": {d: r * scale for d, r in unit.vector_flops.items()}})
 
 
-def write_calibrated(base: Path, calibration, out: str, threads: int | None = None, links: dict | None = None) -> Path:
+def write_calibrated(base: Path, calibration, out: str, threads: int | None = None, links: dict | None = None,
+                     core_peaks: dict | None = None) -> Path:
     """The base YAML with a `calibration` section on its main device (and, for a CPU measured
-    on fewer threads than it has cores, that thread count as its core count; for fitted links,
-    their new efficiency and latency, and where those came from)."""
+    on fewer threads than it has cores, that thread count as its core count, with the peaks read
+    off the CPU where given; for fitted links, their new efficiency and latency, and where those
+    came from)."""
     from memsim.hardware import load_system
 
     raw = yaml.safe_load(Path(base).read_text())
     system = load_system(base)
     device = raw["devices"][system.main_device]
-    if threads is not None:
+    if threads is not None or core_peaks:
         name = next(iter(device["compute"]))
-        unit = on_cores(system.device.compute[name], threads)
+        unit = _measured_unit(system.device.compute[name], threads, core_peaks)
         device["compute"][name].update(count=unit.count, matrix_flops=dict(unit.matrix_flops),
                                        vector_flops=dict(unit.vector_flops))
+    if core_peaks:
+        device["source"] = f"{calibration.device_name or 'this CPU'}: {core_peaks['source']}"
     device["calibration"] = calibration.model_dump(mode="json", exclude_defaults=True)
     for name, link in (links or {}).items():
         raw["links"][name].update(efficiency=link.efficiency, latency=link.latency, source=link.source)

@@ -72,12 +72,12 @@ def cmd_validate(args) -> int:
 
 def _real_system(args, progress):
     """The calibrated config given, or one measured now (calibrate --device) when none is."""
-    from memsim.commands.calibrate import calibrate_this_machine, write_calibrated
+    from memsim.commands.calibrate import calibrate_this_machine, write_measured
     from memsim.hardware import load_system
     import tempfile
 
     if args.hw:
         return load_system(args.hw)
-    calibration, base, threads = calibrate_this_machine(args.device, None, progress)
+    machine = calibrate_this_machine(args.device, None, progress)
     with tempfile.TemporaryDirectory() as folder:
-        return load_system(write_calibrated(base, calibration, f"{folder}/calibrated.yaml", threads))
+        return load_system(write_measured(machine, f"{folder}/calibrated.yaml"))
