@@ -456,7 +456,12 @@ FINDINGS = """**What changed in this round.** This round ran on another machine,
   small ops (270 us), and the ops after it ran 2-4 times their later time. It now runs with the
   large GEMMs, last.
 - *Tried, not adopted:* every micro-benchmark op called through an `nn.Module` (model code
-  between the ops): the fitted elementwise fixed cost moved from 3.24 to 3.39 us; no gain.
+  between the ops): the fitted elementwise fixed cost moved from 3.24 to 3.39 us; no gain. The
+  small micro-benchmarks run in one fixed shuffled order (each op's neighbours unrelated ops of
+  any size, its input still written just before it): every fixed cost rose, most about
+  twofold (GEMM 17-18 us against 5-8, conv 236-249 against 105-110, elementwise 5.2 against
+  2.8-3.4), and 1 of 24 steps came within 15% (two calibrations, same workload measurements).
+  A model step's small ops follow ops of their own size, as the grouped order has them.
 - `--cpu-only` runs the CPU rounds alone and rewrites only the CPU rows and section of this
   README: the GPU part needs `--vidur`, a clone this machine could not fetch; the GPU cost
   models did not change, so those tables are the last round's.
