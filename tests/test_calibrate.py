@@ -12,7 +12,7 @@ from memsim.cost.roofline import main_compute_unit
 from memsim.hardware import load_system
 from memsim.hardware.schema import Calibration
 from memsim.validate.fit import _pitch_classes, calibration_half, fit_calibration
-from memsim.validate.measure import GEMM_SHAPES, MIN_ROUNDS, _settled, cpu_core_peaks
+from memsim.validate.measure import GEMM_SHAPES, MIN_ROUNDS, cpu_core_peaks, settled
 from memsim.validate.readers import attention_row, gemm_row, op_row
 
 
@@ -169,11 +169,11 @@ def test_micro_benchmark_rounds_stop_once_the_fastest_times_settle():
         return [pd.Series(values, index=["mm", "add"]) for values in fastest_per_round]
 
     flat = rounds(*[(10.0, 5.0)] * MIN_ROUNDS)
-    assert _settled(flat) and not _settled(flat[:-1])  # never before MIN_ROUNDS
+    assert settled(flat) and not settled(flat[:-1])  # never before MIN_ROUNDS
     # a burst ending: the add's fastest time still falls by 10% over the last three rounds, and
     # the mean gain over the two ops (5%) is above the 1% that counts as settled
-    assert not _settled(rounds(*[(10.0, 5.0)] * (MIN_ROUNDS - 1), (10.0, 4.5)))
-    assert _settled(rounds(*[(10.0, 5.0)] * (MIN_ROUNDS - 1), (10.0, 4.96)))
+    assert not settled(rounds(*[(10.0, 5.0)] * (MIN_ROUNDS - 1), (10.0, 4.5)))
+    assert settled(rounds(*[(10.0, 5.0)] * (MIN_ROUNDS - 1), (10.0, 4.96)))
 
 
 def cpuinfo(vendor: str, family: int, flags: str, mhz: str | None = "2600.000") -> str:

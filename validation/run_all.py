@@ -35,7 +35,6 @@ from memsim.validate.fit import calibration_half  # noqa: E402
 from memsim.validate.measure import stderr_progress  # noqa: E402
 from memsim.validate.readers import gemm_row, read_measured  # noqa: E402
 from memsim.validate.report import predict, validation_result  # noqa: E402
-from memsim.validate.real import RUNS  # noqa: E402
 
 VIDUR = "microsoft/vidur/data/profiling/compute/{gpu}/meta-llama/Llama-2-7b-hf/mlp.csv"
 TRACELENS = "AMD-AGI/TraceLens/tests/traces/h100"
@@ -388,7 +387,8 @@ def cpu_text(cpu_lines: list[str]) -> str:
     return f"""{CPU_HEADING}
 
 Each round calibrates this machine and then runs every tiny workload for real (each op's fastest
-of {RUNS} runs, one thread, timed by the thread's CPU time). The spread between rounds is the
+run, runs repeated until those settle as the calibration's do; one thread, timed by the
+thread's CPU time). The spread between rounds is the
 machine's own (shared 2 vCPUs).
 
 {chr(10).join(cpu_lines) if cpu_lines else "(skipped: --no-cpu)"}
@@ -451,6 +451,11 @@ FINDINGS = """**What changed in this round.** This round ran on another machine,
   efficiency fitted at 0.98-0.99. The tiny workloads, whose GEMMs are small, barely move (on the
   same measurements, 22 and 21 of 24 steps within 15% with the generic peaks, 22 and 22 with the
   CPU's own).
+- *`validate real` runs a workload until its ops' fastest times settle*, by the calibration's
+  rule (rounds of five runs, at least five rounds), not a fixed 25 runs: the fastest of N runs
+  falls as N grows while neighbours load the machine (llama-tiny's summed fastest times fell
+  3-6% from 25 runs to 100 in one busy stretch, not at all in a quiet one), and the calibration
+  took its fastest times over 25 to 100 runs. In a quiet stretch the two gave the same sums.
 - *Small GEMMs are those whose operands fit in a core's L2.* The set chose them by multiply-adds
   (up to 2M), which put a 1 x 1024 x 1024 GEMV among them: 4 MiB of weights streamed between
   small ops (270 us), and the ops after it ran 2-4 times their later time. It now runs with the
@@ -467,10 +472,11 @@ FINDINGS = """**What changed in this round.** This round ran on another machine,
   models did not change, so those tables are the last round's.
 
 **What this round found.**
-- *What the CPU still misses* (the CPU table below: mamba2-tiny prefill, and six steps sit at
-  12-15%; the steps are priced low far more often than high). Each round's calibration moves
-  every step together, by up to 11 points here (rwkv7-tiny decode +5.5% to +16.8%) and 20-30
-  points in a busier stretch earlier in this session. Beyond that, a small op's
+- *What the CPU still misses* (the CPU table below: mamba2-tiny prefill, and samba-tiny
+  prefill at 15.1%; four more steps sit at 11-14%; the steps are priced low far more often than
+  high). Each round's calibration moves every step together, by up to 15 points here
+  (rwkv7-tiny decode +4.1% to +18.9%) and 20-30 points in a busier stretch earlier in this
+  session; a run of this script the commit before gave 23 of 24. Beyond that, a small op's
   fixed cost depends on what ran before it: in xlstm's sLSTM step loop, a few kernels repeated,
   elementwise ops take a third less than in model steps; one fixed cost per category cannot
   hold both. Over the tiny workloads' model steps, the fixed costs their times imply

@@ -135,7 +135,7 @@ def measure_device(device: str, progress=None) -> pd.DataFrame:
     step = _micro_step(device, dtype)
     keys = ["name", "shapes", "dtype"]
     ops, fastest = None, []  # fastest: each op's fastest time so far, after each round
-    while len(fastest) < MAX_ROUNDS and not _settled(fastest):
+    while len(fastest) < MAX_ROUNDS and not settled(fastest):
         if progress:
             progress(f"measuring ops on {device} (round {len(fastest) + 1}, at most {MAX_ROUNDS})")
         ops = capture(step, mode="real", device=device, warmup=1 if ops is None else 0).ops  # the same ops each round
@@ -151,7 +151,7 @@ def measure_device(device: str, progress=None) -> pd.DataFrame:
     return ops.sort_values(["category", "name", "size"], kind="stable").reset_index(drop=True)
 
 
-def _settled(fastest: list[pd.Series]) -> bool:
+def settled(fastest: list[pd.Series]) -> bool:
     """Whether the last SETTLED_ROUNDS rounds took less than SETTLED_GAIN off the ops' fastest
     times on average (after MIN_ROUNDS at least)."""
     if len(fastest) < max(MIN_ROUNDS, SETTLED_ROUNDS + 1):
