@@ -47,6 +47,8 @@ def cmd_calibrate(args) -> int:
         calibration, links = machine.calibration, {}
         path = write_measured(machine, args.out)
     print(f"wrote {path}")
+    if not args.measured and machine.core_peaks:
+        print(f"  peaks: {machine.core_peaks['source']}")
     for name, link in links.items():
         print(f"  link {name}: efficiency {link.efficiency:.3f}, latency {link.latency * 1e6:.2f} us")
     for name, value in calibration.residuals.items():
