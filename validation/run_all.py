@@ -287,7 +287,8 @@ def cpu_section(folder: str, targets: list) -> list[str]:
             ops = measure_workload(name, "cpu", phase, batch, context, stderr_progress)
             overall = validation_result(predict(ops, system), name, system.name)["groups"]["overall"]
             found.setdefault(f"{name} {phase} batch {batch} context {context}", []).append(overall)
-    middles = {workload: float(np.median(np.abs([r["sum_error"] for r in rounds]))) for workload, rounds in found.items()}
+    middles = {workload: float(np.median(np.abs([r["sum_error"] for r in rounds])))
+               for workload, rounds in found.items()}
     within = sum(middle <= 0.15 for middle in middles.values())
     per_op = np.median([r["mape"] for rounds in found.values() for r in rounds])
     lines = [f"Measured on {machine}. Times and MAPE are the rounds' medians. **{within} of {len(found)} steps within "
@@ -321,8 +322,9 @@ def write_readme(path: Path, frame: pd.DataFrame, calibrations, mamf: list[str],
 
 Regenerate with `.venv/bin/python validation/run_all.py --vidur VIDUR_CLONE` (reads
 ../shared/ground-truth and, with that flag, a clone of microsoft/vidur for its other models' and
-its collective profiles; about nine minutes on two cores, CPU rounds included; `--no-cpu`
-skips them, `--cpu-only` runs them alone and rewrites only the CPU rows and section). Every table below comes from that one command; the findings' figures come from the
+its collective profiles; about ten minutes on two cores, CPU rounds included; `--no-cpu`
+skips them, `--cpu-only` runs them alone and rewrites only the CPU rows and section). Every
+table below comes from that one command; the findings' figures come from the
 experiments they describe, run on the same files.
 
 **Protocol.** Each GPU is calibrated with `memsim calibrate --from` on *every other token count*
@@ -516,8 +518,8 @@ FINDINGS = """**What changed in this round.** This round ran on another machine,
   against 328-341 in Vidur's A100 phi-2 profile and 524-617 on H100.
 
 **Earlier rounds.**
-- *(Last round, on a 2-vCPU Zen 4 EPYC.) The tiny workloads besides Llama's were priced against another computation.* The CPU target
-  covers every tiny workload; this script had validated llama-tiny alone. Calibrated once, the
+- *(Last round, on a 2-vCPU Zen 4 EPYC.) The tiny workloads besides Llama's were priced
+  against another computation.* The CPU target covers every tiny workload; this script had validated llama-tiny alone. Calibrated once, the
   others' summed errors were: mamba-tiny prefill -83% (decode -70%), mamba2 -88% (-34%), gla
   -76%, gated-deltanet -84%, rwkv7 -83%, xlstm -95% (-44%), samba -63% (-48%). Their scans and
   chunked linear attention are traced as the one fused kernel a GPU library runs

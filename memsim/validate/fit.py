@@ -6,9 +6,9 @@ the fixed per-kernel cost, plus one compute/memory overlap loss, the share of a 
 time a GEMM's first wave exposes and the share of a partial last wave it pays in full (where
 the data has GEMMs), the cost of operand rows whose length is a multiple of a large power of
 two (where its tensor-core GEMMs have rows of at least two such classes), the host time of
-wrapping a Python number into a tensor (where some ops pass numbers and others do not), what one thread block
-streams on its own per category of ops that say how many blocks they run (or whose blocks the
-model counts: FlashAttention-2's KV-cache kernel) and, where the data
+wrapping a Python number into a tensor (where some ops pass numbers and others do not), what
+one thread block streams on its own per category of ops that say how many blocks they run (or
+whose blocks the model counts: FlashAttention-2's KV-cache kernel) and, where the data
 has fused attention kernels, the fraction of the GEMM rate they reach; where it has collectives
 or sends, the efficiency and per-step latency of the peer link they cross (with the fixed cost
 per call of each, collective and p2p, as their category's overhead). Never one per shape or

@@ -59,6 +59,7 @@ CONV_SHAPES = {"cpu": [(1, 128, 4), (1, 256, 67), (2, 512, 259)],
 CONV_WIDTH = 4
 COPY_BYTES = [1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]
 
+
 def _micro_step(device: str, dtype: torch.dtype):
     """One step that runs every micro-benchmark REPEATS times, on tensors made up front."""
     gemms = [(torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype))
