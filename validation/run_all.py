@@ -468,7 +468,11 @@ FINDINGS = """**What changed in this round.** This round ran on another machine,
   any size, its input still written just before it): every fixed cost rose, most about
   twofold (GEMM 17-18 us against 5-8, conv 236-249 against 105-110, elementwise 5.2 against
   2.8-3.4), and 1 of 24 steps came within 15% (two calibrations, same workload measurements).
-  A model step's small ops follow ops of their own size, as the grouped order has them.
+  A model step's small ops follow ops of their own size, as the grouped order has them. The
+  CPU fit minimising the mean absolute log ratio instead of MAPE (its minimum is the median
+  ratio; MAPE's lies below it): the fixed costs rose 1.5-2.5 times (elementwise 4.8-5.4 us
+  against 2.8-3.4) and every step was priced high, 5, 7 and 14 of 24 within 15% against 22,
+  19 and 21 (three device measurements, the same workload measurements).
 - `--cpu-only` runs the CPU rounds alone and rewrites only the CPU rows and section of this
   README: the GPU part needs `--vidur`, a clone this machine could not fetch; the GPU cost
   models did not change, so those tables are the last round's.

@@ -5,8 +5,8 @@ dtype, and per op category present in the data the achieved fraction of memory b
 the fixed per-kernel cost, plus one compute/memory overlap loss, the share of a wave's memory
 time a GEMM's first wave exposes and the share of a partial last wave it pays in full (where
 the data has GEMMs), the cost of operand rows whose length is a multiple of a large power of
-two (where its tensor-core GEMMs have rows of at least two such classes), the host time of
-wrapping a Python number into a tensor (where some ops pass numbers and others do not), what
+two (where its tensor-core GEMMs have rows of at least two such classes), on a CPU the host
+time of wrapping a Python number into a tensor (where some ops pass numbers and others not), what
 one thread block streams on its own per category of ops that say how many blocks they run (or
 whose blocks the model counts: FlashAttention-2's KV-cache kernel) and, where the data
 has fused attention kernels, the fraction of the GEMM rate they reach; where it has collectives
@@ -140,9 +140,10 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     block_rates = slice(len(start), len(start) + len(block_categories))
     start += [float(np.log(block_bandwidth(category, unit, device) or DEFAULT_BLOCK_BANDWIDTH))
               for category in block_categories]
-    # the cost of wrapping a Python number into a tensor, where some ops pass numbers and some not
+    # the host time of wrapping a Python number into a tensor, where some ops pass numbers and
+    # some not: part of an op's time on a CPU only (a GPU kernel's time is the device's)
     wrapped = arrays.column("wrapped_scalars")
-    with_wrapped = bool((wrapped > 0).any() and (wrapped == 0).any())
+    with_wrapped = device.kind == "cpu" and bool((wrapped > 0).any() and (wrapped == 0).any())
     if with_wrapped:
         wrapped_at = len(start)
         start.append(_root_us(unit.op_overhead / 4))
