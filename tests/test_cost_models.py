@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from memsim.cost import kernels, price_ops, storage_read_seconds
+from memsim.cost.model import packed_operand_bytes
 from memsim.hardware import load_system
 from memsim.hardware.load import validate_system
 from memsim.trace.ops import categorize
@@ -370,6 +371,25 @@ def test_a_kernel_with_one_block_per_row_is_bound_by_its_blocks_at_small_batches
     # is not bound
     assert costs["duration_s"][2] == pytest.approx(802e-6)
     assert costs["duration_s"][3] == pytest.approx(2.08e-6)
+
+
+def test_a_cpu_gemm_library_moves_its_operands_twice_where_a_gemv_streams_them_once():
+    raw = json.loads(json.dumps(SYSTEM))
+    raw["devices"]["gpu"]["memories"]["hbm"]["bandwidth"] = "10 GB/s"  # memory-bound at 8 rows
+    unit = raw["devices"]["gpu"]["compute"]["sm"]
+    unit["kind"] = "core"
+    m, n, k = 8, 1024, 1024
+    read, gemv_read = (m * k + k * n) * 2.0, (k + k * n) * 2.0
+    ops = pd.DataFrame([op("gemm", 2 * m * n * k, read, m * n * 2.0, (1, m, n, k)),
+                        op("gemm", 2 * n * k, gemv_read, n * 2.0, (1, 1, n, k))])
+    packed = price_ops(ops, validate_system(raw).device)["duration_s"]
+    unit["packs_gemm_operands"] = False
+    plain = price_ops(ops, validate_system(raw).device)["duration_s"]
+    # the packed copy of both operands: written, then read from the cache, at the memory's rate
+    assert packed[0] - plain[0] == pytest.approx(read / 10e9)
+    assert packed[1] == pytest.approx(plain[1])  # a GEMV streams its operands once
+    gpu = validate_system(SYSTEM).device.compute["sm"]
+    assert not packed_operand_bytes(np.array([read]), np.array([8.0]), np.array([1024.0]), gpu).any()
 
 
 def test_fp32_matmuls_run_on_the_vector_units_unless_they_are_tf32():

@@ -113,6 +113,10 @@ class ComputeUnit(Spec):
     a matmul whose rows are not a multiple of it loads narrower. 0: no such requirement."""
     op_overhead: Time = 0.0
     """Fixed cost of every op on this unit: kernel launch, pipeline fill."""
+    packs_gemm_operands: bool | None = None
+    """Whether its GEMM library copies each operand panel into a contiguous buffer before the
+    microkernel runs (GotoBLAS-style CPU BLAS: MKL, oneDNN, OpenBLAS), so that a GEMM moves its
+    operands twice where a GEMV (one row or column) streams them once. Default: on CPU cores."""
     block_bandwidth: Bandwidth | None = None
     """What one thread block streams on its own: its loads in flight per memory latency (Little's
     law). A kernel lasts at least as long as one block takes over its share of the bytes."""
