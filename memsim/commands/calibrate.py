@@ -47,13 +47,20 @@ def cmd_calibrate(args) -> int:
         calibration, links = machine.calibration, {}
         path = write_measured(machine, args.out)
     print(f"wrote {path}")
-    if not args.measured and machine.core_peaks:
-        print(f"  peaks: {machine.core_peaks['source']}")
+    if args.device == "cpu" and not args.hw:
+        print(f"  peaks: {_peaks_source(machine.core_peaks)}")
     for name, link in links.items():
         print(f"  link {name}: efficiency {link.efficiency:.3f}, latency {link.latency * 1e6:.2f} us")
     for name, value in calibration.residuals.items():
         print(f"  {name}: {value:.1%}")
     return 0
+
+
+def _peaks_source(core_peaks: dict | None) -> str:
+    if core_peaks:
+        return core_peaks["source"]
+    return (f"{DEFAULT_BASE['cpu']}'s, as this CPU's /proc/cpuinfo gives no vector width or clock "
+            "(pass --hw BASE.yaml with its datasheet)")
 
 
 def calibrate_from_file(measured: str | list[str], hw: str, format: str | None, fit_half: bool, progress=None):
