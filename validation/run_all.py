@@ -504,6 +504,15 @@ FINDINGS = """**What changed in this round.** This round ran on another machine,
   fitted 9; strided ops 3.7, fitted 5.8. Ops that create a tensor from nothing (`ones`,
   `zeros`, `arange`: an allocation, then a fill) take 10-11 us and are priced at 3.2 as any
   elementwise op: 1.4 ms of the 57.7 ms summed over every step, 2.4%.
+- *Past the tiny configs, a small op after a large one starts cold.* After a GEMM that streams
+  4-11 MiB of weights, the next few small ops each take 2-5 times their warm time on this Xeon
+  (a 24-element neg 11-16 us against 2.9, an 8 x 1024 add 8.5-10.3 against 4.8, a 64^3 mm
+  16.7-20.4 against 8.6), until each kernel has run once again. A mid-size Llama's batch-8
+  decode (`memsim validate real llama-tiny --config hidden=1024 ...`) has its GEMMs within 5%
+  summed but its elementwise ops 49% low, -10.6% in all. The tiny workloads run no op that
+  large, and their small ops are slower than warm ones anyway (the fixed costs above), so a
+  cold-start term fitted on the micro-benchmarks would take from them what it gives the
+  larger configs; not modelled yet.
 - *mamba2-tiny's prefill (the largest miss, about -25%) has two costs no shape shows.* Its
   segment sums mask with -inf before an exp: `exp` over 2312 elements takes 1.4 us on normal
   values, 8.3 on -inf and 73 on values whose results are subnormal (-95): the workload's exps

@@ -1,7 +1,7 @@
 """memsim validate: price measured ops with memsim's cost models and report the errors.
 
     memsim validate MEASURED --hw HW.yaml [--format F] [--held-out] [--json] [--html FILE]
-    memsim validate real WORKLOAD --device cpu [--hw CALIBRATED.yaml] [--json] [--html FILE]
+    memsim validate real WORKLOAD --device cpu [--config KEY=VALUE] [--hw CALIBRATED.yaml] [--json] [--html FILE]
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def add_parser(commands) -> None:
     validate.add_argument("--phase", default="prefill", choices=["prefill", "decode"], help="'real': step phase")
     validate.add_argument("--batch", type=int, default=1)
     validate.add_argument("--context", type=int, default=64)
+    validate.add_argument("--config", action="append", metavar="KEY=VALUE",
+                          help="'real': override a workload config key (a larger model than the tiny config)")
     validate.add_argument("--json", action="store_true", help="print the result as JSON")
     validate.add_argument("--html", metavar="FILE", help="write a plotly report")
     validate.set_defaults(func=cmd_validate)
@@ -34,11 +36,16 @@ def cmd_validate(args) -> int:
     if args.target[0] == "real":
         if len(args.target) != 2:
             raise MemsimError("usage: memsim validate real WORKLOAD --device cpu")
+        from memsim.commands.common import key_values
         from memsim.validate.real import measure_workload
 
+        overrides = key_values(args.config, "--config")
         system = _real_system(args, stderr_progress)
-        ops = measure_workload(args.target[1], args.device, args.phase, args.batch, args.context, stderr_progress)
-        source = f"{args.target[1]} ({args.phase}, batch {args.batch}, context {args.context}) run on {args.device}"
+        ops = measure_workload(args.target[1], args.device, args.phase, args.batch, args.context, stderr_progress,
+                               overrides)
+        configured = "".join(f", {key}={value}" for key, value in overrides.items())
+        source = (f"{args.target[1]} ({args.phase}, batch {args.batch}, context {args.context}{configured}) "
+                  f"run on {args.device}")
     else:
         if len(args.target) != 1:
             raise MemsimError(f"expected one measured file, got {len(args.target)}: {' '.join(args.target)}")

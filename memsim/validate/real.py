@@ -7,7 +7,8 @@ import pandas as pd
 from memsim.validate.measure import MAX_ROUNDS, REPEATS, check_device, settled, single_thread
 
 
-def measure_workload(name: str, device: str, phase: str, batch: int, context: int, progress=None) -> pd.DataFrame:
+def measure_workload(name: str, device: str, phase: str, batch: int, context: int, progress=None,
+                     overrides: dict[str, str] | None = None) -> pd.DataFrame:
     """The workload's ops traced in real mode, each keeping its fastest run (the slower ones
     measure other processes on a shared machine, as in memsim.validate.measure). Runs come in
     rounds of REPEATS until the fastest times settle, by the rule the calibration's
@@ -25,7 +26,7 @@ def measure_workload(name: str, device: str, phase: str, batch: int, context: in
             if progress:
                 progress(f"running {name} for real on {device} (round {len(fastest) + 1}, at most {MAX_ROUNDS})")
             for _ in range(REPEATS):
-                run = trace_workload(name, spec, mode="real").ops
+                run = trace_workload(name, spec, overrides, mode="real").ops
                 if ops is None:
                     ops, best = run, run["measured_s"].to_numpy(float)
                 elif len(run) == len(ops) and (run["name"].to_numpy() == ops["name"].to_numpy()).all():
