@@ -63,6 +63,19 @@ def test_fit_recovers_the_host_time_of_wrapping_a_python_number():
     assert fit_calibration(ops, load_system("nvidia-h100-sxm").device, "test")[0].wrapped_scalar_cost == 0.0
 
 
+def test_fit_leaves_out_ops_timed_at_zero_or_not_at_all():
+    device = load_system("nvidia-h100-sxm").device
+    truth = Calibration(source="truth", matrix_efficiency={"bf16": 0.7}, overlap_loss=0.3, first_wave_exposure=0.6,
+                        bandwidth_efficiency={"gemm": 0.85, "elementwise": 0.6},
+                        category_overhead={"gemm": 4e-6, "elementwise": 2e-6})
+    ops = synthetic_ops()
+    ops["measured_s"] = price_ops(ops, device.model_copy(update={"calibration": truth}))["duration_s"].to_numpy()
+    ops.loc[0, "measured_s"], ops.loc[1, "measured_s"] = 0.0, float("nan")  # below a clock's resolution; lost
+    fitted, _ = fit_calibration(ops, device, "test")
+    assert fitted.residuals["overall_mape"] < 0.01
+    assert fitted.category_overhead["elementwise"] == pytest.approx(2e-6, rel=0.1)
+
+
 def test_fit_frees_the_wave_share_last_and_recovers_it():
     device = load_system("nvidia-h100-sxm").device
     truth = Calibration(source="truth", matrix_efficiency={"bf16": 0.7}, overlap_loss=0.3, first_wave_exposure=0.6,

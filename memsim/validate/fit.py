@@ -112,6 +112,13 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
                     fitted_on: str = "", progress=None) -> FittedMachine:
     """Calibration of `device` (and of its peer link) that best predicts ops.measured_s (priced with price_ops)."""
     links = dict(links or {})
+    # an op timed at 0 or not at all says nothing of its cost, and one such op would make every
+    # relative error infinite and hold the whole search where it starts
+    timed = np.isfinite(ops["measured_s"].to_numpy(float)) & (ops["measured_s"].to_numpy(float) > 0)
+    if not timed.all():
+        if progress:
+            progress(f"fit: left out {int((~timed).sum())} op(s) timed at 0 or not at all")
+        ops = ops[timed].reset_index(drop=True)
     arrays = OpArrays.from_table(ops)  # read once, priced thousands of times
     unit = main_compute_unit(device)
     base = device.calibration

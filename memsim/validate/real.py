@@ -38,7 +38,8 @@ def measure_workload(name: str, device: str, phase: str, batch: int, context: in
             if not same_shape:
                 break
     ops = ops.assign(measured_s=best)
-    ops = ops[np.isfinite(ops["measured_s"].to_numpy(float))].reset_index(drop=True)
+    seconds = ops["measured_s"].to_numpy(float)
+    ops = ops[np.isfinite(seconds) & (seconds > 0)].reset_index(drop=True)  # a time of 0 has no relative error
     ops["label"] = ops["name"]
     ops["size"] = ops["bytes_read"] + ops["bytes_written"] + ops["flops"]
     return ops
