@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import yaml
 
 from memsim.errors import MemsimError
+
+if TYPE_CHECKING:
+    from memsim.hardware.schema import Calibration
 
 DEFAULT_BASE = {"cpu": "generic-x86-cpu"}
 CUDA_BASES = (("H200", "nvidia-h200"), ("H100", "nvidia-h100-sxm"), ("A100", "nvidia-a100-80gb-sxm"))
@@ -91,7 +94,7 @@ def calibrate_from_file(measured: str | list[str], hw: str, format: str | None, 
 
 
 class MeasuredMachine(NamedTuple):
-    calibration: object
+    calibration: Calibration
     base: Path
     threads: int | None
     """Cores the measurement ran on, where fewer than the base config's (a CPU)."""

@@ -195,12 +195,22 @@ def machine_description(device: str) -> str:
     check_device(device)
     if device == "cuda":
         return torch.cuda.get_device_name(0)
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
-    except OSError:
-        model = ""
-    return f"{model or 'CPU'} ({os.cpu_count()} cores)"
+    return f"{_first_cpu().get('model name') or 'CPU'} ({os.cpu_count()} cores)"
+
+
+def _first_cpu(cpuinfo: str | None = None) -> dict[str, str]:
+    """The fields /proc/cpuinfo (or the text given) states of its first processor; {} without it."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return {}
+    fields = {}
+    for line in cpuinfo.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
 
 
 def cpu_core_peaks(cpuinfo: str | None = None) -> dict | None:
@@ -217,16 +227,7 @@ def cpu_core_peaks(cpuinfo: str | None = None) -> dict | None:
     nominal; boost is not counted). On a 2.6 GHz Sapphire Rapids vCPU this gives 166 GFLOP/s,
     and one core's 256 x 1024 x 1024 fp32 matmul runs at 160.
     """
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as handle:
-                cpuinfo = handle.read()
-        except OSError:
-            return None
-    fields = {}
-    for line in cpuinfo.split("\n\n", 1)[0].splitlines():  # the first processor's block
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
+    fields = _first_cpu(cpuinfo)
     flags = set(fields.get("flags", "").split())
     try:
         clock = float(fields["cpu MHz"]) * 1e6
@@ -235,7 +236,7 @@ def cpu_core_peaks(cpuinfo: str | None = None) -> dict | None:
     if not flags & {"avx512f", "avx2", "sse2"}:
         return None
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
-    family = int(fields.get("cpu family", "0") or 0)
+    family = int(fields.get("cpu family", "")) if fields.get("cpu family", "").isdigit() else 0
     pipes = 1 if fields.get("vendor_id") == "AuthenticAMD" and lanes == 16 and family < 26 else 2
     fp32 = pipes * lanes * 2.0 * clock
     matrix = {"fp32": fp32, **({"bf16": 2 * fp32} if "avx512_bf16" in flags else {})}
