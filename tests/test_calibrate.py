@@ -12,7 +12,7 @@ from memsim.cost.roofline import main_compute_unit
 from memsim.hardware import load_system
 from memsim.hardware.schema import Calibration
 from memsim.validate.fit import _pitch_classes, calibration_half, fit_calibration
-from memsim.validate.measure import GEMM_SHAPES, MIN_ROUNDS, cpu_core_peaks, settled
+from memsim.validate.measure import GEMM_SHAPES, MIN_ROUNDS, cpu_core_peaks, settled, streaming_bandwidth
 from memsim.validate.readers import attention_row, gemm_row, op_row
 
 
@@ -61,6 +61,19 @@ def test_fit_recovers_the_host_time_of_wrapping_a_python_number():
     plain = ops[ops["attrs"] == ""]
     assert fit_calibration(plain, device, "test")[0].wrapped_scalar_cost == 0.0
     assert fit_calibration(ops, load_system("nvidia-h100-sxm").device, "test")[0].wrapped_scalar_cost == 0.0
+
+
+def test_fit_recovers_the_rate_of_batched_matmuls_run_as_scalar_loops():
+    device = load_system("generic-x86-cpu").device
+    truth = Calibration(source="truth", matrix_efficiency={"fp32": 0.8}, category_overhead={"gemm": 6e-6},
+                        scalar_loop_flops=2.5e9)
+    shapes = [(64, 4, 8, 8), (256, 6, 6, 8), (32, 7, 8, 7), (64, 8, 8, 8), (1, 64, 64, 64), (1, 256, 256, 256)]
+    ops = pd.DataFrame([gemm_row("bmm", "fp32", b, m, n, k, 0.0, m) for b, m, n, k in shapes])
+    ops["measured_s"] = price_ops(ops, device.model_copy(update={"calibration": truth}))["duration_s"].to_numpy()
+    fitted, _ = fit_calibration(ops, device, "test")
+    assert fitted.scalar_loop_flops == pytest.approx(2.5e9, rel=0.03)
+    # no scalar loops in the data: none fitted
+    assert fit_calibration(ops.iloc[3:], device, "test")[0].scalar_loop_flops is None
 
 
 def test_fit_leaves_out_ops_timed_at_zero_or_not_at_all():
@@ -196,6 +209,15 @@ def cpuinfo(vendor: str, family: int, flags: str, mhz: str | None = "2600.000") 
     return block + (f"cpu MHz\t\t: {mhz}\n" if mhz else "") + "\nprocessor\t: 1\ncpu MHz\t\t: 9999.0\n"
 
 
+def test_streaming_bandwidth_is_the_fastest_large_elementwise_op_or_copy():
+    rows = [op_row("add_", "elementwise", "fp32", 0, 8e6, 4e6, 300e-6, 1), op_row("clone", "copy", "fp32", 0, 8e6, 8e6,
+                                                                                   400e-6, 1),
+            op_row("add", "elementwise", "fp32", 0, 8e3, 4e3, 1e-7, 1),  # small: within the caches
+            op_row("cat", "strided", "fp32", 0, 8e6, 8e6, 100e-6, 1)]  # not a streaming pattern
+    assert streaming_bandwidth(pd.DataFrame(rows)) == pytest.approx(16e6 / 400e-6)
+    assert streaming_bandwidth(pd.DataFrame(rows[2:])) is None
+
+
 def test_a_cpus_own_description_gives_its_peaks_per_core():
     # two 512-bit FMA pipes x 16 lanes x 2 FLOPs x 2.6 GHz; bf16 dot products twice that
     xeon = cpu_core_peaks(cpuinfo("GenuineIntel", 6, "fma avx2 avx512f avx512_bf16"))
@@ -219,6 +241,11 @@ def test_validate_real_on_this_cpu(run_cli, tmp_path):
     peaks = cpu_core_peaks()
     if peaks:  # the generic config's peaks give way to this CPU's own, per core measured
         assert system.device.compute["cores"].matrix_flops["fp32"] == pytest.approx(peaks["matrix_flops"]["fp32"])
+    # and its memory's bandwidth to what this core streamed
+    generic = load_system("generic-x86-cpu").device.memories["ddr"].read_bandwidth
+    assert system.device.memories["ddr"].read_bandwidth != generic
+    assert "GB/s (measured)" in system.device.source
+    assert calibration.scalar_loop_flops > 0  # ATen's bmm of tiny matrices is measured
     # a convolution's library call costs more than a matmul's (oneDNN builds a primitive per call)
     assert calibration.category_overhead["conv"] > calibration.category_overhead["gemm"]
     proc = run_cli("validate", "real", "llama-tiny", "--device", "cpu", "--hw", out, "--json", check=True)

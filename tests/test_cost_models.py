@@ -392,6 +392,30 @@ def test_a_cpu_gemm_library_moves_its_operands_twice_where_a_gemv_streams_them_o
     assert not packed_operand_bytes(np.array([read]), np.array([8.0]), np.array([1024.0]), gpu).any()
 
 
+def test_a_batched_matmul_of_tiny_matrices_runs_as_a_scalar_loop_on_cpu_cores():
+    raw = json.loads(json.dumps(SYSTEM))
+    unit = raw["devices"]["gpu"]["compute"]["sm"]
+    raw["devices"]["gpu"]["calibration"] = {"source": "test", "category_overhead": {"gemm": "5 us"},
+                                           "scalar_loop_flops": "2 GFLOP/s"}
+    # 128 matrices of 4x4x8 (128 multiply-adds each, under ATen's 400) and of 8x8x8 (512)
+    loop, blas = (op("gemm", 2 * 128 * m * n * k, 0, 0, (128, m, n, k)) for m, n, k in ((4, 4, 8), (8, 8, 8)))
+    gpu = price_ops(pd.DataFrame([loop, blas]), validate_system(raw).device)["duration_s"]
+    unit["kind"] = "core"
+    core = price_ops(pd.DataFrame([loop, blas]), validate_system(raw).device)["duration_s"]
+    # 32768 FLOPs at the calibrated 2 GFLOP/s on one thread (16384 multiply-adds: one ATen grain)
+    assert core[0] == pytest.approx(32768 / 2e9 + 5e-6)
+    assert core[1] == pytest.approx(gpu[1]) and gpu[0] < 6e-6  # the library's kernels elsewhere
+    # a batch of more multiply-adds than a grain splits over the unit's four cores
+    big = op("gemm", 2 * 1024 * 128, 0, 0, (1024, 4, 4, 8))
+    assert price_ops(pd.DataFrame([big]), validate_system(raw).device)["duration_s"][0] == \
+        pytest.approx(2 * 1024 * 128 / 2e9 / 4 + 5e-6)
+    # uncalibrated: one multiply-add per clock (1 GHz here)
+    del raw["devices"]["gpu"]["calibration"]["scalar_loop_flops"]
+    unit["clock"] = "1 GHz"
+    assert price_ops(pd.DataFrame([loop]), validate_system(raw).device)["duration_s"][0] == \
+        pytest.approx(32768 / 2e9 + 5e-6)
+
+
 def test_fp32_matmuls_run_on_the_vector_units_unless_they_are_tf32():
     from memsim.cost.roofline import effective_peak
 

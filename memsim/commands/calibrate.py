@@ -52,6 +52,8 @@ def cmd_calibrate(args) -> int:
     print(f"wrote {path}")
     if args.device == "cpu" and not args.hw:
         print(f"  peaks: {_peaks_source(machine.core_peaks)}")
+        if machine.stream_bandwidth:
+            print(f"  memory: {machine.stream_bandwidth / 1e9:.1f} GB/s streamed (the largest micro-benchmarks)")
     for name, link in links.items():
         print(f"  link {name}: efficiency {link.efficiency:.3f}, latency {link.latency * 1e6:.2f} us")
     for name, value in calibration.residuals.items():
@@ -101,6 +103,9 @@ class MeasuredMachine(NamedTuple):
     core_peaks: dict | None
     """One core's peaks read off this CPU (memsim.validate.measure.cpu_core_peaks), replacing the
     base config's where the base is the generic CPU one."""
+    stream_bandwidth: float | None = None
+    """Bytes/s this CPU's cores streamed at (memsim.validate.measure.streaming_bandwidth),
+    replacing the base config's memory bandwidth where the base is the generic CPU one."""
 
 
 def calibrate_this_machine(device: str, hw: str | None, progress=None) -> MeasuredMachine:
@@ -110,7 +115,8 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None) -> Measur
     from memsim.hardware import load_system
     from memsim.hardware.load import resolve_path
     from memsim.validate.fit import fit_calibration
-    from memsim.validate.measure import cpu_core_peaks, machine_description, measure_device, single_thread
+    from memsim.validate.measure import (cpu_core_peaks, machine_description, measure_device, single_thread,
+                                         streaming_bandwidth)
 
     name = machine_description(device)
     base = hw or DEFAULT_BASE.get(device) or next((config for key, config in CUDA_BASES if key in name), None)
@@ -121,10 +127,9 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None) -> Measur
     core_peaks = cpu_core_peaks() if device == "cpu" and hw is None else None
     with single_thread(device) as threads:
         ops = measure_device(device, progress)
-    main = system.device
-    unit_name = next(iter(main.compute))
-    unit = _measured_unit(main.compute[unit_name], threads, core_peaks)
-    main = main.model_copy(update={"compute": {**main.compute, unit_name: unit}})  # the cores the fit sees
+    # and so does its memory: the generic config's bandwidth is one host's
+    stream = streaming_bandwidth(ops) if device == "cpu" and hw is None else None
+    main = _measured_device(system.device, threads, core_peaks, stream)  # the cores and memory the fit sees
     if progress:
         progress(f"fitting {len(ops)} measured ops")
     calibration, _ = fit_calibration(ops, main, f"memsim calibrate --device {device}", system.links,
@@ -132,7 +137,7 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None) -> Measur
     calibration = calibration.model_copy(update={
         "device_name": name, "torch_version": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
-    return MeasuredMachine(calibration, resolve_path(base), threads, core_peaks)
+    return MeasuredMachine(calibration, resolve_path(base), threads, core_peaks, stream)
 
 
 def _measured_unit(unit, threads: int | None, core_peaks: dict | None):
@@ -143,8 +148,21 @@ def _measured_unit(unit, threads: int | None, core_peaks: dict | None):
     return on_cores(unit, threads) if threads is not None else unit
 
 
+def _measured_device(device, threads: int | None, core_peaks: dict | None, stream: float | None):
+    """The main device as measured: its main unit (_measured_unit) and, where measured, the
+    bandwidth its cores streamed at as its default memory's."""
+    unit_name = next(iter(device.compute))
+    update = {"compute": {**device.compute, unit_name: _measured_unit(device.compute[unit_name], threads, core_peaks)}}
+    if stream:
+        tier = device.default_memory or next(iter(device.memories))
+        update["memories"] = {**device.memories, tier: device.memories[tier].model_copy(
+            update={"bandwidth": stream, "read_bandwidth": stream, "write_bandwidth": stream})}
+    return device.model_copy(update=update)
+
+
 def write_measured(machine: MeasuredMachine, out: str) -> Path:
-    return write_calibrated(machine.base, machine.calibration, out, machine.threads, core_peaks=machine.core_peaks)
+    return write_calibrated(machine.base, machine.calibration, out, machine.threads, core_peaks=machine.core_peaks,
+                            stream_bandwidth=machine.stream_bandwidth)
 
 
 def on_cores(unit, cores: int):
@@ -156,10 +174,10 @@ def on_cores(unit, cores: int):
 
 
 def write_calibrated(base: Path, calibration, out: str, threads: int | None = None, links: dict | None = None,
-                     core_peaks: dict | None = None) -> Path:
+                     core_peaks: dict | None = None, stream_bandwidth: float | None = None) -> Path:
     """The base YAML with a `calibration` section on its main device (and, for a CPU measured
     on fewer threads than it has cores, that thread count as its core count, with the peaks read
-    off the CPU where given; for fitted links, their new efficiency and latency, and where those
+    off the CPU and the bandwidth its cores streamed at where given; for fitted links, their new efficiency and latency, and where those
     came from)."""
     from memsim.hardware import load_system
 
@@ -173,6 +191,13 @@ def write_calibrated(base: Path, calibration, out: str, threads: int | None = No
                                        vector_flops=dict(unit.vector_flops))
     if core_peaks:
         device["source"] = f"{calibration.device_name or 'this CPU'}: {core_peaks['source']}"
+    if stream_bandwidth:
+        tier = device["memories"][system.device.default_memory or next(iter(device["memories"]))]
+        for key in ("read_bandwidth", "write_bandwidth"):
+            tier.pop(key, None)
+        tier["bandwidth"] = stream_bandwidth
+        device["source"] = (f"{device.get('source', '')}; memory streamed at {stream_bandwidth / 1e9:.1f} GB/s "
+                            "(measured)").lstrip("; ")
     device["calibration"] = calibration.model_dump(mode="json", exclude_defaults=True)
     for name, link in (links or {}).items():
         raw["links"][name].update(efficiency=link.efficiency, latency=link.latency, source=link.source)

@@ -64,7 +64,15 @@ def price_ops(ops: pd.DataFrame | OpArrays, device: Device, unit: ComputeUnit | 
     dims = {"batch": ops.batch, "m": ops.m, "n": ops.n, "k": ops.k}
 
     # a GEMM or attention op without its problem dimensions keeps the streaming price above
-    rows = np.flatnonzero((category == "gemm") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0))
+    gemms = (category == "gemm") & (dims["m"] > 0) & (dims["n"] > 0) & (dims["k"] > 0)
+    loops = gemms & scalar_loop_gemms(dims, unit, device)
+    rows = np.flatnonzero(loops)
+    if rows.size:
+        macs = dims["m"][rows] * dims["n"][rows] * dims["k"][rows]
+        rate = scalar_loop_flops(unit, device) * scalar_loop_threads(dims["batch"][rows], macs, unit)
+        _put(rows, kernels.streaming_times(flops[rows], streamed[rows], rate, bandwidth[rows], overhead[rows]),
+             compute, memory, total)
+    rows = np.flatnonzero(gemms & ~loops)
     if rows.size:
         gemm_moved = moved[rows] + packed_operand_bytes(read[rows], dims["m"][rows], dims["n"][rows], unit)
         alignment = load_alignment(dtype[rows], unit)
@@ -109,6 +117,38 @@ def packed_operand_bytes(read, m, n, unit: ComputeUnit) -> np.ndarray:
     16-row fp32 GEMM of a 4 MiB weight takes 585-704 us, a 1-row GEMV of it 291."""
     packs = unit.packs_gemm_operands if unit.packs_gemm_operands is not None else unit.kind == "core"
     return read * ((m > 1) & (n > 1)) if packs else np.zeros_like(read)
+
+
+# ATen's parallel_for grain (at::internal::GRAIN_SIZE): a scalar loop splits its batch over threads
+# in chunks of at least this many multiply-adds.
+ATEN_GRAIN_SIZE = 32768.0
+ATEN_SCALAR_LOOP_MACS = 400.0
+
+
+def scalar_loop_gemms(dims: dict, unit: ComputeUnit, device: Device) -> np.ndarray:
+    """Which GEMMs the framework runs as a plain loop of scalar multiply-adds: batched matmuls of
+    fewer multiply-adds per matrix than the unit's threshold (ATen's bmm on CPU: 400; there a
+    batch of 7x7x8 matrices takes six times as long as one of 8x8x8 on a Sapphire Rapids core,
+    0.85 ns per multiply-add against a BLAS call's 0.1). Priced only where a rate is known (a
+    calibrated one, or the unit's clock)."""
+    if not scalar_loop_flops(unit, device):
+        return np.zeros(len(dims["m"]), bool)
+    threshold = unit.scalar_loop_macs if unit.scalar_loop_macs is not None else (
+        ATEN_SCALAR_LOOP_MACS if unit.kind == "core" else 0.0)
+    return (dims["batch"] > 1) & (dims["m"] * dims["n"] * dims["k"] < threshold)
+
+
+def scalar_loop_flops(unit: ComputeUnit, device: Device) -> float:
+    """FLOP/s of one thread running a scalar loop of multiply-adds: calibrated, else one
+    multiply-add per clock (0 where the unit states no clock)."""
+    calibrated = device.calibration.scalar_loop_flops if device.calibration else None
+    return calibrated or 2.0 * (unit.clock or 0.0)
+
+
+def scalar_loop_threads(batch, macs_per_matrix, unit: ComputeUnit) -> np.ndarray:
+    """Threads a scalar loop runs on: ATen splits its batch in chunks of at least ATEN_GRAIN_SIZE
+    multiply-adds, over at most the unit's cores."""
+    return np.clip(np.ceil(batch * macs_per_matrix / ATEN_GRAIN_SIZE), 1.0, float(unit.count))
 
 
 def block_bandwidth(category: str, unit: ComputeUnit, device: Device) -> float:

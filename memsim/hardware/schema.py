@@ -117,6 +117,10 @@ class ComputeUnit(Spec):
     """Whether its GEMM library copies each operand panel into a contiguous buffer before the
     microkernel runs (GotoBLAS-style CPU BLAS: MKL, oneDNN, OpenBLAS), so that a GEMM moves its
     operands twice where a GEMV (one row or column) streams them once. Default: on CPU cores."""
+    scalar_loop_macs: float | None = Field(None, ge=0)
+    """Multiply-adds per matrix below which the framework runs a batched matmul as a plain loop of
+    scalar multiply-adds rather than a BLAS call (ATen on CPU: 400). Default: 400 on CPU cores,
+    0 (never) elsewhere."""
     block_bandwidth: Bandwidth | None = None
     """What one thread block streams on its own: its loads in flight per memory latency (Little's
     law). A kernel lasts at least as long as one block takes over its share of the bytes."""
@@ -172,6 +176,9 @@ class Calibration(Spec):
     """Host time an op spends per Python number passed where it takes a tensor (x * 0.5): each is
     wrapped into a 0-d tensor first. Part of a CPU op's time; a GPU kernel takes the number as an
     argument, so its time does not include it."""
+    scalar_loop_flops: FlopRate | None = None
+    """FLOP/s of one unit running a batched matmul as a scalar loop (see
+    ComputeUnit.scalar_loop_macs); without it, one multiply-add per clock."""
     dispatch_overhead: Time | None = None
     """Host time to issue one op (framework + driver); the engine charges it, not price_ops."""
     fitted_on: str = ""

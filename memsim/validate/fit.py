@@ -6,7 +6,8 @@ the fixed per-kernel cost, plus one compute/memory overlap loss, the share of a 
 time a GEMM's first wave exposes and the share of a partial last wave it pays in full (where
 the data has GEMMs), the cost of operand rows whose length is a multiple of a large power of
 two (where its tensor-core GEMMs have rows of at least two such classes), on a CPU the host
-time of wrapping a Python number into a tensor (where some ops pass numbers and others not), what
+time of wrapping a Python number into a tensor (where some ops pass numbers and others not) and
+the rate of batched matmuls it runs as scalar loops (where the data has some), what
 one thread block streams on its own per category of ops that say how many blocks they run (or
 whose blocks the model counts: FlashAttention-2's KV-cache kernel) and, where the data
 has fused attention kernels, the fraction of the GEMM rate they reach; where it has collectives
@@ -16,9 +17,10 @@ per op.
 Bandwidth fractions are capped only by the datasheet peak: a device copy (half reads, half
 writes) is not the fastest access pattern, and read-heavy kernels such as a residual add measure
 above it. The fit minimises the mean absolute percentage error with Powell's method over the
-logits of the fractions (so they stay in range), the logs of the overheads and of the block
-rate, the square root of the pitch cost and the angles of the squared sines of the wave share
-and of the matrix efficiencies (fractions whose best value may be a bound; see _sine_squared), from
+logits of the fractions (so they stay in range), the logs of the overheads, of the block rate
+and of the scalar-loop rate, the square root of the pitch cost and the angles of the squared
+sines of the wave share and of the matrix efficiencies (fractions whose best value may be a
+bound; see _sine_squared), from
 fixed starting values and from the minimum of the squared log ratio, keeps the lower, and then
 frees the wave share (held at whole waves until then) from there; so the same data gives
 bit-identical constants.
@@ -32,13 +34,15 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from memsim.cost import kernels, price_ops
-from memsim.cost.model import LINK_CATEGORIES, block_bandwidth, load_alignment, peer_link, pitch_interleave
+from memsim.cost.model import (LINK_CATEGORIES, block_bandwidth, load_alignment, peer_link, pitch_interleave,
+                               scalar_loop_flops, scalar_loop_gemms)
 from memsim.cost.op_arrays import OpArrays
 from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
 from memsim.hardware.schema import Calibration, ComputeUnit, Device, Link
 from memsim.validate.metrics import error_summary
 
 MIN_OVERHEAD_S = 1e-7
+MIN_FRACTION = 1e-12
 # Where the unit states no per-block rate, the fit starts from what Vidur's one-block-per-token
 # kernels stream on an A100 or H100 (6-12 GB/s).
 DEFAULT_BLOCK_BANDWIDTH = 8e9
@@ -65,7 +69,10 @@ def _logit(p: float) -> float:
 
 
 def _expit(x: float) -> float:
-    return float(1.0 / (1.0 + np.exp(-x)))
+    """The fraction of a logit, never below MIN_FRACTION: a search can run a logit far below 0,
+    where 1 / (1 + exp(-x)) overflows to exactly 0, which no fraction of the schema may be."""
+    with np.errstate(over="ignore"):
+        return float(max(1.0 / (1.0 + np.exp(-x)), MIN_FRACTION))
 
 
 # A cost that may well be 0 is searched as a square root: a logit or log flattens out towards 0,
@@ -154,6 +161,12 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     if with_wrapped:
         wrapped_at = len(start)
         start.append(_root_us(unit.op_overhead / 4))
+    # the rate of batched matmuls the framework runs as scalar loops, where the data has some
+    loops = scalar_loop_gemms({"batch": arrays.batch, "m": arrays.m, "n": arrays.n, "k": arrays.k}, unit, device)
+    with_loops = bool((loops & (arrays.category == "gemm")).any())
+    if with_loops:
+        loops_at = len(start)
+        start.append(float(np.log(scalar_loop_flops(unit, device))))
     with_attention = "attention" in categories  # the attention rate is fitted only on attention data
     if with_attention:
         attention_at = len(start)
@@ -178,6 +191,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
             wave_quantization=_sine_squared(x[exposure_at + 1]) if dtypes else 1.0,
             pitch_conflict_cost=_square(x[pitch_at]) if with_pitch else 0.0,
             wrapped_scalar_cost=_square_us(x[wrapped_at]) if with_wrapped else 0.0,
+            scalar_loop_flops=float(np.exp(x[loops_at])) if with_loops else None,
             block_bandwidth={c: float(np.exp(v)) for c, v in zip(block_categories, x[block_rates])},
             dispatch_overhead=base.dispatch_overhead if base else None, fitted_on=fitted_on)
 

@@ -38,6 +38,11 @@ GEMM_SHAPES = {"cpu": [(1, 256, 64), (64, 64, 64), (64, 128, 64), (1, 1024, 1024
                "cuda": [(1, 4096, 4096), (16, 8192, 4096), (128, 4096, 4096), (512, 4096, 4096),
                         (1024, 8192, 4096), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192),
                         (2048, 2752, 2752), (4096, 5504, 5504)]}
+# (batch, m, n, k) of batched matmuls: on CPU both sides of ATen's scalar-loop threshold (400
+# multiply-adds per matrix; memsim.cost.model.scalar_loop_gemms), as chunked scans and grouped
+# heads run them; on CUDA attention-like batches.
+BMM_SHAPES = {"cpu": [(64, 4, 8, 8), (256, 6, 6, 8), (32, 7, 8, 7), (64, 8, 8, 8)],
+              "cuda": [(64, 512, 512, 64), (512, 64, 64, 128)]}
 # GEMMs whose operands fit in a core's L2 (1 MiB and more on current x86 and Arm cores) are
 # measured as small ops; larger ones run last in each repeat, followed by SETTLE_OPS tiny ops
 # (see _micro_step).
@@ -46,6 +51,9 @@ SETTLE_OPS = 8
 ELEMENTS = {"cpu": [1, 1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22],
             "cuda": [1, 1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]}
 ROWS = {"cpu": 256, "cuda": 4096}
+# One more small matrix for the row ops (norms, reductions, strided copies and broadcasts): a
+# model step's are mostly small, and their fixed costs are fitted on the small ones.
+MATRIX_EXTRA_ELEMENTS = {"cpu": 1 << 12, "cuda": 1 << 18}
 # (batch, heads, query length, key length, head_dim) of attention: causal prefill where the
 # lengths are equal, decode (one query against a cache) where they are not
 ATTENTION_SHAPES = {"cpu": [(1, 4, 64, 64, 16), (1, 8, 256, 256, 64), (2, 8, 512, 512, 64), (1, 4, 1, 64, 16),
@@ -64,9 +72,12 @@ def _micro_step(device: str, dtype: torch.dtype):
     """One step that runs every micro-benchmark REPEATS times, on tensors made up front."""
     gemms = [(torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype))
              for m, n, k in GEMM_SHAPES[device]]
+    batched = [(torch.randn(b, m, k, device=device, dtype=dtype), torch.randn(b, k, n, device=device, dtype=dtype))
+               for b, m, n, k in BMM_SHAPES[device]]
     vectors = [torch.randn(count, device=device, dtype=dtype) for count in ELEMENTS[device]]
     rows = ROWS[device]
-    matrices = [torch.randn(rows, count // rows or 1, device=device, dtype=dtype) for count in ELEMENTS[device][1:]]
+    matrices = [torch.randn(rows, count // rows or 1, device=device, dtype=dtype)
+                for count in sorted(ELEMENTS[device][1:] + [MATRIX_EXTRA_ELEMENTS[device]])]
     table = torch.randn(32000, 256, device=device, dtype=dtype)
     ids = [torch.randint(0, 32000, (count,), device=device) for count in (1, 64, 4096)]
     attention = [(torch.randn(b, h, q, d, device=device, dtype=dtype), torch.randn(b, h, kv, d, device=device, dtype=dtype))
@@ -103,6 +114,9 @@ def _micro_step(device: str, dtype: torch.dtype):
             for a, b in small:
                 produce(a)
                 torch.mm(a, b)
+            for a, b in batched:
+                produce(a)
+                torch.bmm(a, b)
             for x in vectors:
                 for op in vector_ops:
                     produce(x)
@@ -242,6 +256,23 @@ def cpu_core_peaks(cpuinfo: str | None = None) -> dict | None:
     matrix = {"fp32": fp32, **({"bf16": 2 * fp32} if "avx512_bf16" in flags else {})}
     return {"matrix_flops": matrix, "vector_flops": {"fp32": fp32 / 2},
             "source": f"{pipes} x {lanes * 32}-bit FMA pipes at {clock / 1e9:.2f} GHz per core (from /proc/cpuinfo)"}
+
+
+# Micro-benchmarks that move at least this much (past a core's L2) show the rate a core streams.
+STREAM_MIN_BYTES = 4 << 20
+
+
+def streaming_bandwidth(ops: pd.DataFrame) -> float | None:
+    """Bytes/s the fastest large elementwise op or copy of a CPU measurement moved, counting reads
+    and writes (STREAM's idea): the rate this core's memory hierarchy streams at, which a generic
+    config's datasheet figure cannot know (a 2-vCPU slice of a Sapphire Rapids host streams 42-57
+    GB/s on one core, where generic-x86-cpu states 25 for two). None without such ops."""
+    moved = ops["bytes_read"] + ops["bytes_written"]
+    large = ops[(moved >= STREAM_MIN_BYTES) & ops["category"].isin(["elementwise", "copy"])
+                & (ops["measured_s"] > 0)]
+    if large.empty:
+        return None
+    return float(((large["bytes_read"] + large["bytes_written"]) / large["measured_s"]).max())
 
 
 def stderr_progress(message: str) -> None:
