@@ -51,9 +51,6 @@ SETTLE_OPS = 8
 ELEMENTS = {"cpu": [1, 1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22],
             "cuda": [1, 1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]}
 ROWS = {"cpu": 256, "cuda": 4096}
-# One more small matrix for the row ops (norms, reductions, strided copies and broadcasts): a
-# model step's are mostly small, and their fixed costs are fitted on the small ones.
-MATRIX_EXTRA_ELEMENTS = {"cpu": 1 << 12, "cuda": 1 << 18}
 # (batch, heads, query length, key length, head_dim) of attention: causal prefill where the
 # lengths are equal, decode (one query against a cache) where they are not
 ATTENTION_SHAPES = {"cpu": [(1, 4, 64, 64, 16), (1, 8, 256, 256, 64), (2, 8, 512, 512, 64), (1, 4, 1, 64, 16),
@@ -76,8 +73,7 @@ def _micro_step(device: str, dtype: torch.dtype):
                for b, m, n, k in BMM_SHAPES[device]]
     vectors = [torch.randn(count, device=device, dtype=dtype) for count in ELEMENTS[device]]
     rows = ROWS[device]
-    matrices = [torch.randn(rows, count // rows or 1, device=device, dtype=dtype)
-                for count in sorted(ELEMENTS[device][1:] + [MATRIX_EXTRA_ELEMENTS[device]])]
+    matrices = [torch.randn(rows, count // rows or 1, device=device, dtype=dtype) for count in ELEMENTS[device][1:]]
     table = torch.randn(32000, 256, device=device, dtype=dtype)
     ids = [torch.randint(0, 32000, (count,), device=device) for count in (1, 64, 4096)]
     attention = [(torch.randn(b, h, q, d, device=device, dtype=dtype), torch.randn(b, h, kv, d, device=device, dtype=dtype))
