@@ -309,6 +309,17 @@ def test_a_convolution_pays_its_own_fixed_cost_where_calibrated_else_the_gemms()
     assert price_ops(conv, validate_system(raw).device)["duration_s"][0] == pytest.approx(50e-6)
 
 
+def test_a_factory_op_pays_its_own_fixed_cost_where_calibrated_else_the_elementwise_ones():
+    assert categorize("aten::ones") == categorize("aten::arange") == "factory"
+    assert categorize("aten::fill_") == "elementwise"  # an in-place fill allocates nothing
+    raw = json.loads(json.dumps(SYSTEM))
+    raw["devices"]["gpu"]["calibration"] = {"source": "test", "category_overhead": {"elementwise": "3 us"}}
+    ones = pd.DataFrame([op("factory", 0, 0, 0)])
+    assert price_ops(ones, validate_system(raw).device)["duration_s"][0] == pytest.approx(3e-6)
+    raw["devices"]["gpu"]["calibration"]["category_overhead"]["factory"] = "7 us"
+    assert price_ops(ones, validate_system(raw).device)["duration_s"][0] == pytest.approx(7e-6)
+
+
 def test_each_python_number_an_op_wraps_costs_the_calibrated_host_time():
     raw = json.loads(json.dumps(SYSTEM))
     raw["devices"]["gpu"]["calibration"] = {"source": "test", "category_overhead": {"elementwise": "3 us"},

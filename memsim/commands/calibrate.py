@@ -115,8 +115,8 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None) -> Measur
     from memsim.hardware import load_system
     from memsim.hardware.load import resolve_path
     from memsim.validate.fit import fit_calibration
-    from memsim.validate.measure import (cpu_core_peaks, machine_description, measure_device, single_thread,
-                                         streaming_bandwidth)
+    from memsim.validate.measure import (at_achieved_peak, cpu_core_peaks, machine_description, measure_device,
+                                         single_thread, streaming_bandwidth)
 
     name = machine_description(device)
     base = hw or DEFAULT_BASE.get(device) or next((config for key, config in CUDA_BASES if key in name), None)
@@ -127,7 +127,8 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None) -> Measur
     core_peaks = cpu_core_peaks() if device == "cpu" and hw is None else None
     with single_thread(device) as threads:
         ops = measure_device(device, progress)
-    # and so does its memory: the generic config's bandwidth is one host's
+    # as fast as it was measured to run; and so does its memory: the generic config's bandwidth is one host's
+    core_peaks = at_achieved_peak(core_peaks, ops)
     stream = streaming_bandwidth(ops) if device == "cpu" and hw is None else None
     main = _measured_device(system.device, threads, core_peaks, stream)  # the cores and memory the fit sees
     if progress:

@@ -86,8 +86,8 @@ def op_overhead(unit: ComputeUnit, device: Device, category: str = "") -> float:
 
 # A category a calibration did not measure takes the constant of the one it is a variant of: a
 # fused attention kernel is a tiled matrix kernel like a GEMM (same launch, prologue, epilogue),
-# and so is a convolution.
-CATEGORY_FALLBACK = {"strided": "elementwise", "attention": "gemm", "conv": "gemm"}
+# and so is a convolution; a factory op (allocate, then fill) runs a fill kernel.
+CATEGORY_FALLBACK = {"strided": "elementwise", "factory": "elementwise", "attention": "gemm", "conv": "gemm"}
 
 
 def _for_category(per_category: dict, category: str, general: float | None, datasheet: float) -> float:

@@ -31,8 +31,8 @@ PositiveInt = Annotated[int, Field(ge=1, json_schema_extra={"example": "132"})]
 DType = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
 MemoryKind = Literal["hbm", "sram", "ddr", "lpddr", "gddr", "dram", "cxl", "flash", "nvme", "mram"]
 ComputeKind = Literal["sm", "core", "pcu", "pim", "npu", "vector", "tensor"]
-OpCategory = Literal["gemm", "conv", "attention", "elementwise", "strided", "reduction", "norm", "copy", "gather", "scan",
-                     "chunked_scan", "memcpy", "collective", "p2p", "other"]
+OpCategory = Literal["gemm", "conv", "attention", "elementwise", "strided", "factory", "reduction", "norm", "copy",
+                     "gather", "scan", "chunked_scan", "memcpy", "collective", "p2p", "other"]
 DeviceKind = Literal["gpu", "cpu", "dataflow", "soc", "npu", "pim"]
 LinkKind = Literal["pcie", "nvlink", "nvswitch", "cxl", "c2c", "ddr", "nvme", "internal", "network"]
 

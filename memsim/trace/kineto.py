@@ -213,6 +213,8 @@ def _op_costs(op: dict) -> dict:
                if kind not in ("Scalar", "") for shape in _shapes(entry)]
     name = op["name"]
     category = categorize(name, _torch_tags(name))
+    # a factory op's kernel is its fill: the allocation is host work, outside a kernel's time
+    category = "elementwise" if category == "factory" else category
     dtype = next((t for _, t in tensors if t in ("bf16", "fp16", "fp32", "fp8", "fp64")), tensors[0][1] if tensors else "fp32")
     read = float(sum(numel(shape) * TYPE_BYTES.get(kind, 4) for shape, kind in tensors))
     out = {"name": name, "category": category, "dtype": dtype, "bytes_read": read,

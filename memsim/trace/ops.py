@@ -17,12 +17,15 @@ from torch.utils import flop_counter
 # conv: a convolution, priced at the matrix rate on its FLOPs with a fixed cost of its own: a
 # library sets up each call (oneDNN builds a primitive for it on a CPU: ~50 us for a depthwise
 # conv1d that computes in 1 us; cuDNN picks an algorithm), which a matmul's fixed cost misses.
+# factory: an op that creates a tensor from sizes and fills it (ones, zeros, arange): an allocation
+# and a fill, each dispatched through ATen; on a CPU, where an op's time is its host time, it costs
+# about two small ops' (6-11 us traced on a Sapphire Rapids core, where a neg takes 3).
 # strided: an elementwise op or copy over non-contiguous (strided or broadcast) operands. GPU
 # frameworks vectorise loads only when every operand is contiguous; otherwise each thread loads
 # one element through an index calculation, and the kernel streams at a fraction of the rate
 # (PyTorch's elementwise_kernel against vectorized_elementwise_kernel).
-CATEGORIES = ("gemm", "conv", "attention", "elementwise", "strided", "reduction", "norm", "copy", "gather", "scan",
-              "chunked_scan", "memcpy", "collective", "p2p", "other")
+CATEGORIES = ("gemm", "conv", "attention", "elementwise", "strided", "factory", "reduction", "norm", "copy", "gather",
+              "scan", "chunked_scan", "memcpy", "collective", "p2p", "other")
 STREAMING_CATEGORIES = ("elementwise", "copy")
 
 GEMM_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_mm", "aten::addbmm"}
@@ -51,9 +54,10 @@ GATHER_OPS = {"aten::embedding", "aten::index_select", "aten::gather", "aten::in
 LOSS_OPS = {"aten::nll_loss_forward", "aten::nll_loss_backward", "aten::nll_loss2d_forward",
             "aten::nll_loss2d_backward", "aten::mse_loss", "aten::mse_loss_backward"}
 SCAN_OPS = {"aten::cumsum", "aten::cumprod", "aten::logcumsumexp", "aten::_cummax_helper", "aten::_cummin_helper"}
-FILL_OPS = {"aten::fill_", "aten::zero_", "aten::zeros", "aten::ones", "aten::full", "aten::zeros_like",
-            "aten::ones_like", "aten::full_like", "aten::arange", "aten::scalar_tensor", "aten::normal_",
-            "aten::uniform_", "aten::randn", "aten::rand", "aten::bernoulli_", "aten::random_"}
+FILL_OPS = {"aten::fill_", "aten::zero_", "aten::normal_", "aten::uniform_", "aten::bernoulli_", "aten::random_"}
+FACTORY_OPS = {"aten::zeros", "aten::ones", "aten::full", "aten::zeros_like", "aten::ones_like", "aten::full_like",
+               "aten::arange", "aten::scalar_tensor", "aten::randn", "aten::rand", "aten::randint", "aten::randn_like",
+               "aten::rand_like", "aten::linspace", "aten::eye", "aten::new_zeros", "aten::new_ones", "aten::new_full"}
 # Pointwise ops that torch does not tag as pointwise.
 UNTAGGED_POINTWISE_OPS = {"aten::floor_divide", "aten::floor_divide_", "aten::remainder", "aten::remainder_",
                           "aten::log_sigmoid_forward", "aten::log_sigmoid_backward"}
@@ -97,6 +101,8 @@ def categorize(name: str, tags=()) -> str:
         return "gather"
     if name in SCAN_OPS:
         return "scan"
+    if name in FACTORY_OPS:
+        return "factory"
     if name in FILL_OPS or name in UNTAGGED_POINTWISE_OPS:
         return "elementwise"
     if name.startswith(COLLECTIVE_PREFIXES):

@@ -6,7 +6,7 @@ import pandas as pd
 
 # The groups errors are reported in: memsim categories folded into what a GPU profile shows.
 REPORT_GROUP = {"gemm": "gemm", "conv": "gemm", "attention": "attention", "elementwise": "elementwise",
-                "strided": "elementwise", "norm": "elementwise",
+                "strided": "elementwise", "factory": "elementwise", "norm": "elementwise",
                 "reduction": "elementwise", "gather": "elementwise", "copy": "elementwise", "scan": "elementwise",
                 "chunked_scan": "gemm",
                 "memcpy": "memcpy"}
