@@ -109,6 +109,7 @@ def _micro_step(device: str, dtype: torch.dtype):
     def step():
         for _ in range(REPEATS):
             for a, b in small:
+                produce(b)
                 produce(a)
                 torch.mm(a, b)
             for a, b in batched:
