@@ -438,6 +438,33 @@ FINDINGS = """**What changed in this round** (on the same 2-vCPU Xeon as the las
   fitted without and with it, against the same workload measurements: elementwise ops summed
   over every step -23.9 / -21.1 / -18.0% -> -14.1 / -11.8 / -5.6%; steps within 15% 20 / 21 /
   23 -> 21 / 22 / 22 of 24.
+- *Ops that create a tensor are a category of their own* (`factory`). Traced on this core,
+  `ones`, `zeros` and `arange` take 6.2-6.8 us where `neg` takes 3.1-3.3 and an in-place
+  `fill_` 2.1-2.2: an allocation and a fill, dispatched apart. The set's `arange` (10-11 us at
+  small sizes) was an outlier among its elementwise ops, and the workloads' `ones`, `arange`
+  and `ones_like` took 2.35 ms of all steps' 62, priced at 0.85 (-64%). They now have a fixed
+  cost of their own, fitted on `arange`, `ones` and `zeros_like` micro-benchmarks (5.3-7.9 us
+  here), the elementwise one where not calibrated; in a GPU profile a factory op's kernel is
+  its fill, priced as elementwise (every GPU row unchanged). Factory ops summed over every step:
+  -23 to -48% (three calibrations); in the workloads they take about 10 us.
+- *The peaks rise to what a large GEMM reached.* One core ran the set's 256 x 1024 x 1024 fp32
+  matmul at 185-197 GFLOP/s, over the 166 that cpuinfo's 2.6 GHz gives: a VM reports its
+  nominal clock and the cores boost. The matrix efficiency sat at its bound of 1 and large
+  GEMMs were priced 7-19% slow. `calibrate --device cpu` now scales the cpuinfo peaks by the
+  fastest large fp32 GEMM's rate over them where it is higher (1.17-1.18 here; the empirical
+  roofline's idea) and says so; the efficiency fits 0.90-0.94, and the set's large GEMMs
+  went from +6.6..+18.7% to 0..+11.4% (the same measurement). A mid-size Llama (hidden 1024,
+  2 layers) run for real: prefill of 256 tokens +8.6% -> +1.7% summed (GEMMs +12.9% -> +5.8%,
+  GEMM MAPE 12.2% -> 6.0%), decode at batch 8 -11.3% -> -9.8% (one measurement each). A clock
+  timed by a chain of dependent integer operations gave 3.1 or 4.2 GHz depending on how the
+  compiler scheduled it, so the GEMM's own rate is used.
+- *A small GEMM's operands are both written just before it.* The set's small GEMMs took 11-16
+  us (1 x 256 x 64: 15.5; 64^3: 12.2), against 4.5 and 6.3 in a sequence of GEMMs and 4-5 us
+  for the workloads' tiny ones: their weights had been evicted by the large ops of the
+  previous repeat. A small model's weights sit in the caches, so the weight is now written
+  before each small GEMM as its input is: 11.5 and 11.3 us, the fitted GEMM fixed cost 6.8-7.6
+  -> 5.9-6.6 us, and the workloads' GEMMs summed over every step +17 / +27 / +17% -> +4 / +8 /
+  +14% (three device measurements each, the same workload measurements).
 - *A fitted fraction no longer rounds to 0.* A search that ran a logit far below 0 gave exactly
   0, which the schema refuses: one CPU fit stopped with a validation error on
   `first_wave_exposure`. Fractions stop at 1e-12; values above it are bit for bit as before
@@ -459,10 +486,6 @@ FINDINGS = """**What changed in this round** (on the same 2-vCPU Xeon as the las
   -8% without. A tie-break by the squared log ratio (0.01 of it beside MAPE) did not move it.
   Without the extra matrix the low minimum still appeared in one of three earlier
   measurements (2.66 us).
-- *Large fp32 GEMMs outrun the clock the VM reports.* 256 x 1024 x 1024 now takes 2,905 us
-  (185 GFLOP/s, against 166 for two 512-bit FMA pipes at the reported 2.6 GHz; 3,360 us last
-  round): the cores boost, the matrix efficiency sits at its bound of 1 and large GEMMs are
-  priced 10-18% slow. The tiny workloads' GEMMs are small and do not see it.
 - *A batched matmul just past the threshold is slower than its BLAS call alone.* mamba2's
   8 x 17x64x17 bmm takes 36 us in the workload and 3.1 us in a loop of its own (13 us with a
   transposed operand); GPU-sized tiles pad a CPU core's small batched GEMMs (a 16 x 32^3 bmm
