@@ -299,25 +299,22 @@ def test_calibration_overrides_the_datasheet():
     assert costs["duration_s"][0] == pytest.approx(13e-6)
 
 
-def test_a_convolution_pays_its_own_fixed_cost_where_calibrated_else_the_gemms():
-    assert categorize("aten::convolution") == "conv" and categorize("aten::mm") == "gemm"
+# a convolution (a library call that sets up per call) and a factory op (an allocation and a fill,
+# dispatched apart) pay their own fixed cost where calibrated, else that of the category they vary
+@pytest.mark.parametrize("category, fallback", [("conv", "gemm"), ("factory", "elementwise")])
+def test_a_category_pays_its_own_fixed_cost_where_calibrated_else_the_one_it_varies(category, fallback):
     raw = json.loads(json.dumps(SYSTEM))
-    raw["devices"]["gpu"]["calibration"] = {"source": "test", "category_overhead": {"gemm": "5 us"}}
-    conv = pd.DataFrame([op("conv", 0, 0, 0)])
-    assert price_ops(conv, validate_system(raw).device)["duration_s"][0] == pytest.approx(5e-6)
-    raw["devices"]["gpu"]["calibration"]["category_overhead"]["conv"] = "50 us"
-    assert price_ops(conv, validate_system(raw).device)["duration_s"][0] == pytest.approx(50e-6)
+    raw["devices"]["gpu"]["calibration"] = {"source": "test", "category_overhead": {fallback: "5 us"}}
+    one = pd.DataFrame([op(category, 0, 0, 0)])
+    assert price_ops(one, validate_system(raw).device)["duration_s"][0] == pytest.approx(5e-6)
+    raw["devices"]["gpu"]["calibration"]["category_overhead"][category] = "50 us"
+    assert price_ops(one, validate_system(raw).device)["duration_s"][0] == pytest.approx(50e-6)
 
 
-def test_a_factory_op_pays_its_own_fixed_cost_where_calibrated_else_the_elementwise_ones():
+def test_convolutions_and_factory_ops_are_categories_of_their_own():
+    assert categorize("aten::convolution") == "conv" and categorize("aten::mm") == "gemm"
     assert categorize("aten::ones") == categorize("aten::arange") == "factory"
     assert categorize("aten::fill_") == "elementwise"  # an in-place fill allocates nothing
-    raw = json.loads(json.dumps(SYSTEM))
-    raw["devices"]["gpu"]["calibration"] = {"source": "test", "category_overhead": {"elementwise": "3 us"}}
-    ones = pd.DataFrame([op("factory", 0, 0, 0)])
-    assert price_ops(ones, validate_system(raw).device)["duration_s"][0] == pytest.approx(3e-6)
-    raw["devices"]["gpu"]["calibration"]["category_overhead"]["factory"] = "7 us"
-    assert price_ops(ones, validate_system(raw).device)["duration_s"][0] == pytest.approx(7e-6)
 
 
 def test_each_python_number_an_op_wraps_costs_the_calibrated_host_time():
