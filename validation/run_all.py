@@ -486,6 +486,20 @@ FINDINGS = """**What changed in this round** (on the same 2-vCPU Xeon as the las
   -8% without. A tie-break by the squared log ratio (0.01 of it beside MAPE) did not move it.
   Without the extra matrix the low minimum still appeared in one of three earlier
   measurements (2.66 us).
+- *Small ops after a large GEMM start cold, still.* In a mid-size Llama decode (hidden 1024,
+  batch 8) the small ops at positions 1 to 5 after a GEMM of more than 2 MiB take 2.5, 2.3, 3.0,
+  1.8 and 1.4 times their priced time (medians over six GEMMs), the later ones about their
+  priced time. *Tried, not adopted:* a fitted cost for every op within four of ops that together
+  moved more than the cache holds. The micro-benchmark table is not in execution order once
+  its repeats are merged, and after its large streaming ops the next small ops are not slowed
+  as they are after a GEMM, so the fit traded the cost (1.1-2.9 us) against the categories'
+  fixed costs: one calibration priced the tiny workloads' elementwise ops -51%.
+- *CPU attention with grouped KV heads.* ATen's CPU flash kernel runs each (batch, query head,
+  query block) through small GEMM calls, at about 17 GB/s of fp32 K and V per pair, and each
+  query head of a group reads its KV head's K and V again: the mid-size decode's attention
+  (8 x 16 heads over 8 KV heads, 257 keys) takes 912 us, priced at 503, since the model lets
+  the group's second reads hit the cache. The set's attention shapes have as many KV heads
+  as query heads.
 - *A batched matmul just past the threshold is slower than its BLAS call alone.* mamba2's
   8 x 17x64x17 bmm takes 36 us in the workload and 3.1 us in a loop of its own (13 us with a
   transposed operand); GPU-sized tiles pad a CPU core's small batched GEMMs (a 16 x 32^3 bmm
