@@ -127,7 +127,8 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None) -> Measur
     core_peaks = cpu_core_peaks() if device == "cpu" and hw is None else None
     with single_thread(device) as threads:
         ops = measure_device(device, progress)
-    # as fast as it was measured to run; and so does its memory: the generic config's bandwidth is one host's
+    # at least as fast as its large GEMMs ran; and its memory streams as measured, where the generic
+    # config's bandwidth is another host's
     core_peaks = at_achieved_peak(core_peaks, ops)
     stream = streaming_bandwidth(ops) if device == "cpu" and hw is None else None
     main = _measured_device(system.device, threads, core_peaks, stream)  # the cores and memory the fit sees
@@ -178,8 +179,8 @@ def write_calibrated(base: Path, calibration, out: str, threads: int | None = No
                      core_peaks: dict | None = None, stream_bandwidth: float | None = None) -> Path:
     """The base YAML with a `calibration` section on its main device (and, for a CPU measured
     on fewer threads than it has cores, that thread count as its core count, with the peaks read
-    off the CPU and the bandwidth its cores streamed at where given; for fitted links, their new efficiency and latency, and where those
-    came from)."""
+    off the CPU and the bandwidth its cores streamed at where given; for fitted links, their new
+    efficiency and latency, and where those came from)."""
     from memsim.hardware import load_system
 
     raw = yaml.safe_load(Path(base).read_text())

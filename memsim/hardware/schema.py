@@ -177,7 +177,7 @@ class Calibration(Spec):
     wrapped into a 0-d tensor first. Part of a CPU op's time; a GPU kernel takes the number as an
     argument, so its time does not include it."""
     scalar_loop_flops: FlopRate | None = None
-    """FLOP/s of one unit running a batched matmul as a scalar loop (see
+    """FLOP/s of one core (thread) running a batched matmul as a scalar loop (see
     ComputeUnit.scalar_loop_macs); without it, one multiply-add per clock."""
     dispatch_overhead: Time | None = None
     """Host time to issue one op (framework + driver); the engine charges it, not price_ops."""
