@@ -292,7 +292,8 @@ def at_achieved_peak(core_peaks: dict | None, ops: pd.DataFrame) -> dict | None:
     scale = achieved / core_peaks["matrix_flops"]["fp32"]
     if scale <= 1.0:
         return core_peaks
-    return {**{key: {d: rate * scale for d, rate in core_peaks[key].items()} for key in ("matrix_flops", "vector_flops")},
+    scaled = {key: {d: rate * scale for d, rate in core_peaks[key].items()} for key in ("matrix_flops", "vector_flops")}
+    return {**scaled,
             "source": f"{core_peaks['source']}, raised to the {achieved / 1e9:.0f} GFLOP/s a large GEMM reached "
                       f"(the core runs {scale:.2f}x that clock)"}
 
