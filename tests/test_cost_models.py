@@ -155,6 +155,27 @@ def test_attention_blocks_are_scheduled_over_the_units():
     assert seconds(4, 256, 256, True, 4, 2.5 * forward) == pytest.approx((2.5 * forward + 4 * 2 * setup) / 4 / 1e12)
 
 
+def test_atens_cpu_flash_attention_streams_each_query_heads_keys_task_by_task():
+    # a decode of 2 sequences x 8 query heads over 4 KV heads, 256 keys of head dim 32, fp32: 16
+    # tasks (one query slice each), each streaming 256 x 64 x 4 B of K/V, plus Q and O once
+    tasks, traffic = kernels.aten_cpu_flash_traffic(*one(16, 1, 256, 32, 32), np.array([False]), np.array([4.0]))
+    assert tasks[0] == 16 and traffic[0] == pytest.approx(16 * (256 + 1) * 64 * 4.0)
+    # a causal prefill of 256 queries: slices of 64 rows (from 192 queries) see 64..256 keys
+    tasks, traffic = kernels.aten_cpu_flash_traffic(*one(1, 256, 256, 32, 32), np.array([True]), np.array([4.0]))
+    assert tasks[0] == 4 and traffic[0] == pytest.approx((64 + 128 + 192 + 256 + 256) * 64 * 4.0)
+    raw = json.loads(json.dumps(SYSTEM))
+    raw["devices"]["gpu"]["compute"]["sm"]["kind"] = "core"
+    raw["devices"]["gpu"]["calibration"] = {"source": "test", "block_bandwidth": {"attention": "1 GB/s"}}
+    attrs = {"heads": 8, "kv_heads": 4}
+    decode = pd.DataFrame([op("attention", 2 * 16 * 256 * 64, 0, 0, (16, 1, 256, 32), attrs=attrs)])
+    costs = price_ops(decode, validate_system(raw).device)
+    # 16 tasks on 4 cores at 1 GB/s each: four waves of the streamed (bf16) bytes at 4 GB/s, each
+    # query head streaming its KV head's keys on its own
+    assert costs["memory_s"][0] == pytest.approx(16 * 257 * 64 * 2.0 / 4e9)
+    raw["devices"]["gpu"]["compute"]["sm"]["kind"] = "sm"  # a GPU's forward kernel shares them in its L2
+    assert price_ops(decode, validate_system(raw).device)["memory_s"][0] < costs["memory_s"][0] / 2
+
+
 def test_kv_cache_attention_copies_the_new_keys_each_query_block_sees():
     # 200 new tokens, no cache, head dim 128 (key blocks of 128): query blocks of 64 rows end at
     # keys 64, 128, 192, 200 and copy up to the end of their key block, capped at 200:

@@ -465,6 +465,18 @@ FINDINGS = """**What changed in this round** (on the same 2-vCPU Xeon as the las
   before each small GEMM as its input is: 11.5 and 11.3 us, the fitted GEMM fixed cost 6.8-7.6
   -> 5.9-6.6 us, and the workloads' GEMMs summed over every step +17 / +27 / +17% -> +4 / +8 /
   +14% (three device measurements each, the same workload measurements).
+- *ATen's CPU flash attention streams each query head's keys, task by task.* It runs each
+  (batch, query head, query slice of 32, 64 or 256 rows) as one task of small GEMM calls, one
+  task per core at a time, and each query head of a group streams its KV head's K and V itself.
+  A mid-size Llama decode (8 sequences x 16 query heads over 8 KV heads, 257 keys) spends
+  912 us in attention, 7.1 us per task, and was priced at 503: the model let the group's second
+  reads hit the cache, as a GPU's L2 serves them. Fused attention on CPU cores is now priced as
+  those tasks, each streaming the keys and values its slice sees (and Q and O once) at a
+  calibrated per-task rate (the `attention` block rate: 25-27 GB/s here) over the cores; the
+  set gains a grouped-query decode (8 x 8 query heads over 4, 256 keys). Three device
+  measurements, the same workload measurements: the tiny workloads' attention summed over
+  every step -18 / -16 / -14% -> -8 / -2 / -9%; the mid-size decode's attention priced at
+  681-736 us. GPU units keep the shared reads (every GPU row unchanged).
 - *A fitted fraction no longer rounds to 0.* A search that ran a logit far below 0 gave exactly
   0, which the schema refuses: one CPU fit stopped with a validation error on
   `first_wave_exposure`. Fractions stop at 1e-12; values above it are bit for bit as before
@@ -494,12 +506,6 @@ FINDINGS = """**What changed in this round** (on the same 2-vCPU Xeon as the las
   its repeats are merged, and after its large streaming ops the next small ops are not slowed
   as they are after a GEMM, so the fit traded the cost (1.1-2.9 us) against the categories'
   fixed costs: one calibration priced the tiny workloads' elementwise ops -51%.
-- *CPU attention with grouped KV heads.* ATen's CPU flash kernel runs each (batch, query head,
-  query block) through small GEMM calls, at about 17 GB/s of fp32 K and V per pair, and each
-  query head of a group reads its KV head's K and V again: the mid-size decode's attention
-  (8 x 16 heads over 8 KV heads, 257 keys) takes 912 us, priced at 503, since the model lets
-  the group's second reads hit the cache. The set's attention shapes have as many KV heads
-  as query heads.
 - *A batched matmul just past the threshold is slower than its BLAS call alone.* mamba2's
   8 x 17x64x17 bmm takes 36 us in the workload and 3.1 us in a loop of its own (13 us with a
   transposed operand); GPU-sized tiles pad a CPU core's small batched GEMMs (a 16 x 32^3 bmm

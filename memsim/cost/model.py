@@ -225,9 +225,20 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
     # 14.8 GB/s a block, where the datasheet figure is 5.9).
     calibrated = device.calibration.block_bandwidth.get("attention", 0.0) if device.calibration else 0.0
     per_block = np.where(appends, calibrated, 0.0)
+    streaming = bandwidth[rows].copy()
+    cpu = np.flatnonzero(runs_aten_cpu_flash(appends, unit))
+    if cpu.size:
+        # ATen's CPU kernel: tasks run one per core at a time, each streaming its slice's K/V at
+        # what one task streams (calibrated; else the memory's rate), with no cache sharing
+        tasks, streamed = kernels.aten_cpu_flash_traffic(*(value[cpu] for value in shape[:4]), value_dim[cpu],
+                                                         causal[cpu], elem_bytes[rows][cpu])
+        seconds = np.array([kernels.block_wave_seconds(nbytes, jobs, float(unit.count), rate_, calibrated)
+                            for nbytes, jobs, rate_ in zip(streamed, tasks, streaming[cpu])])
+        traffic[cpu] = streamed
+        streaming[cpu] = np.where(seconds > 0, streamed / np.where(seconds > 0, seconds, 1.0), streaming[cpu])
     result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                      value_dim, causal, ops.flops[rows], traffic, rate,
-                                     units[rows], bandwidth[rows], overhead[rows], overlap[rows], appends, ratio,
+                                     units[rows], streaming, overhead[rows], overlap[rows], appends, ratio,
                                      per_block)
     _put(rows, result, compute, memory, total)
     if appends.any():
@@ -237,6 +248,12 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
         copy_rate = bandwidth[rows] * ((cache.read_bandwidth / tier.read_bandwidth) if cache is not None else 1.0)
         memory[rows] += copied / copy_rate
         total[rows] += copied / copy_rate
+
+
+def runs_aten_cpu_flash(appends_kv: np.ndarray, unit: ComputeUnit) -> np.ndarray:
+    """Which fused attention ops run ATen's CPU flash kernel (kernels.aten_cpu_flash_traffic):
+    those on CPU cores, but FlashAttention-2's KV-cache kernel, which only a GPU runs."""
+    return ~appends_kv & (unit.kind == "core")
 
 
 def cache_tier(device: Device, unit: ComputeUnit) -> MemoryTier | None:

@@ -35,7 +35,7 @@ from scipy.optimize import minimize
 
 from memsim.cost import kernels, price_ops
 from memsim.cost.model import (LINK_CATEGORIES, block_bandwidth, load_alignment, peer_link, pitch_interleave,
-                               scalar_loop_flops, scalar_loop_gemms)
+                               runs_aten_cpu_flash, scalar_loop_flops, scalar_loop_gemms)
 from memsim.cost.op_arrays import OpArrays
 from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
 from memsim.hardware.schema import Calibration, ComputeUnit, Device, Link
@@ -150,7 +150,10 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
         start.append(_root(0.01))
     # what one thread block streams, per category of ops that say how many blocks they run
     # (and FlashAttention-2's KV-cache kernel, whose blocks the attention model counts itself)
-    block_categories = sorted(set(arrays.category[(arrays.column("blocks") > 0) | (arrays.column("appends_kv") > 0)]))
+    # and ATen's CPU flash attention, whose tasks the attention model counts likewise)
+    appends = arrays.column("appends_kv") > 0
+    cpu_flash = (arrays.category == "attention") & runs_aten_cpu_flash(appends, unit)
+    block_categories = sorted(set(arrays.category[(arrays.column("blocks") > 0) | appends | cpu_flash]))
     block_rates = slice(len(start), len(start) + len(block_categories))
     start += [float(np.log(block_bandwidth(category, unit, device) or DEFAULT_BLOCK_BANDWIDTH))
               for category in block_categories]

@@ -57,6 +57,9 @@ ATTENTION_SHAPES = {"cpu": [(1, 4, 64, 64, 16), (1, 8, 256, 256, 64), (2, 8, 512
                             (4, 4, 1, 256, 16), (8, 8, 1, 512, 64)],
                     "cuda": [(1, 16, 512, 512, 64), (4, 32, 2048, 2048, 128), (8, 32, 4096, 4096, 128),
                              (8, 32, 1, 1024, 128), (64, 32, 1, 4096, 128)]}
+# Query heads per KV head of a decode measured besides (grouped-query attention, as the Llama
+# workloads run it): (batch, heads, KV heads, key length, head_dim).
+GQA_DECODE_SHAPES = {"cpu": [(8, 8, 4, 256, 32)], "cuda": [(32, 32, 8, 2048, 128)]}
 # (batch, channels, length) of a depthwise causal conv1d of width 4, as Mamba-family blocks run
 # on their inner channels: a library call whose fixed cost is its own (category 'conv').
 CONV_SHAPES = {"cpu": [(1, 128, 4), (1, 256, 67), (2, 512, 259)],
@@ -78,6 +81,9 @@ def _micro_step(device: str, dtype: torch.dtype):
     ids = [torch.randint(0, 32000, (count,), device=device) for count in (1, 64, 4096)]
     attention = [(torch.randn(b, h, q, d, device=device, dtype=dtype), torch.randn(b, h, kv, d, device=device, dtype=dtype))
                  for b, h, q, kv, d in ATTENTION_SHAPES[device]]
+    attention += [(torch.randn(b, h, 1, d, device=device, dtype=dtype),
+                   torch.randn(b, kv_h, kv, d, device=device, dtype=dtype))
+                  for b, h, kv_h, kv, d in GQA_DECODE_SHAPES[device]]
     convs = [(torch.randn(b, c, length, device=device, dtype=dtype), torch.randn(c, 1, CONV_WIDTH, device=device, dtype=dtype),
               torch.randn(c, device=device, dtype=dtype)) for b, c, length in CONV_SHAPES[device]]
 
@@ -125,7 +131,8 @@ def _micro_step(device: str, dtype: torch.dtype):
                     op(x)
             for q, kv in attention:
                 produce(q)
-                torch.nn.functional.scaled_dot_product_attention(q, kv, kv, is_causal=q.shape[2] == kv.shape[2])
+                torch.nn.functional.scaled_dot_product_attention(q, kv, kv, is_causal=q.shape[2] == kv.shape[2],
+                                                                 enable_gqa=kv.shape[1] < q.shape[1])
             for index in ids:
                 produce(index)
                 torch.nn.functional.embedding(index, table)
