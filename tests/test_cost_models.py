@@ -157,12 +157,19 @@ def test_attention_blocks_are_scheduled_over_the_units():
 
 def test_atens_cpu_flash_attention_streams_each_query_heads_keys_task_by_task():
     # a decode of 2 sequences x 8 query heads over 4 KV heads, 256 keys of head dim 32, fp32: 16
-    # tasks (one query slice each), each streaming 256 x 64 x 4 B of K/V, plus Q and O once
-    tasks, traffic = kernels.aten_cpu_flash_traffic(*one(16, 1, 256, 32, 32), np.array([False]), np.array([4.0]))
-    assert tasks[0] == 16 and traffic[0] == pytest.approx(16 * (256 + 1) * 64 * 4.0)
-    # a causal prefill of 256 queries: slices of 64 rows (from 192 queries) see 64..256 keys
-    tasks, traffic = kernels.aten_cpu_flash_traffic(*one(1, 256, 256, 32, 32), np.array([True]), np.array([4.0]))
-    assert tasks[0] == 4 and traffic[0] == pytest.approx((64 + 128 + 192 + 256 + 256) * 64 * 4.0)
+    # tasks (one query slice each), each streaming 256 x 64 x 4 B of K/V, plus Q and O once; on 4
+    # cores at 1 GB/s a task (memory at 1 TB/s): four waves at 4 GB/s
+    def flash(problems, q, causal, cores):
+        return kernels.aten_cpu_flash_traffic(*one(problems, q, 256, 32, 32), np.array([causal]), np.array([4.0]),
+                                              *one(cores, 1e12, 1e9))
+
+    traffic, seconds = flash(16, 1, False, 4)
+    assert traffic[0] == pytest.approx(16 * (256 + 1) * 64 * 4.0) and seconds[0] == pytest.approx(traffic[0] / 4e9)
+    # a causal prefill of 256 queries: 4 slices of 64 rows (from 192 queries on) see 64..256 keys,
+    # 4 tasks: one wave of 4 on 8 cores, at 4 GB/s
+    traffic, seconds = flash(1, 256, True, 8)
+    assert traffic[0] == pytest.approx((64 + 128 + 192 + 256 + 256) * 64 * 4.0)
+    assert seconds[0] == pytest.approx(traffic[0] / 4e9)
     raw = json.loads(json.dumps(SYSTEM))
     raw["devices"]["gpu"]["compute"]["sm"]["kind"] = "core"
     raw["devices"]["gpu"]["calibration"] = {"source": "test", "block_bandwidth": {"attention": "1 GB/s"}}

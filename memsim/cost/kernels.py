@@ -444,17 +444,20 @@ ATEN_CPU_FLASH_SLICES = ((768.0, 256.0), (192.0, 64.0), (0.0, 32.0))
 
 
 @numba.njit(cache=True)
-def aten_cpu_flash_traffic(problems, q_len, kv_len, head_dim, value_dim, causal, elem_bytes):
-    """(tasks, bytes) of ATen's CPU flash attention: one task per (batch, query head, query slice),
+def aten_cpu_flash_traffic(problems, q_len, kv_len, head_dim, value_dim, causal, elem_bytes, cores, bandwidth,
+                           task_bandwidth):
+    """(bytes, seconds) of ATen's CPU flash attention: one task per (batch, query head, query slice),
     each streaming the keys and values its slice sees (a group's query heads each their own
     pass over their KV head's: the tasks run one after another on a core), plus Q and O once.
     A decode of 8 sequences x 16 query heads over 8 KV heads of 257 keys (head dim 64, fp32) runs
     128 tasks of 131 KB on a Sapphire Rapids core in 912 us, as one of twice the KV heads would.
         tasks = P * ceil(q / slice),  bytes = P * sum_j visible_j * (d + dv) * b + P * q * (d + dv) * b
+    Its tasks run `cores` at a time, each streaming at most `task_bandwidth` (block_wave_seconds;
+    0: the memory's rate alone).
     """
     count = problems.shape[0]
-    tasks = np.zeros(count)
     traffic = np.zeros(count)
+    seconds = np.zeros(count)
     for i in range(count):
         q = max(q_len[i], 1.0)
         rows = 32.0
@@ -471,9 +474,9 @@ def aten_cpu_flash_traffic(problems, q_len, kv_len, head_dim, value_dim, causal,
             if causal[i]:
                 visible = min(kv_len[i], kv_len[i] - q + min((j + 1) * rows, q))
             seen += visible
-        tasks[i] = problem_count * slices
         traffic[i] = problem_count * (seen + q) * width
-    return tasks, traffic
+        seconds[i] = block_wave_seconds(traffic[i], problem_count * slices, cores[i], bandwidth[i], task_bandwidth[i])
+    return traffic, seconds
 
 
 @numba.njit(cache=True)

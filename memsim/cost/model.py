@@ -230,12 +230,12 @@ def _price_attention(ops, rows, dims, elem_bytes, peak, units, bandwidth, overhe
     if cpu.size:
         # ATen's CPU kernel: tasks run one per core at a time, each streaming its slice's K/V at
         # what one task streams (calibrated; else the memory's rate), with no cache sharing
-        tasks, streamed = kernels.aten_cpu_flash_traffic(*(value[cpu] for value in shape[:4]), value_dim[cpu],
-                                                         causal[cpu], elem_bytes[rows][cpu])
-        seconds = np.array([kernels.block_wave_seconds(nbytes, jobs, float(unit.count), rate_, calibrated)
-                            for nbytes, jobs, rate_ in zip(streamed, tasks, streaming[cpu])])
+        streamed, seconds = kernels.aten_cpu_flash_traffic(
+            *(value[cpu] for value in shape[:4]), value_dim[cpu], causal[cpu], elem_bytes[rows][cpu],
+            units[rows][cpu], streaming[cpu], np.full(cpu.size, calibrated))
+        # priced at the rate that streams those bytes in that time
         traffic[cpu] = streamed
-        streaming[cpu] = np.where(seconds > 0, streamed / np.where(seconds > 0, seconds, 1.0), streaming[cpu])
+        streaming[cpu] = np.divide(streamed, seconds, out=streaming[cpu], where=seconds > 0)
     result = kernels.attention_times(dims["batch"][rows], dims["m"][rows], dims["n"][rows], dims["k"][rows],
                                      value_dim, causal, ops.flops[rows], traffic, rate,
                                      units[rows], streaming, overhead[rows], overlap[rows], appends, ratio,

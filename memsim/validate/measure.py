@@ -115,7 +115,7 @@ def _micro_step(device: str, dtype: torch.dtype):
     def step():
         for _ in range(REPEATS):
             for a, b in small:
-                produce(b)
+                produce(b)  # a small model's weights sit in the caches too
                 produce(a)
                 torch.mm(a, b)
             for a, b in batched:
@@ -243,8 +243,9 @@ def cpu_core_peaks(cpuinfo: str | None = None) -> dict | None:
     Lanes: 16 with AVX-512, 8 with AVX2, else 4. Pipes: 2 on Intel cores with AVX-512 (Xeon
     Scalable) and on any core with AVX2 only; 1 on AMD family 25 (Zen 4 runs a 512-bit FMA over
     its two 256-bit pipes); 2 on AMD family 26 (Zen 5). Clock: the reported one (a VM's
-    nominal; boost is not counted). On a 2.6 GHz Sapphire Rapids vCPU this gives 166 GFLOP/s,
-    and one core's 256 x 1024 x 1024 fp32 matmul runs at 160.
+    nominal; at_achieved_peak raises the peaks where the cores boost past it). On a 2.6 GHz
+    Sapphire Rapids vCPU this gives 166 GFLOP/s; one core's 256 x 1024 x 1024 fp32 matmul ran at
+    160 in one session and 185-197 in another.
     """
     fields = _first_cpu(cpuinfo)
     flags = set(fields.get("flags", "").split())
