@@ -12,10 +12,12 @@ BERT = "AMD-AGI/TraceLens/tests/traces/h100/gaunernst_bert-small-uncased__101600
 QWEN = "AMD-AGI/TraceLens/tests/traces/h100/Qwen_Qwen1.5-0.5B-Chat__1016005.json.gz"
 
 
-def cpu_op(name, ts, dur, dims, types, concrete=None):
+def cpu_op(name, ts, dur, dims, types, concrete=None, strides=None):
     args = {"Input Dims": dims, "Input type": types}
     if concrete:
         args["Concrete Inputs"] = concrete
+    if strides:
+        args["Input Strides"] = strides
     return {"ph": "X", "cat": "cpu_op", "name": name, "pid": 1, "tid": 1, "ts": ts, "dur": dur, "args": args}
 
 
@@ -51,6 +53,31 @@ def small_trace():
         {"ph": "X", "cat": "gpu_memset", "name": "Memset (Device)", "pid": 0, "tid": 7, "ts": 410, "dur": 1.0,
          "args": {"correlation": 6, "stream": 7, "bytes": 512}},
     ]}
+
+
+def write_trace(tmp_path, events):
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    return path
+
+
+def test_a_gather_reads_the_rows_it_picks_and_an_expanded_index_once(tmp_path):
+    # torch's embedding of 24 tokens on CUDA: gather(table, 0, index expanded over the row, out)
+    fp16, index = "c10::Half", "long int"
+    path = write_trace(tmp_path, [
+        cpu_op("aten::gather", 100, 20, [[32000, 4096], [], [24, 4096], [], [24, 4096]],
+               [fp16, "Scalar", index, "Scalar", fp16], strides=[[4096, 1], [], [1, 0], [], [4096, 1]]),
+        launch(105, 1), kernel("vectorized_gather_kernel", 200, 2.0, 1)])
+    gather = load_kineto(path).ops.iloc[0]
+    picked = 24 * 4096 * 2
+    assert gather["bytes_written"] == picked
+    assert gather["bytes_read"] == picked + 24 * 8  # not the 262 MB table, nor 24 x 4096 indices
+
+
+def test_a_trace_without_gpu_work_is_a_one_line_error(tmp_path):
+    path = write_trace(tmp_path, [cpu_op("aten::mm", 100, 20, [[4, 4], [4, 4]], ["float", "float"])])
+    with pytest.raises(MemsimError, match="no GPU kernel"):
+        load_kineto(path)
 
 
 def test_kernels_get_shapes_from_their_launching_op(tmp_path):
@@ -186,3 +213,17 @@ def test_memsim_trace_imports_a_measured_kineto_file(run_cli, tmp_path):
     assert (ops["measured_s"] > 0).sum() >= len(kernels)
     gemm = ops[(ops["category"] == "gemm") & (ops["m"] > 0)]
     assert gemm["flops"].to_numpy() == pytest.approx(2.0 * gemm["batch"] * gemm["m"] * gemm["n"] * gemm["k"])
+
+
+def test_a_kernel_of_an_op_inside_attention_is_that_ops(tmp_path):
+    # SDPA's math fallback: its bmm kernel is priced as the bmm, not as the whole attention
+    fp32 = "float"
+    path = write_trace(tmp_path, [
+        cpu_op("aten::scaled_dot_product_attention", 100, 50, [[1, 2, 8, 4], [1, 2, 8, 4], [1, 2, 8, 4]],
+               [fp32, fp32, fp32]),
+        cpu_op("aten::_scaled_dot_product_attention_math", 102, 45, [[1, 2, 8, 4], [1, 2, 8, 4], [1, 2, 8, 4]],
+               [fp32, fp32, fp32]),
+        cpu_op("aten::bmm", 110, 10, [[2, 8, 4], [2, 4, 8]], [fp32, fp32]),
+        launch(112, 1), kernel("gemm_kernel", 200, 2.0, 1)])
+    bmm = load_kineto(path).ops.iloc[0]
+    assert (bmm["name"], bmm["category"], bmm["batch"], bmm["m"], bmm["n"], bmm["k"]) == ("aten::bmm", "gemm", 2, 8, 8, 4)

@@ -5,7 +5,8 @@ One op per GPU kernel, memcpy and memset, in start order, with its measured dura
 kernel is linked to the CPU op that launched it: the kernel's correlation id names its
 launch call (cudaLaunchKernel, or cuLaunchKernel for kernels launched through the driver API),
 and the innermost CPU op on that thread whose span contains the call is the launching op (for
-attention, the outermost attention op, whose inputs are [B, H, S, D]). That op's `Input Dims`
+a kernel an attention op launches itself, the outermost attention op, whose inputs are
+[B, H, S, D]; see _pick_op). That op's `Input Dims`
 and `Input type` give the kernel's shapes, dtype, FLOPs and bytes.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -59,12 +61,16 @@ def load_kineto(path: str | Path) -> Trace:
     events, properties = _read_events(path)
     launches = {e["args"]["correlation"]: e for e in events
                 if e.get("cat") in LAUNCH_CATEGORIES and "correlation" in e.get("args", {})}
-    launching_op = _launching_ops(events, launches)
     gpu = sorted((e for e in events if e.get("cat") in GPU_CATEGORIES and e.get("ph") == "X"),
                  key=lambda e: (e["ts"], e["args"].get("correlation", 0)))
-    rows = [_gpu_row(event, launching_op.get(event["args"].get("correlation"))) for event in gpu]
-    unlinked = _fill_from_twins(rows, gpu, launching_op)
-    ops = pd.DataFrame(rows) if rows else empty_table({**OP_COLUMNS, "kernel": "str"})
+    if not gpu:
+        raise MemsimError(f"{path}: no GPU kernel, memcpy or memset events (a trace profiled without "
+                          f"ProfilerActivity.CUDA?)")
+    stacks = _launching_stacks(events, launches)
+    rows = [_gpu_row(event, _pick_op(stacks[correlation], event["name"]) if correlation in stacks else None)
+            for event in gpu for correlation in [event["args"].get("correlation")]]
+    unlinked = _fill_from_twins(rows, gpu, stacks)
+    ops = pd.DataFrame(rows)
     ops.insert(0, "op_id", range(len(ops)))
     ops = ops[list(OP_COLUMNS) + ["kernel"]]
     device_name = properties[0].get("name", "") if properties else ""
@@ -73,22 +79,44 @@ def load_kineto(path: str | Path) -> Trace:
     return Trace(ops, empty_table(TENSOR_COLUMNS), empty_table(ACCESS_COLUMNS), meta)
 
 
+def record_kineto(run, path: str | Path, warmup: int = 1) -> Path:
+    """Run `run` under the PyTorch profiler (CPU ops with their shapes, CUDA kernels) and write
+    its Kineto trace to `path` (gzipped where it ends in .gz), after `warmup` runs outside the
+    profile: cuBLAS handles, workspaces and kernel choices settle in those."""
+    from torch.profiler import ProfilerActivity, profile
+
+    path = Path(path)
+    for _ in range(warmup):
+        run()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as profiler:
+        run()
+        torch.cuda.synchronize()
+    plain = path.with_suffix("") if path.name.endswith(".gz") else path
+    profiler.export_chrome_trace(str(plain))
+    if plain != path:
+        with open(plain, "rb") as source, gzip.open(path, "wb") as target:
+            shutil.copyfileobj(source, target)
+        plain.unlink()
+    return path
+
+
 def _launch_shape(event: dict) -> tuple:
     args = event.get("args", {})
     return event["name"], tuple(args.get("grid") or ()), tuple(args.get("block") or ())
 
 
-def _fill_from_twins(rows: list[dict], gpu: list[dict], launching_op: dict) -> int:
+def _fill_from_twins(rows: list[dict], gpu: list[dict], linked: dict) -> int:
     """Give kernels whose launch is missing from the trace (the CPU side was cut off) the costs
     of a linked kernel with the same name, grid and block: the same launch shape processes the
     same problem. Returns how many kernels stayed without a launching op."""
     twins = {}
     for row, event in zip(rows, gpu):
-        if event["cat"] == "kernel" and event["args"].get("correlation") in launching_op:
+        if event["cat"] == "kernel" and event["args"].get("correlation") in linked:
             twins.setdefault(_launch_shape(event), row)
     unlinked = 0
     for index, event in enumerate(gpu):
-        if event["cat"] != "kernel" or event["args"].get("correlation") in launching_op:
+        if event["cat"] != "kernel" or event["args"].get("correlation") in linked:
             continue
         twin = twins.get(_launch_shape(event))
         if twin is None:
@@ -112,8 +140,8 @@ def _read_events(path: Path) -> tuple[list[dict], list[dict]]:
     return data["traceEvents"], data.get("deviceProperties") or []
 
 
-def _launching_ops(events: list[dict], launches: dict) -> dict:
-    """correlation id -> the CPU op that issued that launch (see the module docstring)."""
+def _launching_stacks(events: list[dict], launches: dict) -> dict:
+    """correlation id -> the CPU ops open on the thread at that launch, outermost first."""
     by_thread: dict = {}
     for event in events:
         if event.get("ph") != "X" or "ts" not in event:
@@ -132,14 +160,25 @@ def _launching_ops(events: list[dict], launches: dict) -> dict:
             if event.get("cat") == "cpu_op":
                 stack.append(event)
             elif stack:
-                found[event["args"]["correlation"]] = _pick_op(stack)
+                found[event["args"]["correlation"]] = list(stack)
     return found
 
 
-def _pick_op(stack: list[dict]) -> dict:
-    for op in stack:  # outermost attention op: its inputs are in [B, H, S, D] order
-        if op["name"] in ATTENTION_OPS or op["name"] == "aten::scaled_dot_product_attention":
-            return op
+def _is_attention(op: dict) -> bool:
+    return op["name"] in ATTENTION_OPS or op["name"] == "aten::scaled_dot_product_attention"
+
+
+ATTENTION_KERNEL = dict(KERNEL_PATTERNS)["attention"]
+
+
+def _pick_op(stack: list[dict], kernel: str) -> dict:
+    """The innermost op; for an attention kernel (by its name, or launched by an attention op
+    itself), the outermost attention op, whose inputs are in [B, H, S, D] order (cuDNN's kernel
+    is launched inside aten::_cudnn_attention_forward, in [B, S, H, D]). Any other kernel of
+    an op inside attention (the bmm and softmax of SDPA's math fallback) is that op's."""
+    outermost = next((op for op in stack if _is_attention(op)), None)
+    if outermost is not None and (_is_attention(stack[-1]) or ATTENTION_KERNEL.search(kernel)):
+        return outermost
     return stack[-1]
 
 
@@ -209,8 +248,15 @@ def _op_costs(op: dict) -> dict:
     args = op.get("args", {})
     dims = args.get("Input Dims") or []
     types = args.get("Input type") or []
-    tensors = [(shape, TYPE_NAMES.get(kind, "fp32")) for entry, kind in zip(dims, types)
-               if kind not in ("Scalar", "") for shape in _shapes(entry)]
+    stride_entries = args.get("Input Strides") or []
+    tensors, strides = [], []  # strides: each tensor's, where recorded (None where not)
+    for position, (entry, kind) in enumerate(zip(dims, types)):
+        if kind in ("Scalar", ""):
+            continue
+        given = _shapes(stride_entries[position]) if position < len(stride_entries) else []
+        for index, shape in enumerate(_shapes(entry)):
+            tensors.append((shape, TYPE_NAMES.get(kind, "fp32")))
+            strides.append(given[index] if index < len(given) else None)
     name = op["name"]
     category = categorize(name, _torch_tags(name))
     # a factory op's kernel is its fill: the allocation is host work, outside a kernel's time
@@ -236,11 +282,20 @@ def _op_costs(op: dict) -> dict:
                        bytes_written=float(b * h * q_len * dv * element),
                        attrs=json.dumps({"heads": h, "kv_heads": h_kv, "value_dim": dv, "causal": causal}))
     else:
-        out.update(_moved_bytes(name, category, tensors))
+        out.update(_moved_bytes(name, category, tensors, strides))
     return out
 
 
-def _moved_bytes(name: str, category: str, tensors: list[tuple[list[int], str]]) -> dict:
+def _footprint(shape: list[int], strides: list[int] | None) -> int:
+    """Elements a tensor occupies in memory: an expanded dimension (stride 0) repeats the same
+    elements, so it adds none (torch's embedding gathers through an index expanded over the
+    row, [tokens, width] with strides [1, 0]: tokens elements, not tokens x width)."""
+    if not strides or len(strides) != len(shape):
+        return numel(shape)
+    return numel([size for size, stride in zip(shape, strides) if stride != 0])
+
+
+def _moved_bytes(name: str, category: str, tensors: list[tuple[list[int], str]], strides: list) -> dict:
     """Bytes read and written by a non-matrix op, from the semantics of its kind: a copy writes
     its destination, a concatenation the sum of its inputs, a gather the rows it picks, a
     reduction one value per row; other elementwise ops write about their largest input."""
@@ -255,6 +310,11 @@ def _moved_bytes(name: str, category: str, tensors: list[tuple[list[int], str]])
         (table, kind), (index, _) = (tensors[0], tensors[-1]) if name == "aten::index_select" else tensors[:2]
         rows = numel(index) * numel(table[1:]) * TYPE_BYTES.get(kind, 4)
         return {"bytes_read": float(rows + sizes[-1 if name == "aten::index_select" else 1]), "bytes_written": float(rows)}
+    if name == "aten::gather" and len(tensors) >= 2:
+        (_, kind), (index, index_kind) = tensors[:2]
+        picked = numel(index) * TYPE_BYTES.get(kind, 4)  # one source element per output element
+        index_bytes = _footprint(index, strides[1] if len(strides) > 1 else None) * TYPE_BYTES.get(index_kind, 8)
+        return {"bytes_read": float(picked + index_bytes), "bytes_written": float(picked)}
     if category == "reduction" and tensors[0][0]:
         return {"bytes_read": float(sum(sizes)), "bytes_written": float(sizes[0] / max(tensors[0][0][-1], 1))}
     return {"bytes_read": float(sum(sizes)), "bytes_written": float(max(sizes))}
