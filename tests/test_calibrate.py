@@ -2,6 +2,7 @@
 import json
 
 import pandas as pd
+import torch
 import pytest
 import yaml
 
@@ -321,3 +322,35 @@ def test_calibrate_from_a_collective_profile_fits_the_switch_link(run_cli, tmp_p
     single = tmp_path / "single.yaml"
     run_cli("calibrate", "--from", path, "--hw", "nvidia-h100-sxm", "--out", single, check=True)
     assert load_system(single).links == load_system("nvidia-h100-sxm").links
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: times kernels with the profiler")
+def test_cuda_ops_are_timed_by_their_kernels_not_by_events_around_them():
+    from memsim.validate.measure import timed_ops
+
+    a = torch.randn(128, 4096, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    ops = timed_ops(lambda: torch.mm(a, b), "cuda", warmup=2)
+    gemm = ops[ops["category"] == "gemm"].iloc[0]
+    assert (gemm["m"], gemm["n"], gemm["k"]) == (128, 4096, 4096) and gemm["kernel"]
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.mm(a, b)
+    end.record()
+    torch.cuda.synchronize()
+    events = start.elapsed_time(end) * 1e-3
+    # the kernel alone: no faster than the datasheet's dense bf16 peak, and no slower than events
+    # around the op, which also hold the host's dispatch
+    assert 2 * 128 * 4096 * 4096 / 989e12 < gemm["measured_s"] <= events
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: runs a workload on the GPU")
+def test_validate_real_on_cuda_compares_each_kernel():
+    from memsim.validate.real import measure_workload
+    from memsim.validate.report import predict, validation_result
+
+    ops = measure_workload("llama-tiny", "cuda", "prefill", 2, 64)
+    assert ops["kernel"].astype(bool).all() and (ops["measured_s"] > 0).all()
+    assert {"gemm", "attention"} <= set(ops["category"])
+    result = validation_result(predict(ops, load_system("nvidia-h100-sxm")), "llama-tiny", "h100")
+    assert result["groups"]["overall"]["count"] == len(ops)

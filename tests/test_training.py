@@ -122,8 +122,12 @@ def test_bad_optimizer_is_a_one_line_error(text, message):
 def test_peak_from_lifetimes_matches_cuda_max_memory_allocated(phase):
     from memsim.trace.workload import build_step
 
-    spec = StepSpec(phase=phase, batch=8, context=512, device="cuda", dtype="fp32")
-    _, step = build_step("llama-tiny", spec, {"hidden": "512", "heads": "8", "kv_heads": "4",
+    # bf16 and as many KV heads as query heads: torch's SDPA on CUDA allocates inside the one op
+    # that a trace records, in fp32 the math fallback's score matrices (211 MB measured on an
+    # H100 against 59 MB of traced tensors) and with grouped heads K and V expanded to every query
+    # head (8.4 MB more here); memsim prices the fused kernel, which makes neither
+    spec = StepSpec(phase=phase, batch=8, context=512, device="cuda", dtype="bf16")
+    _, step = build_step("llama-tiny", spec, {"hidden": "512", "heads": "8", "kv_heads": "8",
                                                "intermediate": "1024", "vocab_size": "8192"})
     step.run()  # warm up: cuBLAS workspaces and first-call allocations happen here
     for param in step.module.parameters():

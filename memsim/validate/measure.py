@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,8 @@ MIN_ROUNDS = 5
 MAX_ROUNDS = 20
 SETTLED_ROUNDS = 3
 SETTLED_GAIN = 0.01
-# (m, n, k): square, skinny (decode-like) and wide GEMMs; sizes scaled per device. On CUDA, rows
+# (m, n, k): square, skinny (decode-like) and wide GEMMs; sizes scaled per device (on CUDA two
+# small ones too, whose time is the kernel's fixed cost: a tiny model's GEMMs). On CUDA, rows
 # of 2752 and 5504 fp16 elements (43 x 2^7 and 43 x 2^8 bytes, K = N so both operands share the
 # pitch) beside the powers of two let the fit tell the row-pitch conflict cost from the peak.
 GEMM_SHAPES = {"cpu": [(1, 256, 64), (64, 64, 64), (64, 128, 64), (1, 1024, 1024), (8, 2048, 512), (32, 256, 256),
@@ -37,7 +39,7 @@ GEMM_SHAPES = {"cpu": [(1, 256, 64), (64, 64, 64), (64, 128, 64), (1, 1024, 1024
                        (16, 4096, 256)],
                "cuda": [(1, 4096, 4096), (16, 8192, 4096), (128, 4096, 4096), (512, 4096, 4096),
                         (1024, 8192, 4096), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192),
-                        (2048, 2752, 2752), (4096, 5504, 5504)]}
+                        (2048, 2752, 2752), (4096, 5504, 5504), (16, 64, 4096), (64, 128, 2048)]}
 # (batch, m, n, k) of batched matmuls: on CPU both sides of ATen's scalar-loop threshold (400
 # multiply-adds per matrix; memsim.cost.model.scalar_loop_gemms), as chunked scans and grouped
 # heads run them; on CUDA attention-like batches.
@@ -55,8 +57,8 @@ ROWS = {"cpu": 256, "cuda": 4096}
 # lengths are equal, decode (one query against a cache) where they are not
 ATTENTION_SHAPES = {"cpu": [(1, 4, 64, 64, 16), (1, 8, 256, 256, 64), (2, 8, 512, 512, 64), (1, 4, 1, 64, 16),
                             (4, 4, 1, 256, 16), (8, 8, 1, 512, 64)],
-                    "cuda": [(1, 16, 512, 512, 64), (4, 32, 2048, 2048, 128), (8, 32, 4096, 4096, 128),
-                             (8, 32, 1, 1024, 128), (64, 32, 1, 4096, 128)]}
+                    "cuda": [(1, 4, 64, 64, 32), (1, 16, 512, 512, 64), (4, 32, 2048, 2048, 128),
+                             (8, 32, 4096, 4096, 128), (4, 4, 1, 64, 32), (8, 32, 1, 1024, 128), (64, 32, 1, 4096, 128)]}
 # Query heads per KV head of a decode measured besides (grouped-query attention, as the Llama
 # workloads run it): (batch, heads, KV heads, key length, head_dim).
 GQA_DECODE_SHAPES = {"cpu": [(8, 8, 4, 256, 32)], "cuda": [(32, 32, 8, 2048, 128)]}
@@ -146,19 +148,35 @@ def _micro_step(device: str, dtype: torch.dtype):
     return step
 
 
-def measure_device(device: str, progress=None) -> pd.DataFrame:
-    """Measured ops (trace columns plus measured_s, label, size) of this machine's `device`."""
+def timed_ops(run, device: str, warmup: int) -> pd.DataFrame:
+    """The ops of one run of `run` with their measured times (measured_s). On a CPU, each op
+    as traced in real mode (memsim.trace.capture: wall clock with ATen dispatch). On a GPU,
+    each kernel as the profiler timed it (memsim.trace.kineto), priced from its launching op's
+    shapes: CUDA events around an op would also time the host's launch gaps, since a GPU that
+    waits for the host runs the start event at once (an H100's 128 x 4096 x 4096 bf16 matmul
+    took 10 us by events around it, 3 us by its kernel)."""
+    if device == "cuda":
+        from memsim.trace.kineto import load_kineto, record_kineto
+
+        with tempfile.TemporaryDirectory() as folder:
+            return load_kineto(record_kineto(run, f"{folder}/run.json", warmup)).ops
     from memsim.trace.capture import capture
 
+    return capture(run, mode="real", device=device, warmup=warmup).ops
+
+
+def measure_device(device: str, progress=None) -> pd.DataFrame:
+    """Measured ops (trace columns plus measured_s, label, size) of this machine's `device`."""
     check_device(device)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     step = _micro_step(device, dtype)
-    keys = ["name", "shapes", "dtype"]
+    # on a GPU an op may launch several kernels (a matmul and its split-K reduction): one row each
+    keys = ["name", "shapes", "dtype"] + (["kernel"] if device == "cuda" else [])
     ops, fastest = None, []  # fastest: each op's fastest time so far, after each round
     while len(fastest) < MAX_ROUNDS and not settled(fastest):
         if progress:
             progress(f"measuring ops on {device} (round {len(fastest) + 1}, at most {MAX_ROUNDS})")
-        ops = capture(step, mode="real", device=device, warmup=1 if ops is None else 0).ops  # the same ops each round
+        ops = timed_ops(step, device, warmup=1 if ops is None else 0)  # the same ops each round
         this_round = ops.groupby(keys)["measured_s"].min()
         fastest.append(this_round if not fastest else np.fmin(fastest[-1], this_round))
     ops = ops[ops["category"].isin(("gemm", "conv", "attention", "elementwise", "strided", "factory", "copy",
