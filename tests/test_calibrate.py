@@ -351,6 +351,8 @@ def test_validate_real_on_cuda_compares_each_kernel():
 
     ops = measure_workload("llama-tiny", "cuda", "prefill", 2, 64)
     assert ops["kernel"].astype(bool).all() and (ops["measured_s"] > 0).all()
-    assert {"gemm", "attention"} <= set(ops["category"])
+    # every kernel linked to an op memsim prices (fp32 SDPA runs CUDA's math fallback: its
+    # bmm and softmax kernels are priced as those ops)
+    assert "gemm" in set(ops["category"]) and "other" not in set(ops["category"])
     result = validation_result(predict(ops, load_system("nvidia-h100-sxm")), "llama-tiny", "h100")
     assert result["groups"]["overall"]["count"] == len(ops)

@@ -1,0 +1,275 @@
+"""Measure a CUDA GPU for memsim's validation: Kineto traces that `memsim validate` and
+`memsim calibrate --from` read.
+
+    python validation/gpu_profile.py layers --out DIR/layers [--models NAME ...] [--repeats N]
+    python validation/gpu_profile.py workloads --out DIR/workloads
+    python validation/gpu_profile.py report --traces DIR [--hw BASE] --out validation/OWN_GPU.md   (no GPU needed)
+
+`layers`: one trace per model of the layer ops that Vidur profiles (vidur/profiling/mlp), for
+the models of Vidur's compute profiles, at Vidur's tensor-parallel splits (1, 2, 4, 8) and a
+grid of token counts: the embedding, both norms, the QKV, output, up and down projections,
+rotary embedding, the activation and the residual add, in fp16, in block order. Attention itself
+is left out, as Vidur's mlp.csv leaves it out. The ops are plain torch ops (no vLLM kernels), so
+every kernel is priced from its own launching op. Calibrating on one model's trace (every other
+size) and validating the others repeats the issue's protocol on a GPU of one's own:
+
+    memsim calibrate --from DIR/Llama-2-7b-hf.json.gz --fit-half --hw nvidia-h100-sxm --out h100.yaml
+    memsim validate DIR/Meta-Llama-3-8B.json.gz --hw h100.yaml
+
+`workloads`: one trace per step of memsim's own workloads (two layers of the full-size configs)
+run for real on the GPU, to compare memsim's kernels with a model's kernels.
+
+`report`: that protocol over DIR/layers (calibrated on Llama-2-7B's every other size), with
+DIR/workloads priced on the same calibration, written as a markdown page.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from memsim.trace.kineto import record_kineto  # noqa: E402
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """The fields of Vidur's model configs that set a layer's op shapes."""
+
+    heads: int
+    kv_heads: int
+    embed: int
+    expanded: int
+    vocab: int
+    gated: bool = True
+    parallel_block: bool = False
+    """Attention and MLP both read the input norm (phi-2): no post-attention norm."""
+
+
+MODELS = {
+    "Llama-2-7b-hf": LayerShape(32, 32, 4096, 11008, 32000),
+    "Llama-2-70b-hf": LayerShape(64, 8, 8192, 28672, 32000),
+    "Meta-Llama-3-8B": LayerShape(32, 8, 4096, 14336, 128256),
+    "Meta-Llama-3-70B": LayerShape(64, 8, 8192, 28672, 128256),
+    "CodeLlama-34b-Instruct-hf": LayerShape(64, 8, 8192, 22016, 32000),
+    "internlm-20b": LayerShape(40, 40, 5120, 13824, 103168),
+    "Qwen-72B": LayerShape(64, 64, 8192, 24576, 152064),
+    "phi-2": LayerShape(32, 32, 2560, 10240, 51200, gated=False, parallel_block=True),
+}
+TENSOR_PARALLEL = (1, 2, 4, 8)
+# Token counts: every 8 up to 256 (where wave quantisation moves most), then coarser.
+TOKENS = sorted({1, 2, 4, *range(8, 257, 8), *range(320, 1025, 64), *range(1280, 4097, 256)})
+# memsim's workloads profiled: (config, overrides, phase, batch, context)
+WORKLOADS = (("llama2-7b", {"layers": "2"}, "prefill", 1, 2048), ("llama2-7b", {"layers": "2"}, "decode", 16, 2048),
+             ("llama3-8b", {"layers": "2"}, "prefill", 4, 1024), ("llama3-8b", {"layers": "2"}, "decode", 64, 1024),
+             ("mamba2-1.3b", {"layers": "2"}, "prefill", 2, 1024), ("mamba2-1.3b", {"layers": "2"}, "decode", 32, 1024),
+             ("gla-1.3b", {"layers": "2"}, "prefill", 2, 1024), ("xlstm-1.3b", {"layers": "2"}, "prefill", 1, 512))
+
+
+def rotary(x: torch.Tensor, heads: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half rotary embedding of a [tokens, heads * head_dim] view, as HF Llama runs it."""
+    x = x.view(x.shape[0], heads, -1)
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Layer:
+    """One tensor-parallel worker's share of a layer: weights split as Vidur splits them."""
+
+    def __init__(self, shape: LayerShape, tp: int, device: str, dtype: torch.dtype):
+        self.shape, self.tp = shape, tp
+        head_dim = shape.embed // shape.heads
+        self.q, self.kv = shape.heads // tp, max(shape.kv_heads // tp, 1)
+        self.ffn = shape.expanded // tp
+
+        def weight(*size):
+            return torch.randn(*size, device=device, dtype=dtype) * 0.02
+
+        self.embedding = weight(shape.vocab // tp, shape.embed)
+        self.norm = weight(shape.embed) + 1
+        self.qkv = weight((self.q + 2 * self.kv) * head_dim, shape.embed)
+        self.out = weight(shape.embed, self.q * head_dim)
+        self.up = weight((2 if shape.gated else 1) * self.ffn, shape.embed)
+        self.down = weight(shape.embed, self.ffn)
+        self.head_dim, self.device = head_dim, device
+
+    def run(self, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        s, q_width, kv_width = self.shape, self.q * self.head_dim, self.kv * self.head_dim
+        hidden = F.embedding(tokens, self.embedding)
+        normed = F.rms_norm(hidden, (s.embed,), self.norm)
+        qkv = F.linear(normed, self.qkv)
+        queries = rotary(qkv[:, :q_width], self.q, cos, sin)
+        rotary(qkv[:, q_width:q_width + kv_width], self.kv, cos, sin)
+        attended = F.linear(queries.reshape(len(tokens), q_width), self.out)
+        mlp_in = normed if s.parallel_block else F.rms_norm(attended, (s.embed,), self.norm)
+        up = F.linear(mlp_in, self.up)
+        act = F.silu(up[:, :self.ffn]) * up[:, self.ffn:] if s.gated else F.gelu(up)
+        down = F.linear(act, self.down)
+        return (hidden + attended + down) if s.parallel_block else (attended + down)
+
+
+def profile_layers(out: Path, models: list[str], repeats: int) -> None:
+    dtype = torch.float16  # as Vidur profiles
+    for name in models:
+        shape = MODELS[name]
+        layers = [Layer(shape, tp, "cuda", dtype) for tp in TENSOR_PARALLEL]
+        inputs = []
+        for t in TOKENS:
+            angles = torch.randn(t, 1, shape.embed // shape.heads, device="cuda", dtype=dtype)
+            inputs.append((torch.randint(0, shape.vocab // max(TENSOR_PARALLEL), (t,), device="cuda"),
+                           angles.cos(), angles.sin()))
+
+        def run():
+            for layer in layers:
+                for tokens, cos, sin in inputs:
+                    for _ in range(repeats):
+                        layer.run(tokens, cos, sin)
+
+        path = out / f"{name}.json.gz"
+        record_kineto(run, path)
+        print(f"gpu_profile: {path} ({len(TOKENS)} token counts x {len(TENSOR_PARALLEL)} TP x {repeats})", flush=True)
+        del layers, inputs
+        torch.cuda.empty_cache()
+
+
+def profile_workloads(out: Path) -> None:
+    from memsim.trace.workload import StepSpec, build_step
+
+    for config, overrides, phase, batch, context in WORKLOADS:
+        spec = StepSpec(phase=phase, batch=batch, context=context, device="cuda")
+        _, step = build_step(config, spec, overrides)
+        path = out / f"{config}-{phase}-b{batch}-c{context}.json.gz"
+        with torch.no_grad():
+            record_kineto(step.run, path)
+        print(f"gpu_profile: {path}", flush=True)
+        del step
+        torch.cuda.empty_cache()
+
+
+def report(traces: Path, base: str, out: Path, calibrate_on: str = "Llama-2-7b-hf") -> None:
+    """The cross-model table (and the workload traces) as markdown, from traces measured before."""
+    import tempfile
+
+    from memsim.commands.calibrate import calibrate_from_file, write_calibrated
+    from memsim.hardware import load_system
+    from memsim.validate.fit import calibration_half
+    from memsim.validate.measure import stderr_progress
+    from memsim.validate.readers import read_measured
+    from memsim.validate.report import predict, validation_result
+
+    fit_on = traces / "layers" / f"{calibrate_on}.json.gz"
+    stderr_progress(f"calibrating {base} on every other size of {fit_on}")
+    (calibration, links), base_path = calibrate_from_file(str(fit_on), base, None, True)
+    with tempfile.TemporaryDirectory() as folder:
+        system = load_system(write_calibrated(base_path, calibration, f"{folder}/own.yaml", links=links))
+
+    def errors(path: Path, held_out: bool = False) -> dict:
+        data = read_measured(path)
+        ops = data.ops[~calibration_half(data.ops["size"])].reset_index(drop=True) if held_out else data.ops
+        return validation_result(predict(ops, system), str(path), system.name)["groups"], data.device_name
+
+    lines, device = [], ""
+    for path in sorted((traces / "layers").glob("*.json.gz")):
+        stderr_progress(f"pricing {path.name}")
+        name = path.name.removesuffix(".json.gz")
+        groups, device = errors(path, held_out=name == calibrate_on)
+        gemm, other, overall = groups["gemm"], groups["elementwise"], groups["overall"]
+        label = f"{name} (held-out half)" if name == calibrate_on else name
+        lines.append(f"| {label} | {gemm['count']} | {gemm['mape']:.1%} | {gemm['median_ape']:.1%} | "
+                     f"{gemm['sum_error']:+.1%} | {other['sum_error']:+.1%} | {overall['sum_error']:+.1%} |")
+    workload_lines = []
+    for path in sorted((traces / "workloads").glob("*.json.gz")):
+        stderr_progress(f"pricing {path.name}")
+        groups, _ = errors(path)
+        workload_lines.append(_summary_row(path.name.removesuffix(".json.gz"), groups))
+    # `memsim validate real ... --device cuda --json` outputs, each predicted with the calibration
+    # `memsim calibrate --device cuda` measured on the same GPU
+    real_lines = [_summary_row(result["measured"], result["groups"])
+                  for result in (json.loads(path.read_text()) for path in sorted((traces / "real").glob("*.json")))]
+    constants = calibration.model_dump(include={"matrix_efficiency", "bandwidth_efficiency", "overlap_loss",
+                                                "first_wave_exposure", "wave_quantization", "pitch_conflict_cost",
+                                                "category_overhead"}, exclude_none=True)
+    out.write_text(f"""# memsim against a GPU of our own
+
+Measured on {device or 'a CUDA GPU'} with `validation/gpu_profile.py layers` and `workloads` (plain
+torch, fp16 layer ops, Kineto traces); regenerate this page with `validation/gpu_profile.py report
+--traces DIR --hw {base}` (no GPU needed, about two minutes). The traces are not in the repository.
+
+**Protocol** (the issue's, on our own measurements): `memsim calibrate --from` on every other
+size of the {calibrate_on} layer trace, then `memsim validate` of the other half and of every other
+model's trace. Each trace holds Vidur's layer ops (embedding, norms, QKV / output / up / down
+projections, rotary, activation, residual add; no attention) at tensor-parallel splits 1, 2, 4
+and 8 and {len(TOKENS)} token counts from 1 to {max(TOKENS)}, three runs each. Each kernel is
+priced from its launching op's shapes.
+
+| model | GEMM kernels | GEMM MAPE | GEMM median | GEMM summed | other kernels summed | all summed |
+|---|---|---|---|---|---|---|
+{chr(10).join(lines)}
+
+Fitted constants: {constants}
+
+**memsim's own workloads** (two layers of the full-size configs, run for real, one trace each),
+priced with the same calibration: summed kernel time and per-kernel MAPE, summed error by category.
+
+| trace | kernels | measured ms | summed | MAPE | by category |
+|---|---|---|---|---|---|
+{chr(10).join(workload_lines)}
+
+**`memsim validate real --device cuda`** after `memsim calibrate --device cuda` on the same GPU
+(its micro-benchmarks, no layer trace): each kernel's fastest time over the runs, priced from its
+launching op.
+
+| step | kernels | measured ms | summed | MAPE | by category |
+|---|---|---|---|---|---|
+{chr(10).join(real_lines)}
+""")
+
+
+def _summary_row(name: str, groups: dict) -> str:
+    """A table row: kernel count, measured time, summed error and MAPE, summed error per category."""
+    overall = groups["overall"]
+    parts = ", ".join(f"{group} {summary['count']}: {summary['sum_error']:+.1%}"
+                      for group, summary in groups.items() if group != "overall")
+    return (f"| {name} | {overall['count']} | {overall['measured_s'] * 1e3:.3f} | {overall['sum_error']:+.1%} | "
+            f"{overall['mape']:.1%} | {parts} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["layers", "workloads", "report"])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--traces", help="report: the folder holding layers/ and workloads/")
+    parser.add_argument("--hw", default="nvidia-h100-sxm", help="report: the datasheet config calibrated")
+    args = parser.parse_args()
+    if args.what == "report":
+        if not args.traces or not (Path(args.traces) / "layers").is_dir():
+            print(f"gpu_profile: --traces {args.traces}: expected a folder with layers/ (gpu_profile.py layers)",
+                  file=sys.stderr)
+            return 2
+        report(Path(args.traces), args.hw, Path(args.out))
+        return 0
+    if not torch.cuda.is_available():
+        print("gpu_profile: torch sees no CUDA device on this machine", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with torch.inference_mode():
+        if args.what == "layers":
+            profile_layers(out, args.models, args.repeats)
+        else:
+            profile_workloads(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
