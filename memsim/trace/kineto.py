@@ -38,6 +38,7 @@ KERNEL_PATTERNS = (("gemm", re.compile(r"(?<!fb)gemm|xmma|cutlass|cublas|wgmma|m
                    ("norm", re.compile(r"norm", re.I)),
                    ("reduction", re.compile(r"softmax|reduce", re.I)),
                    ("elementwise", re.compile(r"elementwise|vectorized|unrolled|pointwise", re.I)))
+ATTENTION_KERNEL = dict(KERNEL_PATTERNS)["attention"]
 # Argument position of is_causal in the attention ops whose shapes we read.
 CAUSAL_ARGUMENT = {"aten::scaled_dot_product_attention": 5, "aten::_scaled_dot_product_flash_attention": 4,
                    "aten::_scaled_dot_product_efficient_attention": 5, "aten::_scaled_dot_product_cudnn_attention": 6}
@@ -166,9 +167,6 @@ def _launching_stacks(events: list[dict], launches: dict) -> dict:
 
 def _is_attention(op: dict) -> bool:
     return op["name"] in ATTENTION_OPS or op["name"] == "aten::scaled_dot_product_attention"
-
-
-ATTENTION_KERNEL = dict(KERNEL_PATTERNS)["attention"]
 
 
 def _pick_op(stack: list[dict], kernel: str) -> dict:
