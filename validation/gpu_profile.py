@@ -4,6 +4,7 @@
     python validation/gpu_profile.py layers --out DIR/layers [--models NAME ...] [--repeats N]
     python validation/gpu_profile.py workloads --out DIR/workloads
     python validation/gpu_profile.py report --traces DIR [--hw BASE] --out validation/OWN_GPU.md   (no GPU needed)
+    python validation/gpu_profile.py power --out FILE
 
 `layers`: one trace per model of the layer ops that Vidur profiles (vidur/profiling/mlp), for
 the models of Vidur's compute profiles, at Vidur's tensor-parallel splits (1, 2, 4, 8) and a
@@ -18,6 +19,9 @@ size) and validating the others repeats the issue's protocol on a GPU of one's o
 
 `workloads`: one trace per step of memsim's own workloads (two layers of the full-size configs)
 run for real on the GPU, to compare memsim's kernels with a model's kernels.
+
+`power`: the same GEMM shapes timed from idle and again after seconds of back-to-back matmuls,
+with the SM clock and power draw: how much a GPU at its power limit slows a shape down.
 
 `report`: that protocol over DIR/layers (calibrated on Llama-2-7B's every other size), with
 DIR/workloads priced on the same calibration, written as a markdown page.
@@ -154,6 +158,54 @@ def profile_workloads(out: Path) -> None:
         torch.cuda.empty_cache()
 
 
+# (m, n, k) of linear layers timed from idle and under sustained load
+POWER_SHAPES = ((4096, 8192, 8192), (4096, 8192, 2048), (4096, 11008, 4096), (4096, 4096, 4096),
+                (4096, 57344, 8192), (4096, 7168, 8192))
+LOAD_SECONDS = 4.0
+
+
+def measure_power(out: Path) -> None:
+    """Median TFLOP/s of each POWER_SHAPES linear layer after a second idle, then after
+    LOAD_SECONDS of 8192^3 matmuls (and ten more before each), with the SM clock (MHz) and
+    power (W) read by NVML after each; written as a table to `out` and printed."""
+    import time
+
+    def linear_tflops(m: int, n: int, k: int, runs: int = 5) -> float:
+        x, w = (torch.randn(m, k, device="cuda", dtype=torch.float16), torch.randn(n, k, device="cuda", dtype=torch.float16))
+        F.linear(x, w)
+        torch.cuda.synchronize()
+        rates = []
+        for _ in range(runs):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            F.linear(x, w)
+            end.record()
+            torch.cuda.synchronize()
+            rates.append(2 * m * n * k / (start.elapsed_time(end) * 1e-3) / 1e12)
+        return sorted(rates)[runs // 2]
+
+    def state() -> str:
+        return f"{torch.cuda.clock_rate()} | {torch.cuda.power_draw() / 1e3:.0f}"
+
+    load = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    lines = ["| shape (m x n x k) | state | TFLOP/s | SM MHz | W |", "|---|---|---|---|---|"]
+    for shape in POWER_SHAPES:
+        time.sleep(1.0)
+        lines.append(f"| {'x'.join(map(str, shape))} | from idle | {linear_tflops(*shape):.0f} | {state()} |")
+    began = time.time()
+    while time.time() - began < LOAD_SECONDS:
+        for _ in range(20):
+            load @ load
+        torch.cuda.synchronize()
+    for shape in POWER_SHAPES:
+        for _ in range(10):
+            load @ load
+        lines.append(f"| {'x'.join(map(str, shape))} | under load | {linear_tflops(*shape):.0f} | {state()} |")
+    text = f"{torch.cuda.get_device_name()}, torch {torch.__version__}\n\n" + "\n".join(lines) + "\n"
+    out.write_text(text)
+    print(text)
+
+
 def report(traces: Path, base: str, out: Path, calibrate_on: str = "Llama-2-7b-hf") -> None:
     """The cross-model table (and the workload traces) as markdown, from traces measured before."""
     import tempfile
@@ -194,6 +246,13 @@ def report(traces: Path, base: str, out: Path, calibrate_on: str = "Llama-2-7b-h
     # `memsim calibrate --device cuda` measured on the same GPU
     real_lines = [_summary_row(result["measured"], result["groups"])
                   for result in (json.loads(path.read_text()) for path in sorted((traces / "real").glob("*.json")))]
+    power = traces / "power.md"  # gpu_profile.py power
+    power_text = (f"""
+**The GPU at its power limit** (`gpu_profile.py power`): linear layers timed from idle, then
+after {LOAD_SECONDS:.0f} s of back-to-back 8192^3 matmuls. memsim prices each op from its shape alone,
+without the load before it.
+
+{power.read_text().split(chr(10) + chr(10), 1)[1]}""" if power.exists() else "")
     constants = calibration.model_dump(include={"matrix_efficiency", "bandwidth_efficiency", "overlap_loss",
                                                 "first_wave_exposure", "wave_quantization", "pitch_conflict_cost",
                                                 "category_overhead"}, exclude_none=True)
@@ -230,7 +289,7 @@ launching op.
 | step | kernels | measured ms | summed | MAPE | by category |
 |---|---|---|---|---|---|
 {chr(10).join(real_lines)}
-""")
+{power_text}""")
 
 
 def _summary_row(name: str, groups: dict) -> str:
@@ -244,7 +303,7 @@ def _summary_row(name: str, groups: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["layers", "workloads", "report"])
+    parser.add_argument("what", choices=["layers", "workloads", "report", "power"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--repeats", type=int, default=3)
@@ -262,6 +321,10 @@ def main() -> int:
         print("gpu_profile: torch sees no CUDA device on this machine", file=sys.stderr)
         return 2
     out = Path(args.out)
+    if args.what == "power":
+        with torch.inference_mode():
+            measure_power(out)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
         if args.what == "layers":

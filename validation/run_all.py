@@ -425,8 +425,11 @@ lent for 30 minutes; [OWN_GPU.md](OWN_GPU.md) holds what was measured on it
   with the profiler at TP 1-8 and 59 token counts, calibrated on every other size of
   Llama-2-7B's: GEMM MAPE 5.3-7.6% on every model (all within 8%), median 3.8-5.5% (three of
   eight above 5%). GEMMs with K = 8192 at 1024-4096 tokens are priced 9-14% fast: they ran at
-  660-700 TFLOP/s where the 4096-wide models' large GEMMs reached 760 (not modelled; sustained
-  power or clock is a candidate). The other kernels of the 8192-wide models are -17..-20%
+  660-700 TFLOP/s where the 4096-wide models' large GEMMs reached 760. The cause is power:
+  after seconds of back-to-back matmuls this H100 sits at its 700 W limit with the SM clock at
+  1245-1365 MHz instead of 1980, and the same shapes run 7-15% slower (4096x8192x8192: 729 ->
+  618 TFLOP/s; `gpu_profile.py power`). The wide models' traces spend longer at the limit, and
+  memsim prices each op from its shape alone, without the load before it. The other kernels of the 8192-wide models are -17..-20%
   summed: elementwise ops over tensors that fit the 50 MB L2 ran faster than HBM (4.1 TB/s for
   adds), and a Kineto trace names no tensors, so rereads are not credited, while SiLU over a
   strided half ran at 1.2-1.3 TB/s and RMSNorm of 8192-wide rows with few tokens slower
