@@ -227,3 +227,19 @@ def test_a_kernel_of_an_op_inside_attention_is_that_ops(tmp_path):
         launch(112, 1), kernel("gemm_kernel", 200, 2.0, 1)])
     bmm = load_kineto(path).ops.iloc[0]
     assert (bmm["name"], bmm["category"], bmm["batch"], bmm["m"], bmm["n"], bmm["k"]) == ("aten::bmm", "gemm", 2, 8, 8, 4)
+
+
+def test_a_convolution_kernel_is_priced_from_aten_convolution(tmp_path):
+    # Mamba's causal depthwise conv1d: width 4 over 1027 padded steps, 4352 channels, bf16
+    bf16, inputs = "c10::BFloat16", [[2, 4352, 1027], [4352, 1, 4], [4352], [], [], [], [], [], []]
+    types = [bf16, bf16, bf16, "ScalarList", "ScalarList", "ScalarList", "Scalar", "ScalarList", "Scalar"]
+    path = write_trace(tmp_path, [
+        cpu_op("aten::convolution", 100, 50, inputs, types, ["", "", "", "[1]", "[0]", "[1]", "False", "[0]", "4352"]),
+        cpu_op("aten::_conv_depthwise2d", 110, 30, [[2, 4352, 1, 1027], [4352, 1, 1, 4]], [bf16, bf16]),
+        launch(112, 1), kernel("conv_depthwise2d_forward_kernel", 200, 95.0, 1)])
+    conv = load_kineto(path).ops.iloc[0]
+    assert (conv["name"], conv["category"]) == ("aten::convolution", "conv")
+    outputs = 2 * 4352 * 1024  # 1027 - (4 - 1) steps
+    assert conv["flops"] == 2 * outputs * 4
+    assert conv["bytes_written"] == outputs * 2
+    assert conv["bytes_read"] == (2 * 4352 * 1027 + 4352 * 4 + 4352) * 2

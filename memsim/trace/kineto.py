@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from memsim.errors import MemsimError
-from memsim.trace.ops import (ATTENTION_OPS, GEMM_OPS, STREAMING_CATEGORIES, attention_flops, categorize, gemm_dims,
+from memsim.trace.ops import (ATTENTION_OPS, CONV_OPS, GEMM_OPS, STREAMING_CATEGORIES, attention_flops, categorize, gemm_dims,
                               numel)
 from memsim.trace.table import ACCESS_COLUMNS, OP_COLUMNS, TENSOR_COLUMNS, Trace, empty_table
 
@@ -173,10 +173,15 @@ def _pick_op(stack: list[dict], kernel: str) -> dict:
     """The innermost op; for an attention kernel (by its name, or launched by an attention op
     itself), the outermost attention op, whose inputs are in [B, H, S, D] order (cuDNN's kernel
     is launched inside aten::_cudnn_attention_forward, in [B, S, H, D]). Any other kernel of
-    an op inside attention (the bmm and softmax of SDPA's math fallback) is that op's."""
+    an op inside attention (the bmm and softmax of SDPA's math fallback) is that op's. Likewise
+    a convolution's kernel (launched inside aten::_conv_depthwise2d, cudnn_convolution, ...)
+    is aten::convolution's, whose arguments give stride, padding and groups."""
     outermost = next((op for op in stack if _is_attention(op)), None)
     if outermost is not None and (_is_attention(stack[-1]) or ATTENTION_KERNEL.search(kernel)):
         return outermost
+    convolution = next((op for op in stack if op["name"] in CONV_OPS), None)
+    if convolution is not None and "conv" in stack[-1]["name"]:
+        return convolution
     return stack[-1]
 
 
@@ -269,6 +274,8 @@ def _op_costs(op: dict) -> dict:
         if m and n and k:
             out.update(category="gemm", batch=batch, m=m, n=n, k=k, flops=2.0 * batch * m * n * k,
                        bytes_written=float(batch * m * n * element))
+    elif name in CONV_OPS and len(tensors) >= 2:
+        out.update(_convolution_costs(tensors, args.get("Concrete Inputs") or [], element))
     elif name in ATTENTION_OPS or name == "aten::scaled_dot_product_attention":
         if len(tensors) >= 3 and len(tensors[0][0]) == 4:
             (b, h, q_len, d), (_, h_kv, kv_len, _), (_, _, _, dv) = (t[0] for t in tensors[:3])
@@ -282,6 +289,38 @@ def _op_costs(op: dict) -> dict:
     else:
         out.update(_moved_bytes(name, category, tensors, strides))
     return out
+
+
+def _convolution_costs(tensors: list, concrete: list, element: int) -> dict:
+    """FLOPs and bytes of aten::convolution(input, weight, bias, stride, padding, dilation,
+    transposed, output_padding, groups) from its recorded shapes and arguments:
+        out = floor((in + 2 p - d (k - 1) - 1) / s) + 1 per spatial dim  (transposed: (in - 1) s - 2 p + d (k - 1) + 1)
+        FLOPs = 2 * N * C_out * prod(out) * C_in / groups * prod(k)"""
+    def listed(index: int, default: int) -> list[int]:
+        try:
+            value = json.loads(concrete[index])
+        except (IndexError, ValueError):
+            return [default]
+        if isinstance(value, int):
+            return [value]
+        return value if isinstance(value, list) and value else [default]
+
+    (source, _), (weight, _) = tensors[0], tensors[1]
+    spatial, kernel = source[2:], weight[2:]
+    stride, padding, dilation = listed(3, 1), listed(4, 0), listed(5, 1)
+    transposed = len(concrete) > 6 and str(concrete[6]).lower() == "true"
+    groups = listed(8, 1)[0]
+    out = []
+    for axis, (size, width) in enumerate(zip(spatial, kernel)):
+        s, p, d = (values[min(axis, len(values) - 1)] for values in (stride, padding, dilation))
+        out.append((size - 1) * s - 2 * p + d * (width - 1) + 1 if transposed
+                   else (size + 2 * p - d * (width - 1) - 1) // s + 1)
+    channels_out = weight[1] * groups if transposed else weight[0]
+    per_output = (source[1] // groups) * numel(kernel)
+    outputs = source[0] * channels_out * numel(out)
+    return {"category": "conv", "flops": 2.0 * outputs * per_output,
+            "bytes_read": float(sum(numel(shape) * TYPE_BYTES.get(kind, 4) for shape, kind in tensors)),
+            "bytes_written": float(outputs * element)}
 
 
 def _footprint(shape: list[int], strides: list[int] | None) -> int:
