@@ -243,3 +243,14 @@ def test_a_convolution_kernel_is_priced_from_aten_convolution(tmp_path):
     assert conv["flops"] == 2 * outputs * 4
     assert conv["bytes_written"] == outputs * 2
     assert conv["bytes_read"] == (2 * 4352 * 1027 + 4352 * 4 + 4352) * 2
+
+
+def test_a_copy_within_the_device_is_a_device_copy_and_one_from_the_host_a_transfer(tmp_path):
+    def memcpy(name, ts, correlation):
+        return {"ph": "X", "cat": "gpu_memcpy", "name": name, "pid": 0, "tid": 8, "ts": ts, "dur": 3.0,
+                "args": {"correlation": correlation, "stream": 8, "bytes": 1 << 20}}
+    path = write_trace(tmp_path, [memcpy("Memcpy DtoD (Device -> Device)", 100, 1),
+                                  memcpy("Memcpy HtoD (Pinned -> Device)", 200, 2)])
+    ops = load_kineto(path).ops
+    assert list(ops["category"]) == ["copy", "memcpy"]
+    assert list(ops["bytes_read"]) == [1 << 20, 1 << 20]

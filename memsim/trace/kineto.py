@@ -194,7 +194,10 @@ def _gpu_row(event: dict, op: dict | None) -> dict:
     if event["cat"] == "gpu_memcpy":
         direction = next((d for d in ("HtoD", "DtoH", "DtoD", "HtoH", "PtoP") if d in event["name"]), "DtoD")
         nbytes = float(args.get("bytes", 0))
-        row.update(category="memcpy", dtype="uint8", bytes_read=nbytes, bytes_written=nbytes,
+        # a copy within the device streams its memory, as a copy kernel does; one that crosses
+        # to or from the host is a transfer over its link
+        row.update(category="copy" if direction == "DtoD" else "memcpy", dtype="uint8", bytes_read=nbytes,
+                   bytes_written=nbytes,
                    attrs=json.dumps({"direction": direction, "pinned": "Pageable" not in event["name"]}))
         return row
     if event["cat"] == "gpu_memset":
