@@ -438,14 +438,20 @@ lent for 30 minutes; [OWN_GPU.md](OWN_GPU.md) holds what was measured on it
   was priced as reading the whole table (15x slow); it now reads the rows it picks and the
   index's own footprint (`Input Strides`). Kernels of an op inside attention (SDPA's math
   fallback's bmm and softmax) are priced as that op; an attention kernel as the outermost
-  attention op (cuDNN's runs inside `_cudnn_attention_forward`). Every ground-truth row is
-  unchanged.
+  attention op (cuDNN's runs inside `_cudnn_attention_forward`). A convolution's kernel is
+  priced from `aten::convolution` (stride, padding, groups; before, category other), and a
+  copy within the device (Memcpy DtoD) as a device copy, not a transfer over the host link.
+  Every ground-truth row prices as before (the HTA trace's DtoD copies move from its memcpy
+  group to elementwise).
 - *`calibrate --device cuda` timed the host.* CUDA events around each op time the host's launch
   gaps when the GPU waits for it: the fit reached 43.5% MAPE with fixed costs of 36-100 us.
-  Each kernel is now timed by the profiler (as `memsim validate` reads Kineto traces): 22.0%
-  (GEMMs 8.3%). `validate real --device cuda` after it: two layers of Llama-2-7B and Llama-3-8B
-  summed -12.3..+3.5% (GEMMs -11.5..+1.1%), Mamba-2 1.3B -14.0 / -23.6% (its depthwise conv
-  and copies), llama-tiny +3.8%.
+  Each kernel is now timed by the profiler (as `memsim validate` reads Kineto traces): 21.8%
+  (GEMMs 7.2%; the depthwise conv now fitted, at 0.12 of HBM bandwidth). `validate real
+  --device cuda` after it: two layers of Llama-2-7B and Llama-3-8B summed -12.0..+3.0% (GEMMs
+  -11.3..+0.4%), llama-tiny +3.8%, Mamba-2 1.3B decode / prefill -17.4 / -21.5% (per-kernel
+  MAPE 25 / 39%; its elementwise kernels, strided copies of the chunked scan among them, are
+  -25%). Before the conv and copy fixes Mamba-2 came to -14.0 / -23.6% with MAPE 28 / 55%:
+  DtoD copies priced 2.2x slow had hidden part of that.
 - *Peak memory on a GPU.* The training step's peak from traced lifetimes matches
   `torch.cuda.max_memory_allocated`; the prefill's holds one MLP-sized tensor more than traced
   (37.9 MB against 29.5), with any attention kernel: cause not found, its test marked as an
