@@ -254,3 +254,13 @@ def test_a_copy_within_the_device_is_a_device_copy_and_one_from_the_host_a_trans
     ops = load_kineto(path).ops
     assert list(ops["category"]) == ["copy", "memcpy"]
     assert list(ops["bytes_read"]) == [1 << 20, 1 << 20]
+
+
+def test_a_norm_kernel_counts_its_thread_blocks_from_its_grid(tmp_path):
+    # torch's RMSNorm of 3 rows of 8192: one block per row, which bounds it at few rows
+    bf16 = "c10::BFloat16"
+    path = write_trace(tmp_path, [
+        cpu_op("aten::_fused_rms_norm", 100, 20, [[3, 8192], [], [8192], []], [bf16, "ScalarList", bf16, ""]),
+        launch(105, 1), kernel("vectorized_layer_norm_kernel", 200, 5.0, 1, grid=(3, 1, 1))])
+    norm = load_kineto(path).ops.iloc[0]
+    assert norm["category"] == "norm" and json.loads(norm["attrs"])["blocks"] == 3

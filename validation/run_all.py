@@ -423,7 +423,7 @@ lent for 30 minutes; [OWN_GPU.md](OWN_GPU.md) holds what was measured on it
 (`validation/gpu_profile.py`), regenerated from the traces by `gpu_profile.py report`.
 - *The issue's protocol on our own measurements.* Vidur's layer ops of eight models, traced
   with the profiler at TP 1-8 and 59 token counts, calibrated on every other size of
-  Llama-2-7B's: GEMM MAPE 5.3-7.6% on every model (all within 8%), median 3.8-5.5% (three of
+  Llama-2-7B's: GEMM MAPE 5.4-7.6% on every model (all within 8%), median 3.8-5.4% (three of
   eight above 5%). GEMMs with K = 8192 at 1024-4096 tokens are priced 9-14% fast: they ran at
   660-700 TFLOP/s where the 4096-wide models' large GEMMs reached 760. The cause is power:
   after seconds of back-to-back matmuls this H100 sits at its 700 W limit with the SM clock at
@@ -432,8 +432,11 @@ lent for 30 minutes; [OWN_GPU.md](OWN_GPU.md) holds what was measured on it
   memsim prices each op from its shape alone, without the load before it. The other kernels of the 8192-wide models are -17..-20%
   summed: elementwise ops over tensors that fit the 50 MB L2 ran faster than HBM (4.1 TB/s for
   adds), and a Kineto trace names no tensors, so rereads are not credited, while SiLU over a
-  strided half ran at 1.2-1.3 TB/s and RMSNorm of 8192-wide rows with few tokens slower
-  than priced, about twice (one block per row).
+  strided half ran at 1.2-1.3 TB/s and RMSNorm of 8192-wide rows with few tokens about twice
+  as slow as priced. Torch's norm kernels run one thread block per row: the Kineto reader now
+  counts a norm kernel's blocks from its grid, and the calibration fits what one block streams
+  (kernels.block_row_seconds): the 8192-wide models' other kernels -17.3..-19.9% -> -15.9..-18.7%
+  summed, their MAPE 16.9-19.5% -> 15.0-17.6%; BERT's trace +-0.4 points.
 - *Kineto reader.* Torch's embedding gathers through an index expanded over the row: the gather
   was priced as reading the whole table (15x slow); it now reads the rows it picks and the
   index's own footprint (`Input Strides`). Kernels of an op inside attention (SDPA's math

@@ -219,6 +219,13 @@ def _gpu_row(event: dict, op: dict | None) -> dict:
         row["category"] = "other"  # a matrix kernel whose problem size the trace does not record
     if row["category"] in STREAMING_CATEGORIES and SCALAR_LOAD_KERNEL.search(event["name"]):
         row["category"] = "strided"
+    if row["category"] == "norm" and args.get("grid"):
+        # a norm kernel runs one thread block per row: at few rows, its blocks bound it
+        # (memsim.cost.kernels.block_row_seconds)
+        blocks = 1
+        for size in args["grid"]:
+            blocks *= int(size)
+        row["attrs"] = json.dumps({**(json.loads(row["attrs"]) if row["attrs"] else {}), "blocks": blocks})
     return row
 
 
