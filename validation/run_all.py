@@ -448,11 +448,11 @@ lent for 30 minutes; [OWN_GPU.md](OWN_GPU.md) holds what was measured on it
   group to elementwise).
 - *`calibrate --device cuda` timed the host.* CUDA events around each op time the host's launch
   gaps when the GPU waits for it: the fit reached 43.5% MAPE with fixed costs of 36-100 us.
-  Each kernel is now timed by the profiler (as `memsim validate` reads Kineto traces): 21.8%
-  (GEMMs 7.2%; the depthwise conv now fitted, at 0.12 of HBM bandwidth). `validate real
-  --device cuda` after it: two layers of Llama-2-7B and Llama-3-8B summed -12.0..+3.0% (GEMMs
-  -11.3..+0.4%), llama-tiny +3.8%, Mamba-2 1.3B decode / prefill -17.4 / -21.5% (per-kernel
-  MAPE 25 / 39%; its elementwise kernels, strided copies of the chunked scan among them, are
+  Each kernel is now timed by the profiler (as `memsim validate` reads Kineto traces): 21.6%
+  (GEMMs 7.1%; the depthwise conv now fitted, at 0.12 of HBM bandwidth). `validate real
+  --device cuda` after it: two layers of Llama-2-7B and Llama-3-8B summed -11.5..+3.6% (GEMMs
+  -11.6..+1.3%), llama-tiny +3.8%, Mamba-2 1.3B decode / prefill -16.3 / -21.6% (per-kernel
+  MAPE 29 / 40%; its elementwise kernels, strided copies of the chunked scan among them, are
   -25%). Before the conv and copy fixes Mamba-2 came to -14.0 / -23.6% with MAPE 28 / 55%:
   DtoD copies priced 2.2x slow had hidden part of that.
 - *Peak memory on a GPU.* The training step's peak from traced lifetimes matches
