@@ -431,7 +431,9 @@ lent for 30 minutes; [OWN_GPU.md](OWN_GPU.md) holds what was measured on it
   618 TFLOP/s; `gpu_profile.py power`). The wide models' traces spend longer at the limit, and
   memsim prices each op from its shape alone, without the load before it. The other kernels of the 8192-wide models are -17..-20%
   summed: elementwise ops over tensors that fit the 50 MB L2 ran faster than HBM (4.1 TB/s for
-  adds), and a Kineto trace names no tensors, so rereads are not credited, while SiLU over a
+  adds), and a Kineto trace names no tensors, so rereads are not credited (taking an input
+  the size of the previous kernel's output as that output, reread, took 0.4-1.3 points off the
+  4096-wide models' other-kernel MAPE and added 0.4-0.9 to the others': not adopted), while SiLU over a
   strided half ran at 1.2-1.3 TB/s and RMSNorm of 8192-wide rows with few tokens about twice
   as slow as priced. Torch's norm kernels run one thread block per row: the Kineto reader now
   counts a norm kernel's blocks from its grid, and the calibration fits what one block streams
