@@ -264,3 +264,14 @@ def test_a_norm_kernel_counts_its_thread_blocks_from_its_grid(tmp_path):
         launch(105, 1), kernel("vectorized_layer_norm_kernel", 200, 5.0, 1, grid=(3, 1, 1))])
     norm = load_kineto(path).ops.iloc[0]
     assert norm["category"] == "norm" and json.loads(norm["attrs"])["blocks"] == 3
+
+
+def test_a_convolution_backward_kernel_is_not_priced_as_a_forward_convolution(tmp_path):
+    # convolution_backward(grad_output, input, weight, ...): its arguments are not a forward's
+    bf16 = "c10::BFloat16"
+    path = write_trace(tmp_path, [
+        cpu_op("aten::convolution_backward", 100, 50, [[2, 64, 30], [2, 64, 33], [64, 1, 4]], [bf16, bf16, bf16]),
+        cpu_op("aten::_conv_depthwise2d_backward", 110, 30, [[2, 64, 1, 30], [2, 64, 1, 33]], [bf16, bf16]),
+        launch(112, 1), kernel("conv_depthwise2d_backward_kernel", 200, 9.0, 1)])
+    row = load_kineto(path).ops.iloc[0]
+    assert row["category"] != "conv" and row["flops"] == 0

@@ -89,7 +89,7 @@ class Layer:
     """One tensor-parallel worker's share of a layer: weights split as Vidur splits them."""
 
     def __init__(self, shape: LayerShape, tp: int, device: str, dtype: torch.dtype):
-        self.shape, self.tp = shape, tp
+        self.shape = shape
         head_dim = shape.embed // shape.heads
         self.q, self.kv = shape.heads // tp, max(shape.kv_heads // tp, 1)
         self.ffn = shape.expanded // tp
@@ -103,7 +103,7 @@ class Layer:
         self.out = weight(shape.embed, self.q * head_dim)
         self.up = weight((2 if shape.gated else 1) * self.ffn, shape.embed)
         self.down = weight(shape.embed, self.ffn)
-        self.head_dim, self.device = head_dim, device
+        self.head_dim = head_dim
 
     def run(self, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         s, q_width, kv_width = self.shape, self.q * self.head_dim, self.kv * self.head_dim

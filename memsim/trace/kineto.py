@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -39,6 +40,9 @@ KERNEL_PATTERNS = (("gemm", re.compile(r"(?<!fb)gemm|xmma|cutlass|cublas|wgmma|m
                    ("reduction", re.compile(r"softmax|reduce", re.I)),
                    ("elementwise", re.compile(r"elementwise|vectorized|unrolled|pointwise", re.I)))
 ATTENTION_KERNEL = dict(KERNEL_PATTERNS)["attention"]
+# Convolutions whose arguments are (input, weight, bias, stride, padding, dilation, transposed,
+# output_padding, groups): their kernels are priced from these (_convolution_costs).
+CONV_FORWARD_OPS = CONV_OPS - {"aten::convolution_backward"}
 # Argument position of is_causal in the attention ops whose shapes we read.
 CAUSAL_ARGUMENT = {"aten::scaled_dot_product_attention": 5, "aten::_scaled_dot_product_flash_attention": 4,
                    "aten::_scaled_dot_product_efficient_attention": 5, "aten::_scaled_dot_product_cudnn_attention": 6}
@@ -179,7 +183,7 @@ def _pick_op(stack: list[dict], kernel: str) -> dict:
     outermost = next((op for op in stack if _is_attention(op)), None)
     if outermost is not None and (_is_attention(stack[-1]) or ATTENTION_KERNEL.search(kernel)):
         return outermost
-    convolution = next((op for op in stack if op["name"] in CONV_OPS), None)
+    convolution = next((op for op in stack if op["name"] in CONV_FORWARD_OPS), None)
     if convolution is not None and "conv" in stack[-1]["name"]:
         return convolution
     return stack[-1]
@@ -222,9 +226,7 @@ def _gpu_row(event: dict, op: dict | None) -> dict:
     if row["category"] == "norm" and args.get("grid"):
         # a norm kernel runs one thread block per row: at few rows, its blocks bound it
         # (memsim.cost.kernels.block_row_seconds)
-        blocks = 1
-        for size in args["grid"]:
-            blocks *= int(size)
+        blocks = math.prod(int(size) for size in args["grid"])
         row["attrs"] = json.dumps({**(json.loads(row["attrs"]) if row["attrs"] else {}), "blocks": blocks})
     return row
 
@@ -284,7 +286,7 @@ def _op_costs(op: dict) -> dict:
         if m and n and k:
             out.update(category="gemm", batch=batch, m=m, n=n, k=k, flops=2.0 * batch * m * n * k,
                        bytes_written=float(batch * m * n * element))
-    elif name in CONV_OPS and len(tensors) >= 2:
+    elif name in CONV_FORWARD_OPS and len(tensors) >= 2:
         out.update(_convolution_costs(tensors, args.get("Concrete Inputs") or [], element))
     elif name in ATTENTION_OPS or name == "aten::scaled_dot_product_attention":
         if len(tensors) >= 3 and len(tensors[0][0]) == 4:
