@@ -2,8 +2,8 @@
 import json
 
 import pandas as pd
-import torch
 import pytest
+import torch
 import yaml
 
 from conftest import HWCONFIGS

@@ -260,7 +260,7 @@ without the load before it.
 
 Measured on {device or 'a CUDA GPU'} with `validation/gpu_profile.py layers` and `workloads` (plain
 torch, fp16 layer ops, Kineto traces); regenerate this page with `validation/gpu_profile.py report
---traces DIR --hw {base}` (no GPU needed, about two minutes). The traces are not in the repository.
+--traces DIR --hw {base}` (no GPU needed, under a minute on two cores). The traces are not in the repository.
 
 **Protocol** (the issue's, on our own measurements): `memsim calibrate --from` on every other
 size of the {calibrate_on} layer trace, then `memsim validate` of the other half and of every other
