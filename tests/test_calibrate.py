@@ -356,3 +356,18 @@ def test_validate_real_on_cuda_compares_each_kernel():
     assert "gemm" in set(ops["category"]) and "other" not in set(ops["category"])
     result = validation_result(predict(ops, load_system("nvidia-h100-sxm")), "llama-tiny", "h100")
     assert result["groups"]["overall"]["count"] == len(ops)
+
+
+def test_a_measured_sustained_matrix_rate_is_written_as_the_units_power_cap(tmp_path):
+    from memsim.commands.calibrate import write_calibrated
+    from memsim.hardware.load import resolve_path
+
+    calibration = Calibration(source="test", matrix_efficiency={"bf16": 0.8})
+    for base in ("nvidia-h100-sxm", "nvidia-a100-80gb-sxm"):  # with a power_cap stated, and without
+        path = write_calibrated(resolve_path(base), calibration, str(tmp_path / f"{base}.yaml"),
+                                sustained_matrix_fraction=0.7332)
+        cap = load_system(path).device.compute["sm"].power_cap
+        # the measured rate replaces the base's; its threshold and window stay (or default)
+        assert (cap.sustained_matrix_fraction, cap.engage_duty, cap.window) == (0.7332, 0.55, 0.1)
+    without = write_calibrated(resolve_path("nvidia-a100-80gb-sxm"), calibration, str(tmp_path / "plain.yaml"))
+    assert load_system(without).device.compute["sm"].power_cap is None

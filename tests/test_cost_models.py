@@ -583,3 +583,51 @@ def test_kv_cache_blocks_stream_at_a_calibrated_rate_only():
     traffic = (memory(calibrated_rate="1 GB/s") - memory(calibrated_rate="2 GB/s")) * 8e9
     assert traffic > 0
     assert memory(calibrated_rate="1 GB/s") - memory() == pytest.approx(traffic / 4e9 - traffic / 1e12)
+
+
+def test_the_power_cap_slows_matrix_ops_once_recent_matrix_time_passes_its_threshold():
+    # window 0.1 s, threshold 0.55, capped rate 1e12 FLOP/s; each op priced at 10 ms
+    start = np.array([0.0, 0.2, 0.2 + 0.01, 0.3 + 0.1 + 0.01])
+    busy = np.array([0.2, 0.01, 0.1, 0.01])
+    matrix = np.array([True, True, False, True])
+    flops = np.full(4, 2e10)        # 20 ms at the capped rate
+    seconds = np.full(4, 0.01)
+    rate = np.full(4, 1e12)
+    out = kernels.power_capped_seconds(start, busy, matrix, flops, seconds, rate, 0.55, 0.1, False)
+    # op 0 starts idle (duty 0): not capped. After 0.2 s of matrix work the duty is
+    # 1 - e^-2 = 0.865: op 1 runs capped, 2e10 / 1e12 = 20 ms. Op 2 is not a matrix op. Op 3
+    # follows 0.1 s of other work and a 0.1 s gap: 0.865..., then (after op 1's 10 ms)
+    # 1 - 0.135 e^-0.1 = 0.878, times e^-1 (op 2) and e^-1 (gap) = 0.119 < 0.55: not capped.
+    assert out == pytest.approx([0.01, 0.02, 0.01, 0.01])
+
+
+def test_a_periodic_step_starts_from_its_own_steady_power_state():
+    # one step: 50 ms of matrix work, then 50 ms of other work, window 0.1 s. From idle the step
+    # leaves a = (1 - e^-0.5) e^-0.5 = 0.2387; the steady state is a / (1 - e^-1) = 0.3776.
+    start, busy = np.array([0.0, 0.05]), np.array([0.05, 0.05])
+    matrix, flops, seconds, rate = np.array([True, False]), np.full(2, 1e11), np.full(2, 0.05), np.full(2, 1e12)
+    for engage, capped in ((0.37, True), (0.39, False)):
+        out = kernels.power_capped_seconds(start, busy, matrix, flops, seconds, rate, engage, 0.1, True)
+        assert out[0] == pytest.approx(0.1 if capped else 0.05)
+    # from idle nothing is capped, whatever the threshold above 0
+    assert kernels.power_capped_seconds(start, busy, matrix, flops, seconds, rate, 0.01, 0.1, False)[0] == 0.05
+
+
+def test_a_long_prefill_on_an_h100_runs_its_gemms_at_the_power_capped_rate_and_a_decode_does_not():
+    from memsim.engine.replay import simulate
+    from memsim.trace.workload import StepSpec, trace_workload
+
+    uncapped = {"devices.gpu.compute.sm.power_cap.engage_duty": "1.0"}  # a duty never reaches 1
+    unit = load_system("nvidia-h100-sxm").device.compute["sm"]
+    capped_rate = unit.power_cap.sustained_matrix_fraction * unit.matrix_flops["bf16"]
+    for phase, batch, slower in (("prefill", 4, True), ("decode", 64, False)):
+        trace = trace_workload("llama2-7b", StepSpec(phase=phase, batch=batch, context=2048), {"layers": "4"})
+        steps = []
+        for override in ({}, uncapped):
+            timeline = simulate(trace, load_system("nvidia-h100-sxm", override)).timeline
+            steps.append(timeline["end_s"].max())
+            gemms = timeline[(timeline["kind"] == "op") & (timeline["category"] == "gemm")]
+            rates = gemms["flops"] / (gemms["end_s"] - gemms["start_s"])
+            if not override and slower:
+                assert rates.max() <= capped_rate * 1.001   # every large GEMM held to the cap
+        assert (steps[0] > steps[1] * 1.03) == slower

@@ -275,3 +275,24 @@ def test_a_convolution_backward_kernel_is_not_priced_as_a_forward_convolution(tm
         launch(112, 1), kernel("conv_depthwise2d_backward_kernel", 200, 9.0, 1)])
     row = load_kineto(path).ops.iloc[0]
     assert row["category"] != "conv" and row["flops"] == 0
+
+
+def test_gemm_kernels_after_a_tenth_of_a_second_of_gemms_are_priced_at_the_power_capped_rate(tmp_path):
+    from memsim.hardware import load_system
+    from memsim.validate.report import predict
+
+    bf16 = "c10::BFloat16"
+    events = []
+    for i in range(60):  # 60 back-to-back 8192^3 bf16 GEMMs of 2 ms each
+        events += [cpu_op("aten::mm", 10 * i, 5, [[8192, 8192], [8192, 8192]], [bf16, bf16]), launch(10 * i + 1, i),
+                   kernel("sm90_xmma_gemm_bf16", 1000 + 2000 * i, 2000.0, i)]
+    ops = load_kineto(write_trace(tmp_path, events)).ops
+    assert list(ops["start_s"][:2]) == pytest.approx([0.0, 2e-3])
+    system = load_system("nvidia-h100-sxm")
+    unit = system.device.compute["sm"]
+    capped = unit.power_cap.sustained_matrix_fraction * unit.matrix_flops["bf16"]
+    rate = ops["flops"] / predict(ops, system)["predicted_s"]
+    # the GPU starts idle: the first GEMMs run at full clock; once 55% of the last 0.1 s was
+    # GEMM time (1 - e^(-t / 0.1 s) = 0.55 at t = 80 ms: the 41st GEMM) they run at the capped rate
+    assert rate.iloc[:40].min() > 1.05 * capped
+    assert rate.iloc[40:].to_numpy() == pytest.approx(capped)

@@ -106,6 +106,9 @@ class MeasuredMachine(NamedTuple):
     stream_bandwidth: float | None = None
     """Bytes/s this CPU's cores streamed at (memsim.validate.measure.streaming_bandwidth),
     replacing the base config's memory bandwidth where the base is the generic CPU one."""
+    sustained_matrix_fraction: float | None = None
+    """The share of its bf16 matrix peak a GPU held over back-to-back GEMMs at its power limit
+    (memsim.validate.measure.sustained_matrix_rate): its unit's power_cap."""
 
 
 def calibrate_this_machine(device: str, hw: str | None, progress=None) -> MeasuredMachine:
@@ -115,8 +118,9 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None) -> Measur
     from memsim.hardware import load_system
     from memsim.hardware.load import resolve_path
     from memsim.validate.fit import fit_calibration
+    from memsim.cost.roofline import main_compute_unit
     from memsim.validate.measure import (at_achieved_peak, cpu_core_peaks, machine_description, measure_device,
-                                         single_thread, streaming_bandwidth)
+                                         single_thread, streaming_bandwidth, sustained_matrix_rate)
 
     name = machine_description(device)
     base = hw or DEFAULT_BASE.get(device) or next((config for key, config in CUDA_BASES if key in name), None)
@@ -127,6 +131,10 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None) -> Measur
     core_peaks = cpu_core_peaks() if device == "cpu" and hw is None else None
     with single_thread(device) as threads:
         ops = measure_device(device, progress)
+    sustained = None
+    if device == "cuda":
+        peak = main_compute_unit(system.device).matrix_flops.get("bf16")
+        sustained = min(sustained_matrix_rate(progress) / peak, 1.0) if peak else None
     # at least as fast as its large GEMMs ran; and its memory streams as measured, where the generic
     # config's bandwidth is another host's
     core_peaks = at_achieved_peak(core_peaks, ops)
@@ -139,7 +147,7 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None) -> Measur
     calibration = calibration.model_copy(update={
         "device_name": name, "torch_version": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
-    return MeasuredMachine(calibration, resolve_path(base), threads, core_peaks, stream)
+    return MeasuredMachine(calibration, resolve_path(base), threads, core_peaks, stream, sustained)
 
 
 def _measured_unit(unit, threads: int | None, core_peaks: dict | None):
@@ -164,7 +172,8 @@ def _measured_device(device, threads: int | None, core_peaks: dict | None, strea
 
 def write_measured(machine: MeasuredMachine, out: str) -> Path:
     return write_calibrated(machine.base, machine.calibration, out, machine.threads, core_peaks=machine.core_peaks,
-                            stream_bandwidth=machine.stream_bandwidth)
+                            stream_bandwidth=machine.stream_bandwidth,
+                            sustained_matrix_fraction=machine.sustained_matrix_fraction)
 
 
 def on_cores(unit, cores: int):
@@ -176,11 +185,13 @@ def on_cores(unit, cores: int):
 
 
 def write_calibrated(base: Path, calibration, out: str, threads: int | None = None, links: dict | None = None,
-                     core_peaks: dict | None = None, stream_bandwidth: float | None = None) -> Path:
+                     core_peaks: dict | None = None, stream_bandwidth: float | None = None,
+                     sustained_matrix_fraction: float | None = None) -> Path:
     """The base YAML with a `calibration` section on its main device (and, for a CPU measured
     on fewer threads than it has cores, that thread count as its core count, with the peaks read
     off the CPU and the bandwidth its cores streamed at where given; for fitted links, their new
-    efficiency and latency, and where those came from)."""
+    efficiency and latency, and where those came from; for a GPU, the matrix rate it held at its
+    power limit as its unit's power_cap)."""
     from memsim.hardware import load_system
 
     raw = yaml.safe_load(Path(base).read_text())
@@ -200,6 +211,10 @@ def write_calibrated(base: Path, calibration, out: str, threads: int | None = No
         tier["bandwidth"] = stream_bandwidth
         device["source"] = (f"{device.get('source', '')}; memory streamed at {stream_bandwidth / 1e9:.1f} GB/s "
                             "(measured)").lstrip("; ")
+    if sustained_matrix_fraction:
+        unit = device["compute"][next(iter(device["compute"]))]
+        unit["power_cap"] = {**(unit.get("power_cap") or {}),
+                             "sustained_matrix_fraction": round(sustained_matrix_fraction, 4)}
     device["calibration"] = calibration.model_dump(mode="json", exclude_defaults=True)
     for name, link in (links or {}).items():
         raw["links"][name].update(efficiency=link.efficiency, latency=link.latency, source=link.source)

@@ -41,8 +41,8 @@ def cmd_validate(args) -> int:
 
         overrides = key_values(args.config, "--config")
         system = _real_system(args, stderr_progress)
-        ops = measure_workload(args.target[1], args.device, args.phase, args.batch, args.context, stderr_progress,
-                               overrides)
+        priced = predict(measure_workload(args.target[1], args.device, args.phase, args.batch, args.context,
+                                          stderr_progress, overrides), system)
         configured = "".join(f", {key}={value}" for key, value in overrides.items())
         source = (f"{args.target[1]} ({args.phase}, batch {args.batch}, context {args.context}{configured}) "
                   f"run on {args.device}")
@@ -63,11 +63,11 @@ def cmd_validate(args) -> int:
         if data.ops["category"].isin(LINK_CATEGORIES).any() and not switched:
             stderr_progress(f"{args.hw}: no link joins copies of a device, so collectives cross the first "
                             f"host link; a node config (e.g. nvidia-hgx-h100-8gpu) prices them over its switch")
-        ops = data.ops
+        # priced whole, then halved: a trace's power state follows every op that ran
+        priced = predict(data.ops, system)
         if args.held_out:
-            ops = ops[~calibration_half(ops["size"])].reset_index(drop=True)
+            priced = priced[~calibration_half(priced["size"])].reset_index(drop=True)
         source = args.target[0]
-    priced = predict(ops, system)
     result = validation_result(priced, source, system.name)
     print(to_json(result) if args.json else format_result(result))
     if args.html:

@@ -438,6 +438,56 @@ def block_row_seconds(bytes_moved, blocks, block_bandwidth):
     return out
 
 
+@numba.njit(cache=True)
+def _matrix_duty(start_s, busy_s, matrix, window_s, duty, i, last_end):
+    """The duty after op i ran: decayed over the idle gap before it, then towards 1 or 0 over it."""
+    gap = start_s[i] - last_end
+    if gap > 0.0:
+        duty *= math.exp(-gap / window_s)
+    running = 1.0 if matrix[i] else 0.0
+    return running + (duty - running) * math.exp(-busy_s[i] / window_s), max(last_end, start_s[i] + busy_s[i])
+
+
+@numba.njit(cache=True)
+def power_capped_seconds(start_s, busy_s, matrix, flops, seconds, capped_rate, engage_duty, window_s, periodic):
+    """Each op's time once the device's power limit has lowered its clock, in start order.
+
+    Idea: a GPU's power controller averages its power over a window of about 0.1 s and, when
+    the average would pass the limit, lowers the SM clock until it does not. Matrix kernels at
+    full clock draw more than the limit; memory-bound kernels do not. So the clock drops once the
+    share of recent time spent in matrix kernels passes a threshold, and a matrix op then runs
+    at the rate the unit holds at its limit (measured on an H100 at 700 W: GEMMs of every shape
+    ran at 650-700 TFLOP/s once capped, against 740-780 before; with a copy between GEMMs, the
+    cap engaged between 50% and 60% GEMM time).
+        duty(t) = exponential average over window_s of [a matrix op runs at t], from busy_s
+        capped  = matrix op and duty at its start >= engage_duty
+        time    = max(seconds, flops / capped_rate) if capped else seconds
+    The history is given (start_s, busy_s): measured for a measured trace, simulated in the
+    engine. `periodic`: the ops repeat back to back (one step of many), so the duty they start
+    with is the cycle's steady state, d = a / (1 - exp(-span / window_s)), where a is the duty
+    one pass leaves from an idle start (the average is linear in its start); else 0 (idle).
+    """
+    count = seconds.shape[0]
+    out = seconds.copy()
+    duty = 0.0
+    if count == 0:
+        return out
+    if periodic:
+        last_end = start_s[0]
+        for i in range(count):
+            duty, last_end = _matrix_duty(start_s, busy_s, matrix, window_s, duty, i, last_end)
+        span = last_end - start_s[0]
+        duty = duty / (1.0 - math.exp(-span / window_s)) if span > 0.0 else 0.0
+    last_end = start_s[0]
+    for i in range(count):
+        gap = start_s[i] - last_end
+        starting = duty * math.exp(-gap / window_s) if gap > 0.0 else duty
+        if matrix[i] and starting >= engage_duty and capped_rate[i] > 0.0:
+            out[i] = max(seconds[i], flops[i] / capped_rate[i])
+        duty, last_end = _matrix_duty(start_s, busy_s, matrix, window_s, duty, i, last_end)
+    return out
+
+
 # ATen's CPU flash attention (FlashAttentionKernel.cpp) cuts each (batch, head)'s queries into
 # slices of 32 rows, of 64 from 192 queries on and of 256 from 768, one task per slice.
 ATEN_CPU_FLASH_SLICES = ((768.0, 256.0), (192.0, 64.0), (0.0, 32.0))

@@ -110,6 +110,35 @@ def price_ops(ops: pd.DataFrame | OpArrays, device: Device, unit: ComputeUnit | 
                          "duration_s": total}, index=ops.index)
 
 
+def power_capped(costs: pd.DataFrame, ops: pd.DataFrame, device: Device, start_s, busy_s, periodic: bool,
+                 unit: ComputeUnit | None = None) -> pd.DataFrame:
+    """`costs` with the GEMMs that run under the unit's power cap slowed to its sustained rate.
+
+    Whether the cap is engaged depends on what ran before, so the caller gives each op's start
+    and busy time (measured, or simulated): ops in start order; `periodic` where they are one
+    step of many run back to back, not a run from idle. Without a power_cap, `costs`."""
+    unit = unit or main_compute_unit(device)
+    cap = unit.power_cap
+    if cap is None or not len(ops):
+        return costs
+    matrix = (ops["category"] == "gemm").to_numpy()
+    peaks = ops["dtype"].map(lambda dtype: unit.matrix_flops.get(dtype, 0.0)).to_numpy(dtype=float)
+    flops = ops["flops"].to_numpy(dtype=float)
+    duration = costs["duration_s"].to_numpy()
+    capped = kernels.power_capped_seconds(np.asarray(start_s, dtype=float), np.asarray(busy_s, dtype=float),
+                                          matrix & (peaks > 0), flops, duration,
+                                          peaks * cap.sustained_matrix_fraction, cap.engage_duty, cap.window,
+                                          periodic)
+    slower = capped > duration
+    if not slower.any():
+        return costs
+    out = costs.copy()
+    # the capped time is arithmetic at the lower clock: compute grows, the fixed cost stays
+    out.loc[slower, "compute_s"] = capped[slower] - costs["overhead_s"].to_numpy()[slower]
+    out.loc[slower, "duration_s"] = capped[slower]
+    return out
+
+
 def packed_operand_bytes(read, m, n, unit: ComputeUnit) -> np.ndarray:
     """Bytes a GEMM library that packs its operands moves besides the GEMM's own: a copy of the
     operands it reads (written, then read by the microkernel from the cache), except in a GEMV

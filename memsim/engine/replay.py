@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from memsim import units
-from memsim.cost import price_ops
+from memsim.cost import power_capped, price_ops
 from memsim.cost.roofline import main_compute_unit, op_overhead
 from memsim.engine.core import NO_OVERFLOW, run_tasks
 from memsim.engine.devices import (add_allreduces, add_op_flows, add_transfers_between_devices,
@@ -53,8 +53,14 @@ def simulate(trace: Trace, system: System, plan: Plan | dict | str | None = None
     over = np.flatnonzero(initial > tier_capacity * (1 + 1e-12))
     if len(over):
         raise overflow_error(trace, built.home, tiers[over[0]], tier_capacity[over[0]], 0.0, 0)
+    run = run_graph(graph, topo, tier_capacity, initial)
+    capped = power_capped_costs(trace, system, plan, built, run[0], run[1])
+    if capped is not None:  # the power state the first run's timeline puts each GPU in
+        built = build_graph(trace, system, plan, topo, capped)
+        graph = built.graph
+        run = run_graph(graph, topo, tier_capacity, initial)
     (start, end, last_flow, work, sample_time, sample_tier, sample_bytes, bw_time, bw_channel, bw_load,
-     overflow_tier, overflow_task) = run_graph(graph, topo, tier_capacity, initial)
+     overflow_tier, overflow_task) = run
     if overflow_tier != NO_OVERFLOW:
         started = graph.op_row[(graph.op_row >= 0) & (start <= start[overflow_task])]
         raise overflow_error(trace, built.home, tiers[overflow_tier], tier_capacity[overflow_tier],
@@ -107,12 +113,38 @@ class Built:
     """price_ops' uncontended costs of the trace's ops."""
 
 
-def build_graph(trace: Trace, system: System, plan: Plan, topo: Topology) -> Built:
-    """The task graph of `trace` under `plan`, where each tensor lives, and the data movement added."""
+def power_capped_costs(trace: Trace, system: System, plan: Plan, built: Built, start: np.ndarray,
+                       end: np.ndarray) -> pd.DataFrame | None:
+    """The ops' costs with the GEMMs that a run's timeline puts under its GPU's power cap slowed
+    (memsim.cost.power_capped, each device's ops in start order); None where none slow down. The
+    step is taken as one of many run back to back, as a throughput figure assumes."""
+    op_tasks = np.flatnonzero(built.graph.op_row >= 0)
+    if (main_compute_unit(system.device).power_cap is None or not (trace.ops["category"] == "gemm").any()
+            or np.isnan(end[op_tasks]).any()):  # a run that stopped short raises its own error
+        return None
+    op_start = np.empty(len(trace.ops))
+    op_busy = np.empty(len(trace.ops))
+    op_start[built.graph.op_row[op_tasks]] = start[op_tasks]
+    op_busy[built.graph.op_row[op_tasks]] = end[op_tasks] - start[op_tasks]
+    costs = built.costs.copy()
+    op_device = assign_devices(trace, system, plan)
+    for device in np.unique(op_device):
+        rows = np.flatnonzero(op_device == device)
+        rows = rows[np.argsort(op_start[rows], kind="stable")]
+        here = power_capped(built.costs.iloc[rows], trace.ops.iloc[rows], system.device, op_start[rows],
+                            op_busy[rows], periodic=True)
+        costs.iloc[rows] = here.to_numpy()
+    return None if costs.equals(built.costs) else costs
+
+
+def build_graph(trace: Trace, system: System, plan: Plan, topo: Topology, costs: pd.DataFrame | None = None) -> Built:
+    """The task graph of `trace` under `plan`, where each tensor lives, and the data movement added
+    (ops priced by price_ops unless `costs` are given)."""
     ops = trace.ops
     n = len(ops)
     builder = GraphBuilder(list(topo.tier_channel))
-    costs = price_ops(ops, system.device, links=system.links.values())
+    if costs is None:
+        costs = price_ops(ops, system.device, links=system.links.values())
     op_device = assign_devices(trace, system, plan)
     device_code, devices = pd.factorize(op_device, sort=True)
     lane = device_code * plan.compute_streams + ops["stream"].to_numpy() % plan.compute_streams

@@ -87,6 +87,20 @@ class MemoryTier(Spec):
         return self
 
 
+class PowerCap(Spec):
+    """How the unit's power limit slows sustained matrix work (kernels.power_capped_seconds):
+    once matrix kernels fill more than `engage_duty` of the last `window` seconds, the clock
+    drops and a matrix op runs at no more than `sustained_matrix_fraction` of its dtype's peak."""
+
+    sustained_matrix_fraction: Fraction
+    """Matrix rate the unit holds at its power limit, as a fraction of the peak: measured by
+    running large GEMMs back to back for a second or more."""
+    engage_duty: Fraction = 0.55
+    """Share of recent time in matrix kernels at which the cap engages."""
+    window: Time = 0.1
+    """Averaging window of the power controller."""
+
+
 class ComputeUnit(Spec):
     """A group of identical compute units: GPU SMs, CPU cores, dataflow PCUs, PIM units.
 
@@ -124,6 +138,8 @@ class ComputeUnit(Spec):
     block_bandwidth: Bandwidth | None = None
     """What one thread block streams on its own: its loads in flight per memory latency (Little's
     law). A kernel lasts at least as long as one block takes over its share of the bytes."""
+    power_cap: PowerCap | None = None
+    """Sustained matrix work slows at the power limit; None: the unit runs at its clock throughout."""
     memory: str | None = None
     """The tier this unit reads directly; defaults to the device's default memory. A PIM
     unit names the tier it sits in and uses that tier's internal bandwidth."""

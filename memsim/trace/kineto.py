@@ -77,7 +77,9 @@ def load_kineto(path: str | Path) -> Trace:
     unlinked = _fill_from_twins(rows, gpu, stacks)
     ops = pd.DataFrame(rows)
     ops.insert(0, "op_id", range(len(ops)))
-    ops = ops[list(OP_COLUMNS) + ["kernel"]]
+    # when each kernel began (from the first): what ran before sets the GPU's power state
+    ops["start_s"] = [(event["ts"] - gpu[0]["ts"]) * 1e-6 for event in gpu]
+    ops = ops[list(OP_COLUMNS) + ["kernel", "start_s"]]
     device_name = properties[0].get("name", "") if properties else ""
     meta = {"source": str(path), "format": "kineto", "device_name": device_name, "mode": "measured",
             "unlinked_kernels": unlinked}

@@ -221,6 +221,35 @@ def _host_copies(progress=None) -> list[dict]:
     return rows
 
 
+# A GEMM large enough to keep every SM busy, run back to back long enough for the GPU's power
+# controller (which averages over about 0.1 s) to settle at its limit.
+SUSTAINED_GEMM = 8192
+SUSTAINED_SECONDS = 1.5
+
+
+def sustained_matrix_rate(progress=None) -> float:
+    """bf16 FLOP/s of large GEMMs run back to back for SUSTAINED_SECONDS: the rate the GPU holds
+    at its power limit (median of the last runs, each timed with CUDA events)."""
+    import time
+
+    if progress:
+        progress(f"measuring {SUSTAINED_SECONDS:g} s of back-to-back GEMMs (the power-capped rate)")
+    a, b = (torch.randn(SUSTAINED_GEMM, SUSTAINED_GEMM, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    began = time.perf_counter()
+    while time.perf_counter() - began < SUSTAINED_SECONDS:
+        for _ in range(10):
+            a @ b
+        torch.cuda.synchronize()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(2 * REPEATS)]
+    for start, end in events:
+        start.record()
+        a @ b
+        end.record()
+    torch.cuda.synchronize()
+    seconds = sorted(start.elapsed_time(end) / 1e3 for start, end in events)[REPEATS]
+    return 2.0 * SUSTAINED_GEMM ** 3 / seconds
+
+
 def check_device(device: str) -> None:
     if device not in ("cpu", "cuda"):
         raise MemsimError(f"--device {device!r}: expected cpu or cuda")
