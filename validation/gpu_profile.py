@@ -20,8 +20,10 @@ size) and validating the others repeats the issue's protocol on a GPU of one's o
 `workloads`: one trace per step of memsim's own workloads (two layers of the full-size configs)
 run for real on the GPU, to compare memsim's kernels with a model's kernels.
 
-`power`: the same GEMM shapes timed from idle and again after seconds of back-to-back matmuls,
-with the SM clock and power draw: how much a GPU at its power limit slows a shape down.
+`power`: GEMM shapes timed from idle and after seconds back to back, and one GEMM alternating
+with copies at shares of time from 30% to 100%, with the SM clock, power draw and whether the
+power cap was engaged (NVML): the rate a GPU holds at its limit and when the cap engages, which
+the hardware config's power_cap states.
 
 `report`: that protocol over DIR/layers (calibrated on Llama-2-7B's every other size), with
 DIR/workloads priced on the same calibration, written as a markdown page.
@@ -158,50 +160,135 @@ def profile_workloads(out: Path) -> None:
         torch.cuda.empty_cache()
 
 
-# (m, n, k) of linear layers timed from idle and under sustained load
-POWER_SHAPES = ((4096, 8192, 8192), (4096, 8192, 2048), (4096, 11008, 4096), (4096, 4096, 4096),
-                (4096, 57344, 8192), (4096, 7168, 8192))
-LOAD_SECONDS = 4.0
+# (m, n, k) of fp16 linear layers timed from idle and under sustained load: the projections of
+# the 4096- and 8192-wide models at 4096 tokens, and square ones
+POWER_SHAPES = ((4096, 4096, 4096), (4096, 11008, 4096), (4096, 4096, 11008), (4096, 22016, 4096),
+                (4096, 8192, 4096), (4096, 4096, 8192), (4096, 8192, 8192), (2048, 8192, 8192),
+                (8192, 8192, 8192), (4096, 57344, 8192), (4096, 8192, 28672), (4096, 16384, 16384),
+                (4096, 14336, 4096), (4096, 28672, 4096))
+SUSTAINED_SECONDS = 1.5
+# GEMM time shares of the duty sweep: a GEMM alternating with 512 MB device copies
+GEMM_SHARES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+
+
+class _Nvml:
+    """SM clock, power and whether the software power cap is engaged, sampled every 10 ms on a
+    thread, each sample tagged with what ran."""
+
+    def __init__(self):
+        import threading
+
+        import pynvml
+
+        pynvml.nvmlInit()
+        self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(0)
+        self.tag, self.samples, self.running = "", [], True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self):
+        import time
+
+        nvml = self.nvml
+        reasons = (getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+                   or nvml.nvmlDeviceGetCurrentClocksThrottleReasons)
+        while self.running:
+            self.samples.append((time.time(), self.tag, nvml.nvmlDeviceGetClockInfo(self.handle, nvml.NVML_CLOCK_SM),
+                                 nvml.nvmlDeviceGetPowerUsage(self.handle) / 1e3,
+                                 bool(reasons(self.handle) & nvml.nvmlClocksThrottleReasonSwPowerCap)))
+            time.sleep(0.01)
+
+    def since(self, tag: str, after: float) -> str:
+        """'SM MHz | W | share capped' over the samples of `tag` taken after time `after`."""
+        mine = [sample for sample in self.samples if sample[1] == tag and sample[0] >= after] or [(0, tag, 0, 0, False)]
+        mean = lambda i: sum(sample[i] for sample in mine) / len(mine)  # noqa: E731
+        return f"{mean(2):.0f} | {mean(3):.0f} | {mean(4):.0%}"
+
+
+def _fp16(*size: int) -> torch.Tensor:
+    return torch.randn(*size, device="cuda", dtype=torch.float16)
+
+
+def _median_tflops(flops: float, run, count: int) -> float:
+    """Median TFLOP/s of `count` runs of `run`, each timed with CUDA events, issued back to back."""
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(count)]
+    for start, end in events:
+        start.record()
+        run()
+        end.record()
+    torch.cuda.synchronize()
+    seconds = sorted(start.elapsed_time(end) * 1e-3 for start, end in events)[count // 2]
+    return flops / seconds / 1e12
 
 
 def measure_power(out: Path) -> None:
-    """Median TFLOP/s of each POWER_SHAPES linear layer after a second idle, then after
-    LOAD_SECONDS of 8192^3 matmuls (and ten more before each), with the SM clock (MHz) and
-    power (W) read by NVML after each; written as a table to `out` and printed."""
+    """Two experiments on the GPU's power cap, written as markdown tables to `out`:
+    each POWER_SHAPES layer timed a second after idle (5 runs) and after SUSTAINED_SECONDS back to
+    back, with the SM clock, power and share of NVML samples with the power cap engaged over the
+    sustained run's second half; then a 4096x8192x8192 layer alternating with device copies at
+    each GEMM_SHARES share of time, its rate, clock and cap share over the last half second."""
     import time
 
-    def linear_tflops(m: int, n: int, k: int, runs: int = 5) -> float:
-        x, w = (torch.randn(m, k, device="cuda", dtype=torch.float16), torch.randn(n, k, device="cuda", dtype=torch.float16))
+    nvml = _Nvml()
+    lines = ["| shape (m x n x k) | TFLOP/s from idle | TFLOP/s sustained | SM MHz | W | capped |",
+             "|---|---|---|---|---|---|"]
+    for m, n, k in POWER_SHAPES:
+        x, w = _fp16(m, k), _fp16(n, k)
         F.linear(x, w)
         torch.cuda.synchronize()
-        rates = []
-        for _ in range(runs):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            F.linear(x, w)
-            end.record()
-            torch.cuda.synchronize()
-            rates.append(2 * m * n * k / (start.elapsed_time(end) * 1e-3) / 1e12)
-        return sorted(rates)[runs // 2]
-
-    def state() -> str:
-        return f"{torch.cuda.clock_rate()} | {torch.cuda.power_draw() / 1e3:.0f}"
-
-    load = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
-    lines = ["| shape (m x n x k) | state | TFLOP/s | SM MHz | W |", "|---|---|---|---|---|"]
-    for shape in POWER_SHAPES:
+        nvml.tag = ""
         time.sleep(1.0)
-        lines.append(f"| {'x'.join(map(str, shape))} | from idle | {linear_tflops(*shape):.0f} | {state()} |")
-    began = time.time()
-    while time.time() - began < LOAD_SECONDS:
-        for _ in range(20):
-            load @ load
-        torch.cuda.synchronize()
-    for shape in POWER_SHAPES:
-        for _ in range(10):
-            load @ load
-        lines.append(f"| {'x'.join(map(str, shape))} | under load | {linear_tflops(*shape):.0f} | {state()} |")
-    text = f"{torch.cuda.get_device_name()}, torch {torch.__version__}\n\n" + "\n".join(lines) + "\n"
+        nvml.tag = f"{m}x{n}x{k}"
+        idle = _median_tflops(2 * m * n * k, lambda: F.linear(x, w), 5)
+        began = time.time()
+        while time.time() - began < SUSTAINED_SECONDS:
+            for _ in range(10):
+                F.linear(x, w)
+            torch.cuda.synchronize()
+        sustained = _median_tflops(2 * m * n * k, lambda: F.linear(x, w), 20)
+        state = nvml.since(nvml.tag, began + SUSTAINED_SECONDS / 2)
+        lines.append(f"| {nvml.tag} | {idle:.0f} | {sustained:.0f} | {state} |")
+        print(lines[-1], flush=True)
+        del x, w
+    m, n, k = 4096, 8192, 8192
+    x, w = _fp16(m, k), _fp16(n, k)
+    source = torch.empty(256 << 20, device="cuda", dtype=torch.float16)
+    target = torch.empty_like(source)
+    gemm_ms = 1e3 * 2 * m * n * k / (_median_tflops(2 * m * n * k, lambda: F.linear(x, w), 5) * 1e12)
+    copy_ms = 1e3 * source.numel() / (_median_tflops(source.numel(), lambda: target.copy_(source), 5) * 1e12)
+    duty = ["| GEMM share of time | TFLOP/s | SM MHz | W | capped |", "|---|---|---|---|---|"]
+    for share in GEMM_SHARES:
+        copies = round(gemm_ms * (1 - share) / share / copy_ms)
+
+        def step():
+            F.linear(x, w)
+            for _ in range(copies):
+                target.copy_(source)
+        nvml.tag = ""
+        time.sleep(1.5)
+        nvml.tag = f"share {share}"
+        began = time.time()
+        while time.time() - began < 0.7:
+            for _ in range(4):
+                step()
+            torch.cuda.synchronize()
+        tflops = []
+        while time.time() - began < 1.2:
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(4)]
+            for start, end in events:
+                start.record()
+                F.linear(x, w)
+                end.record()
+                for _ in range(copies):
+                    target.copy_(source)
+            torch.cuda.synchronize()
+            tflops += [2 * m * n * k / (start.elapsed_time(end) * 1e-3) / 1e12 for start, end in events]
+        actual = gemm_ms / (gemm_ms + copies * copy_ms)
+        duty.append(f"| {actual:.0%} | {sorted(tflops)[len(tflops) // 2]:.0f} | {nvml.since(nvml.tag, began + 0.7)} |")
+        print(duty[-1], flush=True)
+    nvml.running = False
+    text = (f"{torch.cuda.get_device_name()}, torch {torch.__version__}\n\n" + "\n".join(lines) + "\n\n"
+            f"{m}x{n}x{k} alternating with {source.numel() * 2 >> 20} MB device copies:\n\n" + "\n".join(duty) + "\n")
     out.write_text(text)
     print(text)
 
@@ -225,8 +312,9 @@ def report(traces: Path, base: str, out: Path, calibrate_on: str = "Llama-2-7b-h
 
     def errors(path: Path, held_out: bool = False) -> dict:
         data = read_measured(path)
-        ops = data.ops[~calibration_half(data.ops["size"])].reset_index(drop=True) if held_out else data.ops
-        return validation_result(predict(ops, system), str(path), system.name)["groups"], data.device_name
+        priced = predict(data.ops, system)  # whole, then halved: the power state follows every op
+        priced = priced[~calibration_half(priced["size"])].reset_index(drop=True) if held_out else priced
+        return validation_result(priced, str(path), system.name)["groups"], data.device_name
 
     lines, device = [], ""
     for path in sorted((traces / "layers").glob("*.json.gz")):
@@ -248,9 +336,11 @@ def report(traces: Path, base: str, out: Path, calibrate_on: str = "Llama-2-7b-h
                   for result in (json.loads(path.read_text()) for path in sorted((traces / "real").glob("*.json")))]
     power = traces / "power.md"  # gpu_profile.py power
     power_text = (f"""
-**The GPU at its power limit** (`gpu_profile.py power`): linear layers timed from idle, then
-after {LOAD_SECONDS:.0f} s of back-to-back 8192^3 matmuls. memsim prices each op from its shape alone,
-without the load before it.
+**The GPU at its power limit** (`gpu_profile.py power`): fp16 linear layers timed a second after
+idle and after {SUSTAINED_SECONDS:g} s back to back (clock, power and the share of NVML samples with
+the software power cap engaged, over the second half), then one layer alternating with device
+copies. nvidia-h100-sxm.yaml's `power_cap` comes from these tables
+(memsim.cost.kernels.power_capped_seconds).
 
 {power.read_text().split(chr(10) + chr(10), 1)[1]}""" if power.exists() else "")
     constants = calibration.model_dump(include={"matrix_efficiency", "bandwidth_efficiency", "overlap_loss",
@@ -275,7 +365,8 @@ priced from its launching op's shapes.
 
 Fitted constants: {constants}
 
-**memsim's own workloads** (two layers of the full-size configs, run for real, one trace each),
+**memsim's own workloads** (two layers of the full-size configs, one step, run for real, where the name says no
+other),
 priced with the same calibration: summed kernel time and per-kernel MAPE, summed error by category.
 
 | trace | kernels | measured ms | summed | MAPE | by category |
