@@ -430,8 +430,8 @@ experiments (`gpu_profile.py power`, tables in [OWN_GPU.md](OWN_GPU.md)) show it
   690-701 at 69% and 655-667 at 100%. In two other runs the clock began to fall at 44% (769
   TFLOP/s) and between 50% (778) and 60% (741).
 - *The model.* A compute unit may state a `power_cap` (kernels.power_capped_seconds): once
-  matrix kernels fill more than `engage_duty` of the last `window` (an exponential average),
-  a GEMM runs at no more than `sustained_matrix_fraction` of its peak. nvidia-h100-sxm.yaml
+  compute-bound GEMMs fill more than `engage_duty` of the last `window` (an exponential
+  average), a GEMM runs at no more than `sustained_matrix_fraction` of its peak. nvidia-h100-sxm.yaml
   states 0.71, 0.55 and 0.1 s from the tables above, not from any file it is validated on.
   Where ops come with a timeline (a Kineto trace, `validate real`), the measured timeline sets
   the state, from idle; the engine takes its own simulated timeline, as one step of many run
@@ -441,9 +441,10 @@ experiments (`gpu_profile.py power`, tables in [OWN_GPU.md](OWN_GPU.md)) show it
   peak on this H100) and writes it into the calibrated config. Vidur's tables have no timeline,
   so their rows price as before; every shared ground-truth row is unchanged.
 - *On our own traces* (the eight models' layer ops, calibrated on every other size of
-  Llama-2-7B as before): GEMM summed error -0.8..+1.3% on every model, from -5.3..-0.7%; the
-  wide models' MAPE 5.5-6.2% (from 5.8-6.7%) and median 4.1-5.1% (from 4.4-5.4%). Two of eight
-  medians remain above 5% (Llama-2-70B 5.1%, phi-2 5.3%). None of Llama-2-7B's calibration
+  Llama-2-7B as before): GEMM summed error -2.9..+0.7% on every model, from -5.3..-0.7%; the
+  five wider models' MAPE 5.2-6.3% (from 5.5-6.7%) and median 4.0-5.0% (from 4.0-5.4%). One of
+  eight medians remains above 5% (phi-2, 5.3%, which never runs capped). Counting every GEMM
+  towards the duty, GEMVs included, gave -1.7..+1.3% and medians up to 5.1%. None of Llama-2-7B's calibration
   half runs capped, so the fit is unchanged. Eight layers of Llama-2-7B prefill (three steps,
   0.15 s) ran their GEMMs at 797 TFLOP/s, uncapped, and the model does not cap them either.
 - *Not modelled.* The cap is a step where the GPU's rate falls gradually between about 50% and

@@ -457,8 +457,8 @@ def power_capped_seconds(start_s, busy_s, matrix, flops, seconds, capped_rate, e
     full clock draw more than the limit; memory-bound kernels do not. So the clock drops once the
     share of recent time spent in matrix kernels passes a threshold, and a matrix op then runs
     at the rate the unit holds at its limit (measured on an H100 at 700 W: GEMMs of every shape
-    ran at 650-700 TFLOP/s once capped, against 740-780 before; with a copy between GEMMs, the
-    cap engaged between 50% and 60% GEMM time).
+    ran at 659-724 TFLOP/s once capped, against 755-802 before; with copies between GEMMs, the
+    clock began to fall at 44-52% GEMM time in three runs).
         duty(t) = exponential average over window_s of [a matrix op runs at t], from busy_s
         capped  = matrix op and duty at its start >= engage_duty
         time    = max(seconds, flops / capped_rate) if capped else seconds

@@ -112,7 +112,8 @@ def price_ops(ops: pd.DataFrame | OpArrays, device: Device, unit: ComputeUnit | 
 
 def power_capped(costs: pd.DataFrame, ops: pd.DataFrame, device: Device, start_s, busy_s, periodic: bool,
                  unit: ComputeUnit | None = None) -> pd.DataFrame:
-    """`costs` with the GEMMs that run under the unit's power cap slowed to its sustained rate.
+    """`costs` with the compute-bound GEMMs that run under the unit's power cap slowed to its
+    sustained rate.
 
     Whether the cap is engaged depends on what ran before, so the caller gives each op's start
     and busy time (measured, or simulated): ops in start order; `periodic` where they are one
@@ -121,7 +122,8 @@ def power_capped(costs: pd.DataFrame, ops: pd.DataFrame, device: Device, start_s
     cap = unit.power_cap
     if cap is None or not len(ops):
         return costs
-    matrix = (ops["category"] == "gemm").to_numpy()
+    # compute-bound GEMMs keep the tensor cores busy and draw the power; a GEMV streams its weights
+    matrix = (ops["category"] == "gemm").to_numpy() & (costs["compute_s"] >= costs["memory_s"]).to_numpy()
     peaks = ops["dtype"].map(lambda dtype: unit.matrix_flops.get(dtype, 0.0)).to_numpy(dtype=float)
     flops = ops["flops"].to_numpy(dtype=float)
     duration = costs["duration_s"].to_numpy()

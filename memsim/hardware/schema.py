@@ -89,7 +89,7 @@ class MemoryTier(Spec):
 
 class PowerCap(Spec):
     """How the unit's power limit slows sustained matrix work (kernels.power_capped_seconds):
-    once matrix kernels fill more than `engage_duty` of the last `window` seconds, the clock
+    once compute-bound matrix kernels fill more than `engage_duty` of the last `window`, the clock
     drops and a matrix op runs at no more than `sustained_matrix_fraction` of its dtype's peak."""
 
     sustained_matrix_fraction: Fraction
