@@ -371,3 +371,37 @@ def test_a_measured_sustained_matrix_rate_is_written_as_the_units_power_cap(tmp_
         assert (cap.sustained_matrix_fraction, cap.engage_duty, cap.window) == (0.7332, 0.55, 0.1)
     without = write_calibrated(resolve_path("nvidia-a100-80gb-sxm"), calibration, str(tmp_path / "plain.yaml"))
     assert load_system(without).device.compute["sm"].power_cap is None
+
+
+def test_event_seconds_times_each_run_and_leaves_what_runs_between_untimed(monkeypatch):
+    from memsim.validate import measure
+
+    clock, log = [0.0], []
+
+    class Event:  # a CUDA event whose time is the fake GPU clock's when recorded (in ms)
+        def __init__(self, enable_timing):
+            self.at = None
+
+        def record(self):
+            self.at = clock[0]
+
+        def elapsed_time(self, end):
+            return (end.at - self.at) * 1e3
+
+    def run():
+        log.append("run")
+        clock[0] += 0.002 * (len(log) + 1)
+
+    def between():
+        log.append("between")
+        clock[0] += 1.0
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    # the runs take 4 ms and 8 ms (2 ms x (log entries + 1)); the 1 s after each is not timed
+    assert measure.event_seconds(run, 2, between=between) == pytest.approx([0.004, 0.008])
+    assert log == ["run", "between", "run", "between"]
+    calls = []
+    monkeypatch.setattr("time.perf_counter", lambda: len(calls) * 0.1)
+    measure.keep_busy(lambda: calls.append(1), 0.5)
+    assert 0.5 <= len(calls) * 0.1 < 0.5 + 1.0 + 1e-9  # stops within one batch of ten after the time

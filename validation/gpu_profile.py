@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from memsim.trace.kineto import record_kineto  # noqa: E402
+from memsim.validate.measure import SUSTAINED_SECONDS, event_seconds, keep_busy  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,6 @@ POWER_SHAPES = ((4096, 4096, 4096), (4096, 11008, 4096), (4096, 4096, 11008), (4
                 (4096, 8192, 4096), (4096, 4096, 8192), (4096, 8192, 8192), (2048, 8192, 8192),
                 (8192, 8192, 8192), (4096, 57344, 8192), (4096, 8192, 28672), (4096, 16384, 16384),
                 (4096, 14336, 4096), (4096, 28672, 4096))
-SUSTAINED_SECONDS = 1.5
 # GEMM time shares of the duty sweep: a GEMM alternating with 512 MB device copies
 GEMM_SHARES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 
@@ -210,15 +210,8 @@ def _fp16(*size: int) -> torch.Tensor:
 
 
 def _median_tflops(flops: float, run, count: int) -> float:
-    """Median TFLOP/s of `count` runs of `run`, each timed with CUDA events, issued back to back."""
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(count)]
-    for start, end in events:
-        start.record()
-        run()
-        end.record()
-    torch.cuda.synchronize()
-    seconds = sorted(start.elapsed_time(end) * 1e-3 for start, end in events)[count // 2]
-    return flops / seconds / 1e12
+    """Median TFLOP/s of `count` runs of `run`, issued back to back."""
+    return flops / sorted(event_seconds(run, count))[count // 2] / 1e12
 
 
 def measure_power(out: Path) -> None:
@@ -241,10 +234,7 @@ def measure_power(out: Path) -> None:
         nvml.tag = f"{m}x{n}x{k}"
         idle = _median_tflops(2 * m * n * k, lambda: F.linear(x, w), 5)
         began = time.time()
-        while time.time() - began < SUSTAINED_SECONDS:
-            for _ in range(10):
-                F.linear(x, w)
-            torch.cuda.synchronize()
+        keep_busy(lambda: F.linear(x, w), SUSTAINED_SECONDS)
         sustained = _median_tflops(2 * m * n * k, lambda: F.linear(x, w), 20)
         state = nvml.since(nvml.tag, began + SUSTAINED_SECONDS / 2)
         lines.append(f"| {nvml.tag} | {idle:.0f} | {sustained:.0f} | {state} |")
@@ -254,35 +244,28 @@ def measure_power(out: Path) -> None:
     x, w = _fp16(m, k), _fp16(n, k)
     source = torch.empty(256 << 20, device="cuda", dtype=torch.float16)
     target = torch.empty_like(source)
-    gemm_ms = 1e3 * 2 * m * n * k / (_median_tflops(2 * m * n * k, lambda: F.linear(x, w), 5) * 1e12)
+    flops = 2 * m * n * k
+
+    def gemm():
+        F.linear(x, w)
+    gemm_ms = 1e3 * flops / (_median_tflops(flops, gemm, 5) * 1e12)
     copy_ms = 1e3 * source.numel() / (_median_tflops(source.numel(), lambda: target.copy_(source), 5) * 1e12)
     duty = ["| GEMM share of time | TFLOP/s | SM MHz | W | capped |", "|---|---|---|---|---|"]
     for share in GEMM_SHARES:
         copies = round(gemm_ms * (1 - share) / share / copy_ms)
 
-        def step():
-            F.linear(x, w)
+        def fill():
             for _ in range(copies):
                 target.copy_(source)
         nvml.tag = ""
         time.sleep(1.5)
         nvml.tag = f"share {share}"
-        began = time.time()
-        while time.time() - began < 0.7:
-            for _ in range(4):
-                step()
-            torch.cuda.synchronize()
-        tflops = []
-        while time.time() - began < 1.2:
-            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(4)]
-            for start, end in events:
-                start.record()
-                F.linear(x, w)
-                end.record()
-                for _ in range(copies):
-                    target.copy_(source)
-            torch.cuda.synchronize()
-            tflops += [2 * m * n * k / (start.elapsed_time(end) * 1e-3) / 1e12 for start, end in events]
+        began, seconds = time.time(), []
+        while time.time() - began < 1.2:  # the GEMMs of the last half second count
+            late = time.time() - began >= 0.7
+            timed = event_seconds(gemm, 4, between=fill)
+            seconds += timed if late else []
+        tflops = [flops / second / 1e12 for second in seconds]
         actual = gemm_ms / (gemm_ms + copies * copy_ms)
         duty.append(f"| {actual:.0%} | {sorted(tflops)[len(tflops) // 2]:.0f} | {nvml.since(nvml.tag, began + 0.7)} |")
         print(duty[-1], flush=True)

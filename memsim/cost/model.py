@@ -124,7 +124,7 @@ def power_capped(costs: pd.DataFrame, ops: pd.DataFrame, device: Device, start_s
         return costs
     # compute-bound GEMMs keep the tensor cores busy and draw the power; a GEMV streams its weights
     matrix = (ops["category"] == "gemm").to_numpy() & (costs["compute_s"] >= costs["memory_s"]).to_numpy()
-    peaks = ops["dtype"].map(lambda dtype: unit.matrix_flops.get(dtype, 0.0)).to_numpy(dtype=float)
+    peaks = ops["dtype"].map(unit.matrix_flops).fillna(0.0).to_numpy(dtype=float)
     flops = ops["flops"].to_numpy(dtype=float)
     duration = costs["duration_s"].to_numpy()
     capped = kernels.power_capped_seconds(np.asarray(start_s, dtype=float), np.asarray(busy_s, dtype=float),

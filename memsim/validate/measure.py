@@ -230,24 +230,36 @@ SUSTAINED_SECONDS = 1.5
 def sustained_matrix_rate(progress=None) -> float:
     """bf16 FLOP/s of large GEMMs run back to back for SUSTAINED_SECONDS: the rate the GPU holds
     at its power limit (median of the last runs, each timed with CUDA events)."""
-    import time
-
     if progress:
         progress(f"measuring {SUSTAINED_SECONDS:g} s of back-to-back GEMMs (the power-capped rate)")
     a, b = (torch.randn(SUSTAINED_GEMM, SUSTAINED_GEMM, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    keep_busy(lambda: a @ b, SUSTAINED_SECONDS)
+    return 2.0 * SUSTAINED_GEMM ** 3 / sorted(event_seconds(lambda: a @ b, 2 * REPEATS))[REPEATS]
+
+
+def keep_busy(run, seconds: float) -> None:
+    """Run `run` back to back on the GPU for about `seconds` of wall time."""
+    import time
+
     began = time.perf_counter()
-    while time.perf_counter() - began < SUSTAINED_SECONDS:
+    while time.perf_counter() - began < seconds:
         for _ in range(10):
-            a @ b
+            run()
         torch.cuda.synchronize()
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(2 * REPEATS)]
+
+
+def event_seconds(run, count: int, between=None) -> list[float]:
+    """Seconds of `count` runs of `run` issued back to back on the GPU, each between two CUDA
+    events (with `between`, untimed, after each)."""
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(count)]
     for start, end in events:
         start.record()
-        a @ b
+        run()
         end.record()
+        if between:
+            between()
     torch.cuda.synchronize()
-    seconds = sorted(start.elapsed_time(end) / 1e3 for start, end in events)[REPEATS]
-    return 2.0 * SUSTAINED_GEMM ** 3 / seconds
+    return [start.elapsed_time(end) / 1e3 for start, end in events]
 
 
 def check_device(device: str) -> None:
