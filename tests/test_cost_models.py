@@ -613,6 +613,26 @@ def test_a_periodic_step_starts_from_its_own_steady_power_state():
     assert kernels.power_capped_seconds(start, busy, matrix, flops, seconds, rate, 0.01, 0.1, False)[0] == 0.05
 
 
+def test_the_duty_of_a_repeated_pass_is_that_of_its_passes_run_one_by_one():
+    # two groups: [GEMM 3 ms, other 1 ms, GEMM 2 ms] 30 times before the measured pass, then
+    # [other 2 ms, GEMM 1 ms] 5 times; from idle each, far apart
+    group = np.array([7, 7, 7, 3, 3])
+    passes_before = np.array([30.0, 30.0, 30.0, 5.0, 5.0])
+    busy = np.array([0.003, 0.001, 0.002, 0.002, 0.001])
+    matrix = np.array([True, False, True, False, True])
+    duty = kernels.repeated_pass_duty(group, passes_before, busy, matrix, 0.1)
+    for rows, passes in ((np.arange(3), 31), (np.arange(3, 5), 6)):
+        runs = np.tile(rows, passes)
+        start = np.cumsum(busy[runs]) - busy[runs]
+        # the duty at each run's start, from the timeline kernel: an op is capped at 1 FLOP/s
+        # (priced 1 s) exactly when its start duty reaches the threshold, so sweep thresholds
+        for engage in np.linspace(0.05, 0.95, 19):
+            out = kernels.power_capped_seconds(start, busy[runs], matrix[runs], np.ones(runs.size), busy[runs],
+                                               np.ones(runs.size), engage, 0.1, False)
+            last = out[-rows.size:]
+            assert ((last == 1.0) == ((duty[rows] >= engage) & matrix[rows])).all()
+
+
 def test_a_long_prefill_on_an_h100_runs_its_gemms_at_the_power_capped_rate_and_a_decode_does_not():
     from memsim.engine.replay import simulate
     from memsim.trace.workload import StepSpec, trace_workload

@@ -60,6 +60,32 @@ def test_vidur_parallel_block_sums_three_tensors_and_a_plain_mlp_runs_gelu_conti
     assert (act["category"], act["bytes_read"], act["bytes_written"]) == ("elementwise", 8 * 64 * 2, 8 * 64 * 2)
 
 
+def test_vidur_rows_are_priced_in_the_power_state_of_the_layers_profiled_before_them(tmp_path):
+    # Llama-2-70B's layer at TP 1: at 4096 tokens its GEMMs fill ~95% of 30 layers of ~10 ms
+    # run before the median one, so an H100 runs them capped; at 64 tokens a layer is ~0.5 ms
+    # of mostly weight streaming and nothing is capped
+    rows = []
+    for tokens, layer_ms in ((4096, (0.25, 0.12, 0.98, 0.1, 0.79, 0.12, 5.67, 0.36, 2.65, 0.06)),
+                             (64, (0.01, 0.01, 0.06, 0.01, 0.05, 0.01, 0.25, 0.01, 0.12, 0.01))):
+        row = {f"time_stats.{op}.median": ms for op, ms in zip(OPS, layer_ms)}
+        row.update(n_head=64, n_kv_head=8, n_embd=8192, n_expanded_embd=28672, vocab_size=32000,
+                   use_gated_mlp=True, num_tokens=tokens, num_tensor_parallel_workers=1)
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(tmp_path / "mlp.csv", index=False)
+    ops = read_measured(tmp_path / "mlp.csv").ops
+    assert (ops.groupby("size")["pass_group"].nunique() == 1).all() and (ops["passes_before"] == 30).all()
+    system = load_system("nvidia-h100-sxm")
+    unit = system.device.compute["sm"]
+    capped = predict(ops, system)
+    free = predict(ops.drop(columns=["pass_group", "passes_before"]), system)
+    large = (capped["size"] == 4096) & (capped["category"] == "gemm")
+    held = capped["flops"] / (unit.power_cap.sustained_matrix_fraction * unit.matrix_flops["fp16"])
+    assert (capped.loc[large, "predicted_s"] >= held[large] * 0.999).all()
+    assert (capped.loc[large, "predicted_s"] > free.loc[large, "predicted_s"] * 1.02).all()
+    small = capped["size"] == 64
+    assert capped.loc[small, "predicted_s"].to_numpy() == pytest.approx(free.loc[small, "predicted_s"].to_numpy())
+
+
 def test_vidur_collectives_are_priced_over_the_nodes_switch(run_cli, tmp_path):
     path = tmp_path / "all_reduce.csv"
     path.write_text(",time_stats.all_reduce.median,rank,num_workers,size,collective,devices_per_node\n"

@@ -488,6 +488,38 @@ def power_capped_seconds(start_s, busy_s, matrix, flops, seconds, capped_rate, e
     return out
 
 
+@numba.njit(cache=True)
+def repeated_pass_duty(group, passes_before, busy_s, matrix, window_s):
+    """The matrix duty (see power_capped_seconds) at the start of each op's measured run, where
+    each group of ops (consecutive rows with one group number) runs as one pass, back to back,
+    passes_before + 1 times from idle, and the last pass is measured: a profiler timing a layer
+    repeated in a model. The duty is linear in where it starts, so P passes from idle leave
+        d_P = a * (1 - r^P) / (1 - r),   r = exp(-T / window_s)
+    with a the duty one pass of length T leaves from idle; the last pass then runs from d_P.
+    """
+    count = busy_s.shape[0]
+    out = np.zeros(count)
+    first = 0
+    while first < count:
+        end = first
+        while end < count and group[end] == group[first]:
+            end += 1
+        left, span = 0.0, 0.0  # the duty one pass leaves from idle, and its length
+        for i in range(first, end):
+            running = 1.0 if matrix[i] else 0.0
+            left = running + (left - running) * math.exp(-busy_s[i] / window_s)
+            span += busy_s[i]
+        decay = math.exp(-span / window_s)
+        passes = passes_before[first]
+        duty = left * passes if decay >= 1.0 else left * (1.0 - decay ** passes) / (1.0 - decay)
+        for i in range(first, end):
+            out[i] = duty
+            running = 1.0 if matrix[i] else 0.0
+            duty = running + (duty - running) * math.exp(-busy_s[i] / window_s)
+        first = end
+    return out
+
+
 # ATen's CPU flash attention (FlashAttentionKernel.cpp) cuts each (batch, head)'s queries into
 # slices of 32 rows, of 64 from 192 queries on and of 256 from 768, one task per slice.
 ATEN_CPU_FLASH_SLICES = ((768.0, 256.0), (192.0, 64.0), (0.0, 32.0))

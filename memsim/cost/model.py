@@ -122,20 +122,52 @@ def power_capped(costs: pd.DataFrame, ops: pd.DataFrame, device: Device, start_s
     cap = unit.power_cap
     if cap is None or not len(ops):
         return costs
-    # compute-bound GEMMs keep the tensor cores busy and draw the power; a GEMV streams its weights
-    matrix = (ops["category"] == "gemm").to_numpy() & (costs["compute_s"] >= costs["memory_s"]).to_numpy()
-    peaks = ops["dtype"].map(unit.matrix_flops).fillna(0.0).to_numpy(dtype=float)
-    flops = ops["flops"].to_numpy(dtype=float)
-    duration = costs["duration_s"].to_numpy()
+    matrix, capped_rate = _matrix_work(costs, ops, unit)
     capped = kernels.power_capped_seconds(np.asarray(start_s, dtype=float), np.asarray(busy_s, dtype=float),
-                                          matrix & (peaks > 0), flops, duration,
-                                          peaks * cap.sustained_matrix_fraction, cap.engage_duty, cap.window,
-                                          periodic)
-    slower = capped > duration
+                                          matrix, ops["flops"].to_numpy(dtype=float),
+                                          costs["duration_s"].to_numpy(), capped_rate, cap.engage_duty,
+                                          cap.window, periodic)
+    return _slowed(costs, capped)
+
+
+def power_capped_as_measured(costs: pd.DataFrame, ops: pd.DataFrame, device: Device) -> pd.DataFrame:
+    """`costs` in the power state the measurement left the device in: that of its own timeline
+    (`start_s`: a profiler trace, from idle), or that of a group of ops run back to back as one
+    pass, several times (`pass_group`, rows of a group together, with `passes_before` passes
+    before the one measured, from idle: a profiler timing the median of a model's identical
+    layers, as Vidur's does). Tables with neither: `costs`."""
+    if "start_s" in ops:
+        return power_capped(costs, ops, device, ops["start_s"], ops["measured_s"], periodic=False)
+    unit = main_compute_unit(device)
+    cap = unit.power_cap
+    if "pass_group" not in ops or cap is None or not len(ops):
+        return costs
+    matrix, capped_rate = _matrix_work(costs, ops, unit)
+    duty = kernels.repeated_pass_duty(pd.factorize(ops["pass_group"])[0], ops["passes_before"].to_numpy(float),
+                                      ops["measured_s"].to_numpy(float), matrix, cap.window)
+    duration = costs["duration_s"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        held = np.where(capped_rate > 0, ops["flops"].to_numpy(dtype=float) / capped_rate, 0.0)
+    return _slowed(costs, np.where(matrix & (duty >= cap.engage_duty), np.maximum(duration, held), duration))
+
+
+def _matrix_work(costs: pd.DataFrame, ops: pd.DataFrame, unit: ComputeUnit) -> tuple[np.ndarray, np.ndarray]:
+    """Which ops draw the power a cap limits, and the FLOP/s each holds under the cap: compute-bound
+    GEMMs keep the tensor cores busy; a GEMV streams its weights."""
+    codes, dtypes = pd.factorize(ops["dtype"])
+    peaks = np.array([unit.matrix_flops.get(dtype, 0.0) for dtype in dtypes] + [0.0])[codes]  # code -1: none
+    matrix = ((ops["category"] == "gemm").to_numpy() & (costs["compute_s"] >= costs["memory_s"]).to_numpy()
+              & (peaks > 0))
+    return matrix, peaks * unit.power_cap.sustained_matrix_fraction
+
+
+def _slowed(costs: pd.DataFrame, capped: np.ndarray) -> pd.DataFrame:
+    """`costs` with the ops whose capped time is longer slowed to it: arithmetic at the lower
+    clock, so compute grows and the fixed cost stays."""
+    slower = capped > costs["duration_s"].to_numpy()
     if not slower.any():
         return costs
     out = costs.copy()
-    # the capped time is arithmetic at the lower clock: compute grows, the fixed cost stays
     out.loc[slower, "compute_s"] = capped[slower] - costs["overhead_s"].to_numpy()[slower]
     out.loc[slower, "duration_s"] = capped[slower]
     return out

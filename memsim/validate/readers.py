@@ -87,6 +87,14 @@ def _columns(frame: pd.DataFrame, path: Path, numbers: list[str], text: tuple[st
         frame[name] = values
 
 
+# Vidur's profiler (vidur/profiling/mlp/mlp_wrapper.py, record_function method) builds a model of
+# ACTIVE_STEPS = 20 identical layers, runs it once untimed, then once under the profiler, and
+# reports each op's median over the 20 timed layers: 20 + 10 layers run back to back before the
+# median one. That sets the power state each row was measured in (a GPU's power cap engages
+# after ~0.1 s of matrix work: memsim.cost.power_capped_as_measured).
+VIDUR_PASSES_BEFORE_MEDIAN = 30
+
+
 def read_vidur_mlp(path: Path) -> Measured:
     """Vidur's per-layer profile (mlp.csv): one row per (tokens, tensor parallel degree).
 
@@ -107,7 +115,7 @@ def read_vidur_mlp(path: Path) -> Measured:
     parallel_block = "time_stats.post_attention_layernorm.median" not in frame.columns
     rows = []
     dtype, b = "fp16", 2
-    for rec in frame.to_dict("records"):
+    for group, rec in enumerate(frame.to_dict("records")):
         tp = int(rec["num_tensor_parallel_workers"])
         t, e = int(rec["num_tokens"]), int(rec["n_embd"])
         head_dim = e // int(rec["n_head"])
@@ -127,23 +135,24 @@ def read_vidur_mlp(path: Path) -> Measured:
         else:
             act = op_row("mlp_act", "elementwise", dtype, 8 * t * f, t * f * b, t * f * b, time("mlp_act"), t,
                          reread=t * f * b)
+        # in the order the profiled layer runs them (attention itself is profiled apart)
         candidates = [
-            gemm_row("attn_pre_proj", dtype, 1, t, (q + 2 * kv) * head_dim, e, time("attn_pre_proj"), t),
-            gemm_row("attn_post_proj", dtype, 1, t, e, q * head_dim, time("attn_post_proj"), t),
-            gemm_row("mlp_up_proj", dtype, 1, t, up, e, time("mlp_up_proj"), t),
-            gemm_row("mlp_down_proj", dtype, 1, t, e, f, time("mlp_down_proj"), t),
+            op_row("emb", "gather", dtype, 0, tokens * b + t * 8, tokens * b, time("emb"), t),
             op_row("input_layernorm", "norm", dtype, 4 * tokens, (tokens + e) * b, tokens * b,
                    time("input_layernorm"), t, reread=tokens * b),
-            op_row("post_attention_layernorm", "norm", dtype, 4 * tokens, (tokens + e) * b, tokens * b,
-                   time("post_attention_layernorm"), t, reread=tokens * b),
+            gemm_row("attn_pre_proj", dtype, 1, t, (q + 2 * kv) * head_dim, e, time("attn_pre_proj"), t),
             op_row("attn_rope", "strided", dtype, 3 * t * (q + kv) * head_dim, t * (q + kv) * head_dim * b + t * 8,
                    t * (q + kv) * head_dim * b, time("attn_rope"), t, reread=t * (q + kv) * head_dim * b),
+            gemm_row("attn_post_proj", dtype, 1, t, e, q * head_dim, time("attn_post_proj"), t),
+            op_row("post_attention_layernorm", "norm", dtype, 4 * tokens, (tokens + e) * b, tokens * b,
+                   time("post_attention_layernorm"), t, reread=tokens * b),
+            gemm_row("mlp_up_proj", dtype, 1, t, up, e, time("mlp_up_proj"), t),
             act,
+            gemm_row("mlp_down_proj", dtype, 1, t, e, f, time("mlp_down_proj"), t),
             # each add kernel reads two tensors, one of them just written (the MLP's output, then
             # the first add's sum), and writes one
             op_row("add", "elementwise", dtype, adds * tokens, 2 * adds * tokens * b, adds * tokens * b,
                    time("add"), t, reread=adds * tokens * b),
-            op_row("emb", "gather", dtype, 0, tokens * b + t * 8, tokens * b, time("emb"), t),
         ]
         # vLLM's rotary and SiLU-and-mul kernels launch one thread block per token
         per_token = {"attn_rope", "mlp_act"} if gated else {"attn_rope"}  # else torch's GELU
@@ -154,6 +163,8 @@ def read_vidur_mlp(path: Path) -> Measured:
             if row["label"] in per_token:
                 attrs["blocks"] = t
             row["attrs"] = json.dumps(attrs)
+            # the layer's ops run as one pass, VIDUR_PASSES_BEFORE_MEDIAN times before the median one
+            row["pass_group"], row["passes_before"] = group, VIDUR_PASSES_BEFORE_MEDIAN
             if np.isfinite(row["measured_s"]) and row["measured_s"] > 0:
                 rows.append(row)
     return Measured(_table(rows, path, "Vidur layer ops"), "vidur-mlp", str(path))

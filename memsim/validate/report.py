@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from memsim.cost import power_capped, price_ops
+from memsim.cost import power_capped_as_measured, price_ops
 from memsim.hardware.schema import System
 from memsim.validate.metrics import error_summary
 
@@ -16,11 +16,10 @@ METRIC_COLUMNS = (("count", "n", "{:d}"), ("mape", "MAPE", "{:.1%}"), ("median_a
 
 
 def predict(ops: pd.DataFrame, system: System) -> pd.DataFrame:
-    """ops with predicted_s from price_ops on the system's main device (links for copies); ops
-    measured on a timeline (start_s) are priced with the power state that timeline put the GPU in."""
+    """ops with predicted_s from price_ops on the system's main device (links for copies), in the
+    power state their measurement put the GPU in (memsim.cost.power_capped_as_measured)."""
     costs = price_ops(ops, system.device, links=list(system.links.values()))
-    if "start_s" in ops:
-        costs = power_capped(costs, ops, system.device, ops["start_s"], ops["measured_s"], periodic=False)
+    costs = power_capped_as_measured(costs, ops, system.device)
     return ops.assign(predicted_s=costs["duration_s"].to_numpy())
 
 
