@@ -451,6 +451,12 @@ our sustained table (802 from idle), its 4096 x 57344 x 8192 up projection at 67
   8.2% / 5.3%, CodeLlama-34B 6.1% / 3.9%). The samples leave out 1016-2944 tokens, where
   the 8192-wide models' layers also run long enough to be capped, so the whole files' figures
   are not known here.
+- *Tried, not adopted: a gradual cap.* The duty sweep's rate falls over a range (787 TFLOP/s
+  at 42% GEMM time, 753 at 52%, 690-701 at 69%), and the sampled GEMMs at duty 0.45-0.55
+  (just under the threshold) are priced 5-6% fast on average. A ceiling that falls linearly
+  from 0.80 of peak at 0.42 to 0.71 at 0.69, in place of the step at 0.55, moved every sample
+  by 0.0-0.3 points the wrong way (InternLM-20B 5.4% / 4.4% -> 5.6% / 4.7%): a ceiling slows
+  only the GEMMs priced faster than it, and most of those just under the threshold are not.
 - Every other row of this README is regenerated. The reader now lists a layer's ops in the
   order they run, and that order alone moved both fits a little (the sums of the fit's errors
   add up in another order, and its searches end elsewhere): H100 matrix efficiency 0.897 ->
