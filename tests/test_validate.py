@@ -249,3 +249,35 @@ def test_vidur_a100_attention_calibrated_on_half_its_sizes(run_cli, tmp_path):
     result = json.loads(run_cli("validate", path, "--hw", out, "--held-out", "--json", check=True).stdout)
     assert result["ops"]["attn_prefill"]["mape"] <= 0.09
     assert result["ops"]["attn_decode"]["mape"] <= 0.095
+
+
+def test_a_readme_rewritten_without_the_vidur_clone_keeps_the_clones_rows_marked():
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("run_all", REPO / "validation" / "run_all.py")
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    table = "| file | config | n |\n|---|---|---|\n"
+    before = (f"# V\n\n{run_all.TARGETS_HEADING}\n\n| target | reached | |\n|---|---|---|\n"
+              "| h100 Vidur held-out GEMMs: median <= 5% | 4.8% | met |\n"
+              "| h100 Vidur Qwen-72B mlp.csv GEMMs (other model, same GPU): median <= 5% | 6.5% | missed |\n"
+              "| this CPU, llama-tiny prefill: summed time within 15% | 4.6% | met |\n\nfindings\n\n"
+              f"## Results\n\n{table}| h100 GEMM.csv | calibrated | 5 |\n| h100 Vidur Qwen-72B mlp.csv [gemm] | calibrated | 9 |\n"
+              "| h100 gone.csv | calibrated | 1 |\n\n"
+              f"{run_all.CPU_HEADING}\n\nmeasured here\n")
+    after = (f"# V\n\n{run_all.TARGETS_HEADING}\n\n| target | reached | |\n|---|---|---|\n"
+             "| h100 Vidur held-out GEMMs: median <= 5% | 4.7% | met |\n\nnew findings\n\n"
+             f"## Results\n\n{table}| h100 GEMM.csv | calibrated | 6 |\n| h100 new.csv | calibrated | 2 |\n\n"
+             f"{run_all.CPU_HEADING}\n\n(skipped: --no-cpu)\n")
+    merged = run_all.kept_from(before, after)
+    mark = run_all.KEPT_MARK
+    assert "| h100 Vidur held-out GEMMs: median <= 5% | 4.7% | met |" in merged     # regenerated
+    assert f"| h100 Vidur Qwen-72B mlp.csv GEMMs (other model, same GPU): median <= 5%{mark} | 6.5%" in merged
+    assert "| this CPU, llama-tiny prefill: summed time within 15% | 4.6% | met |" in merged
+    assert "| h100 GEMM.csv | calibrated | 6 |" in merged and "| h100 new.csv | calibrated | 2 |" in merged
+    assert f"| h100 Vidur Qwen-72B mlp.csv [gemm]{mark} | calibrated | 9 |" in merged
+    assert "gone.csv" not in merged and "new findings" in merged and "measured here" in merged
+    assert merged.count(run_all.KEPT_NOTE) == 2
+    assert run_all.kept_from(merged, after) == merged                            # marks are not doubled

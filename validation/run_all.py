@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -185,7 +186,11 @@ def main() -> int:
         floors = fit_floors(transfer) if args.vidur else []
         cpu_lines = [] if args.no_cpu else cpu_section(folder, targets)
     mamf = mamf_rows(root, calibrated) if (root / MAMF).exists() else []
-    write_readme(Path(args.out), pd.DataFrame(rows), calibrations, mamf, cpu_lines, targets, floors)
+    out = Path(args.out)
+    before = out.read_text() if out.exists() and (not args.vidur or args.no_cpu) else None
+    write_readme(out, pd.DataFrame(rows), calibrations, mamf, cpu_lines, targets, floors)
+    if before is not None:  # what this run could not measure stays, marked
+        out.write_text(kept_from(before, out.read_text()))
     print(f"wrote {args.out}")
     return 0
 
@@ -323,9 +328,10 @@ def write_readme(path: Path, frame: pd.DataFrame, calibrations, mamf: list[str],
 Regenerate with `.venv/bin/python validation/run_all.py --vidur VIDUR_CLONE` (reads
 ../shared/ground-truth and, with that flag, a clone of microsoft/vidur for its other models' and
 its collective profiles; about ten minutes on two cores, CPU rounds included; `--no-cpu`
-skips them, `--cpu-only` runs them alone and rewrites only the CPU rows and section). Every
-table below comes from that one command; the findings' figures come from the
-experiments they describe, run on the same files.
+skips them, `--cpu-only` runs them alone and rewrites only the CPU rows and section; a run
+without `--vidur` or with `--no-cpu` keeps the rows it could not measure from the README it
+replaces, the clone's marked †). Every table below comes from that one command; the findings'
+figures come from the experiments they describe, run on the same files.
 
 **Protocol.** Each GPU is calibrated with `memsim calibrate --from` on *every other token count*
 of its Vidur Llama-2-7B file (`--fit-half`). The constants fitted are global to the machine:
@@ -410,6 +416,78 @@ def refresh_cpu(path: Path, cpu_lines: list[str], targets: list) -> None:
     rows = [line for line in table.splitlines() if not line.startswith(CPU_TARGET)] + [target_row(*t) for t in targets]
     path.write_text(f"{before}{TARGETS_HEADING}\n\n" + "\n".join(rows) + f"\n\n{FINDINGS}\n\n{gpu_sections}"
                     + cpu_text(cpu_lines))
+
+
+KEPT_MARK = " †"
+KEPT_NOTE = ("† Kept from the README this run replaced: rows that need a clone of microsoft/vidur "
+             "(--vidur: its other models' and its collective profiles, and the fits on whole files), "
+             "which this run did not have.")
+
+
+def kept_from(before: str, after: str) -> str:
+    """`after` (a README this script just wrote) with the table rows of `before` that it lacks
+    (files read by an earlier run only: --vidur's clone) put back, marked, and `before`'s CPU
+    section where `after` has none (--no-cpu). Rows are matched by their leading cells."""
+    sections_before = dict(_sections(before)[1])
+    head, sections = _sections(after)
+    parts = [head]
+    for title, body in sections:
+        old = sections_before.get(title, "")
+        if title == CPU_HEADING and "(skipped: --no-cpu)" in body and old:
+            parts.append(title + old)
+            continue
+        blocks, kept = body.split("\n\n"), False
+        old_tables = [block for block in old.split("\n\n") if block.lstrip().startswith("|")]
+        tables = (index for index, block in enumerate(blocks) if block.lstrip().startswith("|"))
+        for index, old_table in zip(tables, old_tables):
+            blocks[index], marked = _merged_table(old_table, blocks[index], title)
+            kept = kept or marked
+        if kept:
+            last_table = max(index for index, block in enumerate(blocks) if block.lstrip().startswith("|"))
+            blocks.insert(last_table + 1, KEPT_NOTE)
+        parts.append(title + "\n\n".join(blocks))
+    return "".join(parts)
+
+
+def _sections(text: str) -> tuple[str, list[tuple[str, str]]]:
+    pieces = re.split(r"(?m)^(## .*)$", text)
+    return pieces[0], list(zip(pieces[1::2], pieces[2::2]))
+
+
+def _merged_table(old: str, new: str, title: str) -> tuple[str, bool]:
+    """`new`'s rows, in `old`'s order, with `old`'s rows that `new` lacks kept (marked, but for
+    the CPU's targets, which keep their own section) where they come from --vidur's clone or
+    the CPU rounds; (table, whether any row was kept)."""
+    width = 3 if title.startswith("## Peak matmul") else 2  # the cells that name a row
+    def key(line):
+        return tuple(cell.strip().removesuffix(KEPT_MARK.strip()).strip()
+                     for cell in line.strip().strip("|").split("|")[:width])
+    fresh = {key(line): line for line in new.splitlines() if line.startswith("|")}
+    out, placed, kept = [], set(), False
+    for line in old.splitlines():
+        if not line.startswith("|"):
+            continue
+        name = key(line)
+        if name in fresh:
+            out.append(fresh[name])
+            placed.add(name)
+        elif line.startswith(CPU_TARGET):
+            out.append(line)
+        elif _from_clone(line):
+            cells = line.split("|")
+            cells[1] = cells[1].rstrip().removesuffix(KEPT_MARK) + KEPT_MARK + " "
+            out.append("|".join(cells))
+            kept = True
+    out += [line for name, line in fresh.items() if name not in placed]  # rows new in this run
+    return "\n".join(out), kept
+
+
+def _from_clone(line: str) -> bool:
+    """A row only --vidur's clone gives: another model's or a collective Vidur profile."""
+    cells = [cell.strip().removesuffix(KEPT_MARK.strip()).strip() for cell in line.strip().strip("|").split("|")]
+    if cells[0] in ("h100", "a100"):  # the floors table, which only a run with the clone fits
+        return True
+    return "Vidur" in cells[0] and "Llama-2-7B" not in cells[0] and "held-out" not in cells[0]
 
 
 def target_row(name: str, value: float, limit: float) -> str:
