@@ -146,8 +146,7 @@ def power_capped_as_measured(costs: pd.DataFrame, ops: pd.DataFrame, device: Dev
     duty = kernels.repeated_pass_duty(pd.factorize(ops["pass_group"])[0], ops["passes_before"].to_numpy(float),
                                       ops["measured_s"].to_numpy(float), matrix, cap.window)
     duration = costs["duration_s"].to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        held = np.where(capped_rate > 0, ops["flops"].to_numpy(dtype=float) / capped_rate, 0.0)
+    held = ops["flops"].to_numpy(dtype=float) / np.where(matrix, capped_rate, np.inf)  # matrix ops have a rate
     return _slowed(costs, np.where(matrix & (duty >= cap.engage_duty), np.maximum(duration, held), duration))
 
 
