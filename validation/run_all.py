@@ -459,9 +459,9 @@ def _merged_table(old: str, new: str, title: str) -> tuple[str, bool]:
     the CPU's targets, which keep their own section) where they come from --vidur's clone or
     the CPU rounds; (table, whether any row was kept)."""
     width = 3 if title.startswith("## Peak matmul") else 2  # the cells that name a row
+
     def key(line):
-        return tuple(cell.strip().removesuffix(KEPT_MARK.strip()).strip()
-                     for cell in line.strip().strip("|").split("|")[:width])
+        return tuple(_cells(line)[:width])
     fresh = {key(line): line for line in new.splitlines() if line.startswith("|")}
     out, placed, kept = [], set(), False
     for line in old.splitlines():
@@ -482,9 +482,14 @@ def _merged_table(old: str, new: str, title: str) -> tuple[str, bool]:
     return "\n".join(out), kept
 
 
+def _cells(line: str) -> list[str]:
+    """A table row's cells, without the mark of a kept row."""
+    return [cell.strip().removesuffix(KEPT_MARK.strip()).strip() for cell in line.strip().strip("|").split("|")]
+
+
 def _from_clone(line: str) -> bool:
     """A row only --vidur's clone gives: another model's or a collective Vidur profile."""
-    cells = [cell.strip().removesuffix(KEPT_MARK.strip()).strip() for cell in line.strip().strip("|").split("|")]
+    cells = _cells(line)
     if cells[0] in ("h100", "a100"):  # the floors table, which only a run with the clone fits
         return True
     return "Vidur" in cells[0] and "Llama-2-7B" not in cells[0] and "held-out" not in cells[0]

@@ -122,42 +122,64 @@ def power_capped(costs: pd.DataFrame, ops: pd.DataFrame, device: Device, start_s
     cap = unit.power_cap
     if cap is None or not len(ops):
         return costs
-    matrix, capped_rate = _matrix_work(costs, ops, unit)
+    gemm, capped_rate = _matrix_rates(ops, unit)
     capped = kernels.power_capped_seconds(np.asarray(start_s, dtype=float), np.asarray(busy_s, dtype=float),
-                                          matrix, ops["flops"].to_numpy(dtype=float),
+                                          gemm & _compute_bound(costs), ops["flops"].to_numpy(dtype=float),
                                           costs["duration_s"].to_numpy(), capped_rate, cap.engage_duty,
                                           cap.window, periodic)
     return _slowed(costs, capped)
 
 
-def power_capped_as_measured(costs: pd.DataFrame, ops: pd.DataFrame, device: Device) -> pd.DataFrame:
-    """`costs` in the power state the measurement left the device in: that of its own timeline
-    (`start_s`: a profiler trace, from idle), or that of a group of ops run back to back as one
-    pass, several times (`pass_group`, rows of a group together, with `passes_before` passes
-    before the one measured, from idle: a profiler timing the median of a model's identical
-    layers, as Vidur's does). Tables with neither: `costs`."""
-    if "start_s" in ops:
-        return power_capped(costs, ops, device, ops["start_s"], ops["measured_s"], periodic=False)
-    unit = main_compute_unit(device)
-    cap = unit.power_cap
-    if "pass_group" not in ops or cap is None or not len(ops):
-        return costs
-    matrix, capped_rate = _matrix_work(costs, ops, unit)
-    duty = kernels.repeated_pass_duty(pd.factorize(ops["pass_group"])[0], ops["passes_before"].to_numpy(float),
-                                      ops["measured_s"].to_numpy(float), matrix, cap.window)
-    duration = costs["duration_s"].to_numpy()
-    held = ops["flops"].to_numpy(dtype=float) / np.where(matrix, capped_rate, np.inf)  # matrix ops have a rate
-    return _slowed(costs, np.where(matrix & (duty >= cap.engage_duty), np.maximum(duration, held), duration))
+class MeasuredPowerState:
+    """The power state a measurement left the device in, read once from its table (a calibration
+    prices the same ops thousands of times): that of its own timeline (`start_s`: a profiler
+    trace, from idle), or that of a group of ops run back to back as one pass, several times
+    (`pass_group`, the rows of a group together, with `passes_before` passes before the one
+    measured, from idle: a profiler timing the median of a model's identical layers, as
+    Vidur's does). A table with neither, or a unit without a power_cap, leaves costs as they are."""
+
+    def __init__(self, ops: pd.DataFrame, device: Device):
+        self.unit = main_compute_unit(device)
+        self.cap = self.unit.power_cap
+        self.timeline = "start_s" in ops
+        self.active = self.cap is not None and len(ops) > 0 and (self.timeline or "pass_group" in ops)
+        if not self.active:
+            return
+        self.gemm, self.capped_rate = _matrix_rates(ops, self.unit)
+        self.flops = ops["flops"].to_numpy(dtype=float)
+        self.busy = ops["measured_s"].to_numpy(dtype=float)
+        if self.timeline:
+            self.start = ops["start_s"].to_numpy(dtype=float)
+        else:
+            self.group = pd.factorize(ops["pass_group"])[0]
+            self.passes_before = ops["passes_before"].to_numpy(dtype=float)
+
+    def apply(self, costs: pd.DataFrame) -> pd.DataFrame:
+        """`costs` (of the table's ops, in its order) with the GEMMs the cap held slowed."""
+        if not self.active:
+            return costs
+        matrix = self.gemm & _compute_bound(costs)
+        duration = costs["duration_s"].to_numpy()
+        if self.timeline:
+            return _slowed(costs, kernels.power_capped_seconds(self.start, self.busy, matrix, self.flops, duration,
+                                                               self.capped_rate, self.cap.engage_duty,
+                                                               self.cap.window, False))
+        duty = kernels.repeated_pass_duty(self.group, self.passes_before, self.busy, matrix, self.cap.window)
+        held = self.flops / np.where(matrix, self.capped_rate, np.inf)  # matrix ops have a rate
+        return _slowed(costs, np.where(matrix & (duty >= self.cap.engage_duty), np.maximum(duration, held), duration))
 
 
-def _matrix_work(costs: pd.DataFrame, ops: pd.DataFrame, unit: ComputeUnit) -> tuple[np.ndarray, np.ndarray]:
-    """Which ops draw the power a cap limits, and the FLOP/s each holds under the cap: compute-bound
-    GEMMs keep the tensor cores busy; a GEMV streams its weights."""
+def _matrix_rates(ops: pd.DataFrame, unit: ComputeUnit) -> tuple[np.ndarray, np.ndarray]:
+    """Which ops are GEMMs on the unit's matrix units, and the FLOP/s each holds under its cap."""
     codes, dtypes = pd.factorize(ops["dtype"])
     peaks = np.array([unit.matrix_flops.get(dtype, 0.0) for dtype in dtypes] + [0.0])[codes]  # code -1: none
-    matrix = ((ops["category"] == "gemm").to_numpy() & (costs["compute_s"] >= costs["memory_s"]).to_numpy()
-              & (peaks > 0))
-    return matrix, peaks * unit.power_cap.sustained_matrix_fraction
+    return (ops["category"] == "gemm").to_numpy() & (peaks > 0), peaks * unit.power_cap.sustained_matrix_fraction
+
+
+def _compute_bound(costs: pd.DataFrame) -> np.ndarray:
+    """Ops that keep the matrix units busy and draw the power a cap limits (a GEMV streams its
+    weights instead)."""
+    return (costs["compute_s"] >= costs["memory_s"]).to_numpy()
 
 
 def _slowed(costs: pd.DataFrame, capped: np.ndarray) -> pd.DataFrame:

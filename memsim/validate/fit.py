@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from memsim.cost import kernels, power_capped_as_measured, price_ops
+from memsim.cost import MeasuredPowerState, kernels, price_ops
 from memsim.cost.model import (LINK_CATEGORIES, block_bandwidth, load_alignment, peer_link, pitch_interleave,
                                runs_aten_cpu_flash, scalar_loop_flops, scalar_loop_gemms)
 from memsim.cost.op_arrays import OpArrays
@@ -182,7 +182,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
         link_at = len(start)
         start += [_logit(link.efficiency), float(np.log(max(link.latency, 1e-7)))]
     measured = ops["measured_s"].to_numpy(float)
-    capped = unit.power_cap is not None and ("start_s" in ops or "pass_group" in ops)
+    power_state = MeasuredPowerState(ops, device)  # as the measurement ran: constants of the uncapped GPU
 
     def calibration(x) -> Calibration:
         return Calibration(
@@ -209,9 +209,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     def predict(x) -> np.ndarray:
         calibrated = device.model_copy(update={"calibration": calibration(x)})
         costs = price_ops(arrays, calibrated, links={**links, **fitted_links(x)}.values())
-        if capped:  # as the measurement ran: each constant is fitted to the uncapped rate
-            costs = power_capped_as_measured(costs, ops, calibrated)
-        return costs["duration_s"].to_numpy()
+        return power_state.apply(costs)["duration_s"].to_numpy()
 
     def loss(x) -> float:
         return float(np.mean(np.abs(predict(x) / measured - 1.0)))

@@ -91,7 +91,7 @@ def _columns(frame: pd.DataFrame, path: Path, numbers: list[str], text: tuple[st
 # ACTIVE_STEPS = 20 identical layers, runs it once untimed, then once under the profiler, and
 # reports each op's median over the 20 timed layers: 20 + 10 layers run back to back before the
 # median one. That sets the power state each row was measured in (a GPU's power cap engages
-# after ~0.1 s of matrix work: memsim.cost.power_capped_as_measured).
+# after ~0.1 s of matrix work: memsim.cost.MeasuredPowerState).
 VIDUR_PASSES_BEFORE_MEDIAN = 30
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from memsim.cost import power_capped_as_measured, price_ops
+from memsim.cost import MeasuredPowerState, price_ops
 from memsim.hardware.schema import System
 from memsim.validate.metrics import error_summary
 
@@ -17,9 +17,9 @@ METRIC_COLUMNS = (("count", "n", "{:d}"), ("mape", "MAPE", "{:.1%}"), ("median_a
 
 def predict(ops: pd.DataFrame, system: System) -> pd.DataFrame:
     """ops with predicted_s from price_ops on the system's main device (links for copies), in the
-    power state their measurement put the GPU in (memsim.cost.power_capped_as_measured)."""
+    power state their measurement put the GPU in (memsim.cost.MeasuredPowerState)."""
     costs = price_ops(ops, system.device, links=list(system.links.values()))
-    costs = power_capped_as_measured(costs, ops, system.device)
+    costs = MeasuredPowerState(ops, system.device).apply(costs)
     return ops.assign(predicted_s=costs["duration_s"].to_numpy())
 
 
