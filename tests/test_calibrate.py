@@ -1,6 +1,7 @@
 """Calibration: the fit recovers known constants; calibrate writes loadable YAML; validate real."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,8 +14,9 @@ from memsim.cost.roofline import main_compute_unit
 from memsim.hardware import load_system
 from memsim.hardware.schema import Calibration
 from memsim.validate.fit import _pitch_classes, calibration_half, fit_calibration
-from memsim.validate.measure import (GEMM_SHAPES, MIN_ROUNDS, at_achieved_peak, cpu_core_peaks, settled,
-                                     streaming_bandwidth)
+from memsim.validate.measure import (GEMM_SHAPES, MIN_ROUNDS, WARMTH_CYCLE_KINDS, WARMTH_REPEATS,
+                                     WARMTH_WRITE_BYTES, _written_probes, at_achieved_peak, cpu_core_peaks,
+                                     kind_footprint, settled, streaming_bandwidth, warm_overhead_points)
 from memsim.validate.readers import attention_row, gemm_row, op_row
 
 
@@ -211,6 +213,35 @@ def cpuinfo(vendor: str, family: int, flags: str, mhz: str | None = "2600.000") 
     return block + (f"cpu MHz\t\t: {mhz}\n" if mhz else "") + "\nprocessor\t: 1\ncpu MHz\t\t: 9999.0\n"
 
 
+def _timed_by_warmth(names, moved, footprint, warmth):
+    """Ops run in this order, each timed 1 us x warmth(its reuse distance with this footprint)."""
+    from memsim.cost.model import reuse_distance
+    from memsim.cost.op_arrays import since_reuse
+
+    ops = pd.DataFrame({"name": names, "bytes_read": moved, "bytes_written": 0.0})
+    return ops.assign(measured_s=1e-6 * warmth(reuse_distance(*since_reuse(ops), footprint)))
+
+
+def test_warmth_micro_benchmarks_recover_the_curve_and_one_kinds_footprint():
+    # ops timed by a known curve (0.6 of cold up to 2 MB since reuse, rising to 1 at 8 MB) with
+    # 250 kB per kind between, in the order the two micro-benchmarks run them
+    def warmth(distance):
+        return np.interp(distance, [0.0, 2e6, 8e6], [0.6, 0.6, 1.0])
+
+    probes = ["add", "mul", "sub", "div"]
+    written = [(name, size if name == "aten::mul_" else 1024.0) for size in WARMTH_WRITE_BYTES
+               for _ in range(WARMTH_REPEATS) for name in ["aten::mul_", *probes]]
+    cycled = [(f"kind{i}", 1024.0) for count in WARMTH_CYCLE_KINDS for _ in range(WARMTH_REPEATS) for i in range(count)]
+    written = _timed_by_warmth(*zip(*written), 250e3, warmth)
+    cycled = _timed_by_warmth(*zip(*cycled), 250e3, warmth)
+    probes = _written_probes(written)
+    footprint = kind_footprint(probes, cycled)
+    assert footprint == pytest.approx(250e3, rel=0.1)
+    distances, shares = warm_overhead_points(probes, footprint)
+    np.testing.assert_allclose(shares, warmth(distances) / warmth(distances[-1]), atol=0.02)
+    assert shares[0] == pytest.approx(0.6) and shares[-1] == 1.0 and (np.diff(shares) >= 0).all()
+
+
 def test_streaming_bandwidth_is_the_fastest_large_elementwise_op_or_copy():
     rows = [op_row("add_", "elementwise", "fp32", 0, 8e6, 4e6, 300e-6, 1), op_row("clone", "copy", "fp32", 0, 8e6, 8e6,
                                                                                    400e-6, 1),
@@ -262,6 +293,9 @@ def test_validate_real_on_this_cpu(run_cli, tmp_path):
     assert system.device.memories["ddr"].read_bandwidth != generic
     assert "GB/s (measured)" in system.device.source
     assert calibration.scalar_loop_flops > 0  # ATen's bmm of tiny matrices is measured
+    # an op's fixed cost by its reuse distance: a share of a cold op's that never falls with distance
+    shares = [calibration.warm_overhead[distance] for distance in sorted(calibration.warm_overhead)]
+    assert len(shares) > 3 and shares == sorted(shares) and calibration.kind_footprint > 0
     # a convolution's library call costs more than a matmul's (oneDNN builds a primitive per call)
     assert calibration.category_overhead["conv"] > calibration.category_overhead["gemm"]
     proc = run_cli("validate", "real", "llama-tiny", "--device", "cpu", "--hw", out, "--json", check=True)

@@ -9,7 +9,9 @@ from memsim.cost import kernels, price_ops, storage_read_seconds
 from memsim.cost.model import packed_operand_bytes
 from memsim.hardware import load_system
 from memsim.hardware.load import validate_system
+from memsim.hardware.schema import Calibration
 from memsim.trace.ops import categorize
+from memsim.validate.readers import op_row
 
 
 def one(*values):
@@ -651,3 +653,50 @@ def test_a_long_prefill_on_an_h100_runs_its_gemms_at_the_power_capped_rate_and_a
             if not override and slower:
                 assert rates.max() <= capped_rate * 1.001   # every large GEMM held to the cap
         assert (steps[0] > steps[1] * 1.03) == slower
+
+
+def test_since_reuse_counts_the_kinds_and_bytes_between_an_op_and_its_kinds_last_run():
+    # kinds a b a c d b b a moving 0..7 bytes. The second a (op 2): b between, 1 byte. The
+    # second b (op 5): a c d between, 2 + 3 + 4 bytes; the third b: nothing between; the last a
+    # (op 7): c d b between (ops 3-6), 3 + 4 + 5 + 6 bytes. First runs: inf.
+    kinds, moved = kernels.since_reuse(np.array([0, 1, 0, 2, 3, 1, 1, 0]), np.arange(8.0), 100, 1e9)
+    np.testing.assert_array_equal(kinds, [np.inf, np.inf, 1, np.inf, np.inf, 3, 0, 3])
+    np.testing.assert_array_equal(moved, [np.inf, np.inf, 1, np.inf, np.inf, 9, 0, 18])
+    # past 10 bytes between, or past 2 ops between, an op counts as cold
+    kinds, moved = kernels.since_reuse(np.array([0, 1, 0, 2, 3, 1, 1, 0]), np.arange(8.0), 100, 10.0)
+    np.testing.assert_array_equal(moved, [np.inf, np.inf, 1, np.inf, np.inf, 9, 0, np.inf])
+    kinds, _ = kernels.since_reuse(np.array([0, 1, 0, 2, 3, 1, 1, 0]), np.arange(8.0), 2, 1e9)
+    np.testing.assert_array_equal(kinds, [np.inf, np.inf, 1, np.inf, np.inf, np.inf, 0, np.inf])
+
+
+def test_a_traces_first_op_of_a_kind_follows_the_previous_steps_ops():
+    # one step a b a c moving 1, 2, 4, 8 bytes, run in a loop: the first a follows the step
+    # before's c (8 B since that step's second a); the b follows a c, then this step's a (4 + 8 +
+    # 1 B); the c follows a b a (1 + 2 + 4 B).
+    from memsim.cost.op_arrays import since_reuse
+
+    step = pd.DataFrame({"name": ["a", "b", "a", "c"], "bytes_read": [1.0, 2.0, 4.0, 8.0],
+                         "bytes_written": [0.0] * 4})
+    kinds, moved = since_reuse(step)
+    np.testing.assert_array_equal(kinds, [1, 2, 1, 2])
+    np.testing.assert_array_equal(moved, [8, 13, 2, 7])
+    # with only names a table has no bytes to count; none at all: cold
+    assert np.isinf(since_reuse(pd.DataFrame({"m": [1.0]}))[0]).all()
+
+
+def test_a_cpu_ops_fixed_cost_falls_with_its_warmth():
+    # warm_overhead {0: 0.5, 1000: 0.5, 3000: 1.0}, 100 B per kind between. One step a b a c b,
+    # run in a loop, each op reading 400 B; reuse distance = bytes between + 100 B per kind:
+    # first a: the step before's c b, 800 + 200 = 1000 B -> 0.5; b: a, 400 + 100 -> 0.5; second
+    # a: b -> 0.5; c: the step before's b, then a b a, 1600 + 200 = 1800 B -> 0.5 + 0.5 x 800 /
+    # 2000 = 0.7; last b: a c, 1000 B -> 0.5. Of a fixed cost of 10 us.
+    system = load_system("generic-x86-cpu")
+    calibration = Calibration(source="test", category_overhead={"elementwise": 1e-5},
+                              warm_overhead={0: 0.5, 1000: 0.5, 3000: 1.0}, kind_footprint=100.0)
+    device = system.device.model_copy(update={"calibration": calibration})
+    ops = pd.DataFrame([op_row(name, "elementwise", "fp32", 0.0, 400.0, 0.0, 0.0, 1.0) for name in "abacb"])
+    overhead = price_ops(ops, device)["overhead_s"].to_numpy()
+    np.testing.assert_allclose(overhead, [5e-6, 5e-6, 5e-6, 7e-6, 5e-6])
+    # a GPU's (or an uncalibrated) fixed cost is the same wherever the op runs
+    plain = price_ops(ops, system.device)["overhead_s"].to_numpy()
+    assert np.unique(plain).size == 1

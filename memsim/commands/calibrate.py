@@ -119,8 +119,10 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None) -> Measur
     from memsim.hardware.load import resolve_path
     from memsim.validate.fit import fit_calibration
     from memsim.cost.roofline import main_compute_unit
+    from memsim.hardware.schema import Calibration
     from memsim.validate.measure import (at_achieved_peak, cpu_core_peaks, machine_description, measure_device,
-                                         single_thread, streaming_bandwidth, sustained_matrix_rate)
+                                         measure_warm_overhead, single_thread, streaming_bandwidth,
+                                         sustained_matrix_rate)
 
     name = machine_description(device)
     base = hw or DEFAULT_BASE.get(device) or next((config for key, config in CUDA_BASES if key in name), None)
@@ -131,6 +133,8 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None) -> Measur
     core_peaks = cpu_core_peaks() if device == "cpu" and hw is None else None
     with single_thread(device) as threads:
         ops = measure_device(device, progress)
+        # a CPU op's fixed cost is host work, faster where its code ran recently; a GPU kernel's is the device's
+        warm, footprint = measure_warm_overhead(progress) if device == "cpu" else ({}, 0.0)
     sustained = None
     if device == "cuda":
         peak = main_compute_unit(system.device).matrix_flops.get("bf16")
@@ -140,6 +144,10 @@ def calibrate_this_machine(device: str, hw: str | None, progress=None) -> Measur
     core_peaks = at_achieved_peak(core_peaks, ops)
     stream = streaming_bandwidth(ops) if device == "cpu" and hw is None else None
     main = _measured_device(system.device, threads, core_peaks, stream)  # the cores and memory the fit sees
+    if warm:  # the fit finds the fixed costs of cold ops, each measured op's warmth priced in
+        stated = main.calibration or Calibration(source="measured")
+        main = main.model_copy(update={"calibration": stated.model_copy(
+            update={"warm_overhead": warm, "kind_footprint": footprint})})
     if progress:
         progress(f"fitting {len(ops)} measured ops")
     calibration, _ = fit_calibration(ops, main, f"memsim calibrate --device {device}", system.links,

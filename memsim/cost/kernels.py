@@ -419,6 +419,46 @@ def streaming_times(flops, bytes_moved, peak, bandwidth, overhead):
 
 
 @numba.njit(cache=True)
+def since_reuse(codes, moved, most_ops, most_bytes):
+    """Per op, what ran since the last op of its own kind: the distinct kinds and the bytes the
+    ops between moved (both inf for its kind's first op, or past `most_ops` ops or `most_bytes`).
+
+    Why: a core's caches keep the code, dispatch state and data an op kind used only until
+    other work pushes them out, so an op finds them warm by how much ran since its kind last
+    ran: its LRU stack distance (Mattson et al. 1970), here the bytes the ops between moved plus
+    a footprint per distinct kind among them (Calibration.kind_footprint). Kinds are integer
+    codes, one per op name.
+    """
+    count = codes.shape[0]
+    kinds_between = np.full(count, np.inf)
+    bytes_between = np.full(count, np.inf)
+    kinds = 0
+    for i in range(count):
+        kinds = max(kinds, codes[i] + 1)
+    last = np.full(kinds, -1)
+    stamp = np.full(kinds, -1)
+    for i in range(count):
+        code = codes[i]
+        start = last[code]
+        last[code] = i
+        if start < 0 or i - start - 1 > most_ops:
+            continue
+        seen = 0
+        total = 0.0
+        for j in range(i - 1, start, -1):
+            total += moved[j]
+            if total > most_bytes:
+                break
+            if stamp[codes[j]] != i:
+                stamp[codes[j]] = i
+                seen += 1
+        if total <= most_bytes:
+            kinds_between[i] = seen
+            bytes_between[i] = total
+    return kinds_between, bytes_between
+
+
+@numba.njit(cache=True)
 def block_row_seconds(bytes_moved, blocks, block_bandwidth):
     """Least time of a kernel whose thread blocks each stream their own share of its bytes.
 

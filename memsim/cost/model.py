@@ -47,6 +47,8 @@ def price_ops(ops: pd.DataFrame | OpArrays, device: Device, unit: ComputeUnit | 
     overhead = overhead * ops.launches
     if device.calibration and device.calibration.wrapped_scalar_cost:
         overhead = overhead + device.calibration.wrapped_scalar_cost * ops.column("wrapped_scalars")
+    if device.calibration and device.calibration.warm_overhead:
+        overhead = overhead * warm_fraction(ops, device.calibration)
     write_ratio = tier.write_bandwidth / tier.read_bandwidth
     moved = read + written
     # one bandwidth per op such that moved / bandwidth = read / B_read + written / B_write
@@ -207,6 +209,21 @@ def packed_operand_bytes(read, m, n, unit: ComputeUnit) -> np.ndarray:
 # in chunks of at least this many multiply-adds.
 ATEN_GRAIN_SIZE = 32768.0
 ATEN_SCALAR_LOOP_MACS = 400.0
+
+
+def warm_fraction(ops: OpArrays, calibration) -> np.ndarray:
+    """Each op's share of a cold op's fixed cost (Calibration.warm_overhead) at its reuse
+    distance: the bytes moved since its kind last ran plus the kinds between times their
+    footprint (inf, the last share, for a kind never run before)."""
+    distance = reuse_distance(ops.kinds_since_reuse, ops.bytes_since_reuse, calibration.kind_footprint)
+    points = sorted(calibration.warm_overhead)
+    return np.interp(distance, np.array(points, float), [calibration.warm_overhead[point] for point in points])
+
+
+def reuse_distance(kinds_since: np.ndarray, bytes_since: np.ndarray, kind_footprint: float) -> np.ndarray:
+    """Bytes since an op's kind last ran, each kind between counting its footprint (inf: never)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(bytes_since), bytes_since + kind_footprint * kinds_since, np.inf)
 
 
 def scalar_loop_gemms(dims: dict, unit: ComputeUnit, device: Device) -> np.ndarray:

@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from memsim.cost import kernels
+
+# An op whose kind last ran more than this many ops or bytes before it counts as cold (inf): a
+# core's caches hold far less (memsim calibrate measures up to 32 MiB).
+MOST_OPS_SINCE_REUSE = 4096
+MOST_BYTES_SINCE_REUSE = float(1 << 30)
 DTYPE_BYTES = {"fp64": 8.0, "fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
                "int4": 0.5, "int64": 8.0, "int32": 4.0, "int16": 2.0, "bool": 1.0, "uint8": 1.0}
 
@@ -37,6 +43,10 @@ class OpArrays:
     attrs: tuple[dict, ...]
     kinds: tuple[tuple[str, str], ...]
     kind_codes: np.ndarray
+    kinds_since_reuse: np.ndarray
+    bytes_since_reuse: np.ndarray
+    """Distinct op names run since the op's own name last ran, and the bytes they moved
+    (since_reuse)."""
     _columns: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -47,6 +57,7 @@ class OpArrays:
         categories, category_codes = np.unique(category, return_inverse=True)
         dtypes, dtype_codes = np.unique(dtype, return_inverse=True)
         kinds, codes = np.unique(category_codes * len(dtypes) + dtype_codes, return_inverse=True)
+        kinds_since, bytes_since = since_reuse(ops)
         column = {name: ops[name].to_numpy(float) for name in ("flops", "bytes_read", "bytes_written", "batch",
                                                                "m", "n", "k")}
         return cls(index=ops.index, category=category, dtype=dtype, elem_bytes=element_bytes(dtype),
@@ -56,7 +67,7 @@ class OpArrays:
                    attrs=attrs,
                    kinds=tuple((str(categories[kind // len(dtypes)]), str(dtypes[kind % len(dtypes)]))
                                for kind in kinds),
-                   kind_codes=codes)
+                   kind_codes=codes, kinds_since_reuse=kinds_since, bytes_since_reuse=bytes_since)
 
     def __len__(self) -> int:
         return len(self.category)
@@ -76,6 +87,26 @@ class OpArrays:
 
     def attrs_of(self, rows: np.ndarray) -> list[dict]:
         return [self.attrs[i] for i in rows]
+
+
+def since_reuse(ops: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per op, the distinct op kinds (names) and the bytes (read and written) of the ops run
+    since the last op of its own name (memsim.cost.kernels.since_reuse): the table's own
+    `kinds_since_reuse` and `bytes_since_reuse` columns where it has them, else from its rows
+    in table order (a trace's run order), else inf (cold).
+
+    A trace is one step of a loop (a decode step, a training step, a benchmark's round), so the
+    ops before a kind's first op in it are the previous step's: the counts wrap around."""
+    if "kinds_since_reuse" in ops and "bytes_since_reuse" in ops:
+        return ops["kinds_since_reuse"].to_numpy(float), ops["bytes_since_reuse"].to_numpy(float)
+    if "name" not in ops:
+        return np.full(len(ops), np.inf), np.full(len(ops), np.inf)
+    _, codes = np.unique(ops["name"].to_numpy(dtype=object).astype(str), return_inverse=True)
+    moved = (ops["bytes_read"].fillna(0.0) + ops["bytes_written"].fillna(0.0)).to_numpy(float)
+    kinds, moved_between = kernels.since_reuse(np.concatenate([codes, codes]).astype(np.int64),
+                                               np.concatenate([moved, moved]), MOST_OPS_SINCE_REUSE,
+                                               MOST_BYTES_SINCE_REUSE)
+    return kinds[len(codes):], moved_between[len(codes):]
 
 
 def element_bytes(dtype: np.ndarray) -> np.ndarray:

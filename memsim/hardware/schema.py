@@ -195,6 +195,16 @@ class Calibration(Spec):
     scalar_loop_flops: FlopRate | None = None
     """FLOP/s of one core (thread) running a batched matmul as a scalar loop (see
     ComputeUnit.scalar_loop_macs); without it, one multiply-add per clock."""
+    warm_overhead: dict[Annotated[int, Field(ge=0)], Fraction] = Field(default_factory=dict)
+    """An op's fixed cost by how much ran since its kind last ran, as a fraction of a cold
+    op's: {reuse distance in bytes: fraction}, linear between the distances given and the last
+    fraction beyond. The distance is the bytes the ops between moved plus kind_footprint per
+    distinct kind among them (memsim.cost.kernels.since_reuse): a CPU core dispatches an op
+    whose code and state are still in its caches faster. Empty where not measured, as for GPU
+    kernels, whose fixed cost is the device's."""
+    kind_footprint: Bytes = 0.0
+    """What one distinct op kind run between counts toward warm_overhead's reuse distance: the
+    code and dispatch state it brings into the caches."""
     dispatch_overhead: Time | None = None
     """Host time to issue one op (framework + driver); the engine charges it, not price_ops."""
     fitted_on: str = ""

@@ -197,7 +197,9 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
             wrapped_scalar_cost=_square_us(x[wrapped_at]) if with_wrapped else 0.0,
             scalar_loop_flops=float(np.exp(x[loops_at])) if with_loops else None,
             block_bandwidth={c: float(np.exp(v)) for c, v in zip(block_categories, x[block_rates])},
-            dispatch_overhead=base.dispatch_overhead if base else None, fitted_on=fitted_on)
+            dispatch_overhead=base.dispatch_overhead if base else None,
+            warm_overhead=base.warm_overhead if base else {}, kind_footprint=base.kind_footprint if base else 0.0,
+            fitted_on=fitted_on)
 
     def fitted_links(x) -> dict[str, Link]:
         if link is None:

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from memsim.cost.model import reuse_distance
+from memsim.cost.op_arrays import since_reuse
 from memsim.errors import MemsimError
 from memsim.validate.readers import op_row
 
@@ -179,14 +181,130 @@ def measure_device(device: str, progress=None) -> pd.DataFrame:
         ops = timed_ops(step, device, warmup=1 if ops is None else 0)  # the same ops each round
         this_round = ops.groupby(keys)["measured_s"].min()
         fastest.append(this_round if not fastest else np.fmin(fastest[-1], this_round))
+    # what ran since each op's kind last ran (memsim.cost.op_arrays.since_reuse): the typical of
+    # its repeats, whose fastest time it keeps (the first repeat follows other kinds' ops)
+    kinds_since, bytes_since = since_reuse(ops)
+    warmth = (ops.assign(kinds_since_reuse=kinds_since, bytes_since_reuse=bytes_since)
+              .groupby(keys)[["kinds_since_reuse", "bytes_since_reuse"]].median())
     ops = ops[ops["category"].isin(("gemm", "conv", "attention", "elementwise", "strided", "factory", "copy",
                                       "reduction", "norm", "gather"))]
-    ops = ops.drop_duplicates(keys).drop(columns="measured_s").merge(fastest[-1].reset_index(), on=keys)
+    ops = (ops.drop_duplicates(keys).drop(columns="measured_s").merge(fastest[-1].reset_index(), on=keys)
+           .merge(warmth.reset_index(), on=keys))
     ops["label"] = ops["name"]
     ops["size"] = ops["bytes_read"] + ops["bytes_written"] + ops["flops"]
     if device == "cuda":
         ops = pd.concat([ops, pd.DataFrame(_host_copies(progress))], ignore_index=True)
     return ops.sort_values(["category", "name", "size"], kind="stable").reset_index(drop=True)
+
+
+# The reuse-distance micro-benchmarks (Calibration.warm_overhead): small ops run again after an
+# in-place write of this many bytes between, which pushes their code and state out of the caches
+# as the write grows past them; and cycles of this many distinct small op kinds, which do so by
+# kind alone (each kind run again after the others in its cycle), to weigh one kind in bytes.
+WARMTH_WRITE_BYTES = (0, 1 << 16, 1 << 18, 1 << 19, 1 << 20, 3 << 19, 1 << 21, 3 << 20, 1 << 22, 3 << 21, 1 << 23,
+                      3 << 22, 1 << 24, 1 << 25)
+WARMTH_CYCLE_KINDS = (1, 2, 3, 5, 9, 17, 33)
+WARMTH_REPEATS = 6
+# Kinds' footprints tried when weighing one kind (bytes, geometric)
+KIND_FOOTPRINTS = np.geomspace(1 << 10, 1 << 20, 61)
+
+
+def _warmth_steps():
+    """The two reuse-distance micro-benchmarks (written bytes, then kind cycles): small ops on
+    4 x 64 values, the kinds a model step runs."""
+    x = torch.rand(4, 64) * 0.8 + 0.1
+    weight, ids, batched, mask = torch.rand(64, 64), torch.tensor([1, 2, 3]), torch.rand(4, 8, 8), x > 0.5
+    functional = torch.nn.functional
+    kinds = [lambda t: t + t, lambda t: t * t, lambda t: t - t, lambda t: t / t, torch.neg, torch.exp,
+             lambda t: t.pow(2), torch.rsqrt, lambda t: t.mean(-1), lambda t: t.sum(-1), lambda t: torch.cat([t, t]),
+             lambda t: t.clone(), lambda t: t.softmax(-1), functional.silu, torch.sigmoid, torch.tanh,
+             lambda t: t.cumsum(-1), lambda t: t.masked_fill(mask, 0.0), lambda t: t.amax(-1), lambda t: t @ weight,
+             lambda t: torch.bmm(batched, batched), lambda t: functional.embedding(ids, weight),
+             lambda t: torch.arange(64), lambda t: torch.zeros(4, 64), lambda t: torch.ones(4, 64),
+             lambda t: t.index_select(0, ids), lambda t: t.topk(2, -1).values, lambda t: t.clamp(0.2, 0.7),
+             lambda t: torch.maximum(t, t), lambda t: t.lt(0.5), lambda t: t.eq(t),
+             lambda t: functional.layer_norm(t, (64,)), torch.abs]
+    buffers = [torch.rand(max(size // 4, 1)) for size in WARMTH_WRITE_BYTES]
+    probes = kinds[:4]
+
+    def written():
+        for buffer in buffers:
+            for _ in range(WARMTH_REPEATS):
+                buffer.mul_(1.0)
+                for op in probes:
+                    op(x)
+
+    def cycled():
+        for count in WARMTH_CYCLE_KINDS:
+            for _ in range(WARMTH_REPEATS):
+                for op in kinds[:count]:
+                    op(x)
+    return written, cycled
+
+
+def measure_warm_overhead(progress=None) -> tuple[dict[int, float], float]:
+    """This CPU's Calibration.warm_overhead and kind_footprint from the reuse-distance
+    micro-benchmarks (_warmth_steps), each timed in rounds until its fastest times settle."""
+    tables = []
+    for step in _warmth_steps():
+        ops, fastest = None, []
+        while len(fastest) < MAX_ROUNDS and not settled(fastest):
+            if progress:
+                progress(f"measuring op warmth on cpu (round {len(fastest) + 1}, at most {MAX_ROUNDS})")
+            ops = timed_ops(step, "cpu", warmup=1 if ops is None else 0)
+            times = pd.Series(ops["measured_s"].to_numpy(float))
+            fastest.append(times if not fastest else np.fmin(fastest[-1], times))
+        tables.append(ops.assign(measured_s=fastest[-1].to_numpy()))
+    probes = _written_probes(tables[0])
+    footprint = kind_footprint(probes, tables[1])
+    distances, shares = warm_overhead_points(probes, footprint)
+    return {int(distance): round(float(share), 4) for distance, share in zip(distances, shares)}, footprint
+
+
+def _with_reuse(ops: pd.DataFrame, group: np.ndarray) -> pd.DataFrame:
+    """The ops of a micro-benchmark run in run order with their kinds and bytes since reuse, and
+    their time as a share of their kind's median time in the last group (the coldest)."""
+    kinds_since, bytes_since = since_reuse(ops)
+    ops = ops.assign(kinds_since=kinds_since, bytes_since=bytes_since, group=group)
+    cold = ops[ops["group"] == group.max()].groupby("name")["measured_s"].median()
+    return ops.assign(share=ops["measured_s"] / ops["name"].map(cold))
+
+
+def _written_probes(written: pd.DataFrame) -> pd.DataFrame:
+    """The written-bytes micro-benchmark's small ops after each write but its first of a size."""
+    writes = np.cumsum(written["name"].to_numpy() == "aten::mul_")  # the repeat each op belongs to
+    ops = _with_reuse(written, (writes - 1) // WARMTH_REPEATS)
+    return ops[(ops["name"] != "aten::mul_") & ((writes - 1) % WARMTH_REPEATS > 0)]
+
+
+def warm_overhead_points(probes: pd.DataFrame, kind_footprint: float) -> tuple[np.ndarray, np.ndarray]:
+    """(reuse distances in bytes, an op's time there as a share of a cold one's) from the
+    written-bytes micro-benchmark's probes (_written_probes): per write size, the median distance
+    and share of the small ops after it. Non-decreasing in the distance (more between never
+    warms an op), at most 1."""
+    probes = probes.assign(distance=reuse_distance(probes["kinds_since"], probes["bytes_since"], kind_footprint))
+    points = probes.groupby("group")[["distance", "share"]].median().sort_values("distance")
+    return points["distance"].to_numpy(), np.maximum.accumulate(np.minimum(points["share"].to_numpy(), 1.0))
+
+
+def kind_footprint(probes: pd.DataFrame, cycled: pd.DataFrame) -> float:
+    """The bytes one distinct kind run between weighs in an op's reuse distance: the footprint
+    (of KIND_FOOTPRINTS) with which the written-bytes curve (warm_overhead_points) best predicts
+    how the kind-cycle micro-benchmark's ops slow as their cycles grow (least squares of the
+    log shares, up to a common factor: the largest cycle need not be as cold as the largest
+    write)."""
+    kinds_since, _ = since_reuse(cycled)
+    designed = np.isin(kinds_since, [count - 1 for count in WARMTH_CYCLE_KINDS])
+    ops = _with_reuse(cycled, np.where(designed, kinds_since, -1.0))
+    observed = ops[ops["group"] >= 0].groupby("group")[["share", "kinds_since", "bytes_since"]].median()
+
+    def misfit(footprint: float) -> float:
+        distances, shares = warm_overhead_points(probes, footprint)
+        at = reuse_distance(observed["kinds_since"].to_numpy(), observed["bytes_since"].to_numpy(), footprint)
+        misfit = np.log(observed["share"].to_numpy() / np.interp(at, distances, shares))
+        return float(np.sum((misfit - misfit.mean()) ** 2))  # shares of either's own coldest: scale-free
+
+    return float(min(KIND_FOOTPRINTS, key=misfit))
 
 
 def settled(fastest: list[pd.Series]) -> bool:
