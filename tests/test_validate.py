@@ -251,7 +251,8 @@ def test_vidur_a100_attention_calibrated_on_half_its_sizes(run_cli, tmp_path):
     assert result["ops"]["attn_decode"]["mape"] <= 0.095
 
 
-def test_a_readme_rewritten_without_the_vidur_clone_keeps_the_clones_rows_marked():
+def _run_all():
+    """validation/run_all.py as a module."""
     import importlib.util
 
     from conftest import REPO
@@ -259,6 +260,11 @@ def test_a_readme_rewritten_without_the_vidur_clone_keeps_the_clones_rows_marked
     spec = importlib.util.spec_from_file_location("run_all", REPO / "validation" / "run_all.py")
     run_all = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_all)
+    return run_all
+
+
+def test_a_readme_rewritten_without_the_vidur_clone_keeps_the_clones_rows_marked():
+    run_all = _run_all()
     table = "| file | config | n |\n|---|---|---|\n"
     before = (f"# V\n\n{run_all.TARGETS_HEADING}\n\n| target | reached | |\n|---|---|---|\n"
               "| h100 Vidur held-out GEMMs: median <= 5% | 4.8% | met |\n"
@@ -281,3 +287,19 @@ def test_a_readme_rewritten_without_the_vidur_clone_keeps_the_clones_rows_marked
     assert "gone.csv" not in merged and "new findings" in merged and "measured here" in merged
     assert merged.count(run_all.KEPT_NOTE) == 2
     assert run_all.kept_from(merged, after) == merged                            # marks are not doubled
+
+
+def test_a_cpu_only_rewrite_replaces_the_cpu_rows_and_keeps_the_kept_rows_note(tmp_path):
+    run_all = _run_all()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# V\n\n{run_all.TARGETS_HEADING}\n\n| target | reached | |\n|---|---|---|\n"
+                      f"| h100 Vidur Qwen-72B mlp.csv GEMMs: median <= 5%{run_all.KEPT_MARK} | 6.5% | missed |\n"
+                      "| this CPU, llama-tiny prefill: summed time within 15% | 4.25% | met |\n\n"
+                      f"{run_all.KEPT_NOTE}\n\nold findings\n\n{run_all.FLOORS_HEADING}\n\nfloors\n\n"
+                      f"{run_all.CPU_HEADING}\n\nmeasured before\n")
+    run_all.refresh_cpu(readme, ["measured now"], [("this CPU, llama-tiny prefill: summed time within 15%", 0.2, 0.15)])
+    text = readme.read_text()
+    assert "| this CPU, llama-tiny prefill: summed time within 15% | 20.0% | missed |" in text and "4.25%" not in text
+    assert text.count(run_all.KEPT_NOTE) == 1 and "6.5%" in text and "floors" in text
+    assert run_all.FINDINGS in text and "old findings" not in text
+    assert "measured now" in text and "measured before" not in text
