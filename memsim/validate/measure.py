@@ -97,9 +97,13 @@ def _micro_step(device: str, dtype: torch.dtype):
                   lambda x: torch.arange(x.numel(), device=device), lambda x: torch.ones(x.shape, device=device),
                   torch.zeros_like, lambda x: torch.cat([x, x]),
                   lambda x: x.clone().add_(x)]
+    half = torch.arange(0, ROWS[device], 2, device=device)  # every other row, as a router picks tokens
     row_ops = [lambda x: torch.softmax(x, dim=-1), lambda x: torch.nn.functional.layer_norm(x, x.shape[-1:]),
                lambda x: x.mean(-1, keepdim=True), lambda x: torch.cat([x, x], dim=-1),
-               lambda x: x * x[:1]]  # strided: one operand broadcast over the rows (a scale per column)
+               lambda x: x * x[:1],  # strided: one operand broadcast over the rows (a scale per column)
+               # a mixture of experts' routing: top-k, the picked rows, their outputs added back
+               lambda x: torch.topk(x, 2, dim=-1), lambda x: x.index_select(0, half),
+               lambda x: x.index_add_(0, half, x[1::2])]
     # In a model step an op's input was just written by the op before it: its data sit in the
     # caches as far as their size allows, and so does the dispatcher's state. Each op here is
     # measured after an in-place write of its input. (A fixed buffer written before every op
