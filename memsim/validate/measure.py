@@ -178,13 +178,8 @@ def measure_device(device: str, progress=None) -> pd.DataFrame:
     step = _micro_step(device, dtype)
     # on a GPU an op may launch several kernels (a matmul and its split-K reduction): one row each
     keys = ["name", "shapes", "dtype"] + (["kernel"] if device == "cuda" else [])
-    ops, fastest = None, []  # fastest: each op's fastest time so far, after each round
-    while len(fastest) < MAX_ROUNDS and not settled(fastest):
-        if progress:
-            progress(f"measuring ops on {device} (round {len(fastest) + 1}, at most {MAX_ROUNDS})")
-        ops = timed_ops(step, device, warmup=1 if ops is None else 0)  # the same ops each round
-        this_round = ops.groupby(keys)["measured_s"].min()
-        fastest.append(this_round if not fastest else np.fmin(fastest[-1], this_round))
+    ops, fastest = fastest_of_rounds(lambda ops: ops.groupby(keys)["measured_s"].min(), step, device,
+                                     f"ops on {device}", progress)
     # what ran since each op's kind last ran (memsim.cost.op_arrays.since_reuse): the typical of
     # its repeats, whose fastest time it keeps (the first repeat follows other kinds' ops)
     kinds_since, bytes_since = since_reuse(ops)
@@ -192,7 +187,7 @@ def measure_device(device: str, progress=None) -> pd.DataFrame:
               .groupby(keys)[["kinds_since_reuse", "bytes_since_reuse"]].median())
     ops = ops[ops["category"].isin(("gemm", "conv", "attention", "elementwise", "strided", "factory", "copy",
                                       "reduction", "norm", "gather"))]
-    ops = (ops.drop_duplicates(keys).drop(columns="measured_s").merge(fastest[-1].reset_index(), on=keys)
+    ops = (ops.drop_duplicates(keys).drop(columns="measured_s").merge(fastest.reset_index(), on=keys)
            .merge(warmth.reset_index(), on=keys))
     ops["label"] = ops["name"]
     ops["size"] = ops["bytes_read"] + ops["bytes_written"] + ops["flops"]
@@ -250,15 +245,10 @@ def measure_warm_overhead(progress=None) -> tuple[dict[int, float], float]:
     """This CPU's Calibration.warm_overhead and kind_footprint from the reuse-distance
     micro-benchmarks (_warmth_steps), each timed in rounds until its fastest times settle."""
     tables = []
-    for step in _warmth_steps():
-        ops, fastest = None, []
-        while len(fastest) < MAX_ROUNDS and not settled(fastest):
-            if progress:
-                progress(f"measuring op warmth on cpu (round {len(fastest) + 1}, at most {MAX_ROUNDS})")
-            ops = timed_ops(step, "cpu", warmup=1 if ops is None else 0)
-            times = pd.Series(ops["measured_s"].to_numpy(float))
-            fastest.append(times if not fastest else np.fmin(fastest[-1], times))
-        tables.append(ops.assign(measured_s=fastest[-1].to_numpy()))
+    for step in _warmth_steps():  # each op by its place in the run, which says what ran before it
+        ops, fastest = fastest_of_rounds(lambda ops: pd.Series(ops["measured_s"].to_numpy(float)), step, "cpu",
+                                         "op warmth on cpu", progress)
+        tables.append(ops.assign(measured_s=fastest.to_numpy()))
     probes = _written_probes(tables[0])
     footprint = kind_footprint(probes, tables[1])
     distances, shares = warm_overhead_points(probes, footprint)
@@ -305,10 +295,22 @@ def kind_footprint(probes: pd.DataFrame, cycled: pd.DataFrame) -> float:
     def misfit(footprint: float) -> float:
         distances, shares = warm_overhead_points(probes, footprint)
         at = reuse_distance(observed["kinds_since"].to_numpy(), observed["bytes_since"].to_numpy(), footprint)
-        misfit = np.log(observed["share"].to_numpy() / np.interp(at, distances, shares))
-        return float(np.sum((misfit - misfit.mean()) ** 2))  # shares of either's own coldest: scale-free
+        errors = np.log(observed["share"].to_numpy() / np.interp(at, distances, shares))
+        return float(np.sum((errors - errors.mean()) ** 2))  # shares of either's own coldest: scale-free
 
     return float(min(KIND_FOOTPRINTS, key=misfit))
+
+
+def fastest_of_rounds(times, step, device: str, what: str, progress=None) -> tuple[pd.DataFrame, pd.Series]:
+    """The last round's timed ops of `step` and each op's fastest time over the rounds (`times`
+    of a round's ops: one entry per op as the caller counts them), rounds run until settled."""
+    ops, fastest = None, []
+    while len(fastest) < MAX_ROUNDS and not settled(fastest):
+        if progress:
+            progress(f"measuring {what} (round {len(fastest) + 1}, at most {MAX_ROUNDS})")
+        ops = timed_ops(step, device, warmup=1 if ops is None else 0)  # the same ops each round
+        fastest.append(times(ops) if not fastest else np.fmin(fastest[-1], times(ops)))
+    return ops, fastest[-1]
 
 
 def settled(fastest: list[pd.Series]) -> bool:
