@@ -67,6 +67,22 @@ def test_fit_recovers_the_host_time_of_wrapping_a_python_number():
     assert fit_calibration(ops, load_system("nvidia-h100-sxm").device, "test")[0].wrapped_scalar_cost == 0.0
 
 
+def test_fit_recovers_a_cpus_time_per_row_of_row_wise_kernels():
+    device = load_system("generic-x86-cpu").device
+    truth = Calibration(source="truth", bandwidth_efficiency={"norm": 0.5}, category_overhead={"norm": 4e-6},
+                        row_cost={"norm": 3e-8})
+    ops = pd.DataFrame([op_row("layer_norm", "norm", "fp32", 5 * rows * width, 4 * rows * width, 4 * rows * width,
+                               0.0, rows * width, attrs={"rows": rows})
+                        for rows in (4, 256, 4096) for width in (4, 64, 1024)])
+    ops["measured_s"] = price_ops(ops, device.model_copy(update={"calibration": truth}))["duration_s"].to_numpy()
+    fitted, _ = fit_calibration(ops, device, "test")
+    assert fitted.row_cost["norm"] == pytest.approx(3e-8, rel=0.05)
+    assert fitted.category_overhead["norm"] == pytest.approx(4e-6, rel=0.05)
+    # with one row count in the data the cost is the op's fixed cost; a GPU's is not fitted
+    assert fit_calibration(ops[ops["attrs"] == '{"rows": 256}'], device, "test")[0].row_cost == {}
+    assert fit_calibration(ops, load_system("nvidia-h100-sxm").device, "test")[0].row_cost == {}
+
+
 def test_fit_recovers_the_rate_of_batched_matmuls_run_as_scalar_loops():
     device = load_system("generic-x86-cpu").device
     truth = Calibration(source="truth", matrix_efficiency={"fp32": 0.8}, category_overhead={"gemm": 6e-6},
@@ -296,6 +312,7 @@ def test_validate_real_on_this_cpu(run_cli, tmp_path):
     # an op's fixed cost by its reuse distance: a share of a cold op's that never falls with distance
     shares = [calibration.warm_overhead[distance] for distance in sorted(calibration.warm_overhead)]
     assert len(shares) > 3 and shares == sorted(shares) and calibration.kind_footprint > 0
+    assert calibration.row_cost["norm"] > 0  # norms over 4 to 4096 rows are measured
     # a convolution's library call costs more than a matmul's (oneDNN builds a primitive per call)
     assert calibration.category_overhead["conv"] > calibration.category_overhead["gemm"]
     proc = run_cli("validate", "real", "llama-tiny", "--device", "cpu", "--hw", out, "--json", check=True)

@@ -684,6 +684,19 @@ def test_a_traces_first_op_of_a_kind_follows_the_previous_steps_ops():
     assert np.isinf(since_reuse(pd.DataFrame({"m": [1.0]}))[0]).all()
 
 
+def test_a_row_wise_ops_fixed_cost_grows_with_its_rows():
+    # 40 ns a row of a norm on top of its 5 us: 4096 rows add 163.84 us, 4 rows 0.16 us; an
+    # elementwise op with a row count (none is recorded for one) has no row cost calibrated
+    system = load_system("generic-x86-cpu")
+    calibration = Calibration(source="test", category_overhead={"norm": 5e-6, "elementwise": 1e-6},
+                              row_cost={"norm": 4e-8})
+    device = system.device.model_copy(update={"calibration": calibration})
+    ops = pd.DataFrame([op_row("layer_norm", "norm", "fp32", 0.0, 0.0, 0.0, 0.0, 1.0, attrs={"rows": 4096}),
+                        op_row("layer_norm", "norm", "fp32", 0.0, 0.0, 0.0, 0.0, 1.0, attrs={"rows": 4}),
+                        op_row("add", "elementwise", "fp32", 0.0, 0.0, 0.0, 0.0, 1.0, attrs={"rows": 4})])
+    np.testing.assert_allclose(price_ops(ops, device)["overhead_s"], [5e-6 + 163.84e-6, 5.16e-6, 1e-6])
+
+
 def test_a_cpu_ops_fixed_cost_falls_with_its_warmth():
     # warm_overhead {0: 0.5, 1000: 0.5, 3000: 1.0}, 100 B per kind between. One step a b a c b,
     # run in a loop, each op reading 400 B; reuse distance = bytes between + 100 B per kind:

@@ -108,6 +108,21 @@ def test_python_numbers_an_op_wraps_into_tensors_are_counted():
     assert wrapped == [1, 1, 1, 0, 0, 0, 0]
 
 
+def test_row_wise_ops_count_the_rows_they_reduce():
+    x = torch.zeros(6, 4, 8, device="meta")
+
+    def step():
+        x.softmax(-1)                                 # 6 x 4 rows of 8
+        torch.nn.functional.layer_norm(x, (8,))       # likewise (its mean per row: 24)
+        x.sum(-1)                                     # 24 sums
+        x.mean(0)                                     # 32 means, one per column
+        x.log_softmax(1)                              # 6 x 8 rows of 4
+        x * x                                         # not row-wise
+
+    rows = [json.loads(a).get("rows", 0) if a else 0 for a in capture(step).ops["attrs"]]
+    assert rows == [24, 24, 24, 32, 48, 0]
+
+
 def test_cpu_ops_are_timed_by_the_threads_cpu_time_when_torch_runs_one_thread():
     import time
 

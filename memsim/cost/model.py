@@ -49,6 +49,9 @@ def price_ops(ops: pd.DataFrame | OpArrays, device: Device, unit: ComputeUnit | 
         overhead = overhead + device.calibration.wrapped_scalar_cost * ops.column("wrapped_scalars")
     if device.calibration and device.calibration.warm_overhead:
         overhead = overhead * warm_fraction(ops, device.calibration)
+    if device.calibration and device.calibration.row_cost:
+        per_row = np.array([device.calibration.row_cost.get(kind, 0.0) for kind, _ in ops.kinds])[ops.kind_codes]
+        overhead = overhead + per_row * ops.column("rows")
     write_ratio = tier.write_bandwidth / tier.read_bandwidth
     moved = read + written
     # one bandwidth per op such that moved / bandwidth = read / B_read + written / B_write

@@ -195,6 +195,10 @@ class Calibration(Spec):
     scalar_loop_flops: FlopRate | None = None
     """FLOP/s of one core (thread) running a batched matmul as a scalar loop (see
     ComputeUnit.scalar_loop_macs); without it, one multiply-add per clock."""
+    row_cost: dict[OpCategory, Time] = Field(default_factory=dict)
+    """Time per row of a row-wise kernel (a softmax's, a norm's, a reduction's: the op's attrs
+    `rows`), per category: a CPU kernel sets up each row on its own (ATen's softmax over rows of
+    4 values takes 72 ns a row on a Sapphire Rapids core, a sum's 2-3 ns). Where calibrated."""
     warm_overhead: dict[Annotated[int, Field(ge=0)], Fraction] = Field(default_factory=dict)
     """An op's fixed cost by how much ran since its kind last ran, as a fraction of a cold
     op's: {reuse distance in bytes: fraction}, linear between the distances given and the last

@@ -330,6 +330,11 @@ def _argument_values(func, args, kwargs):
             yield argument, kwargs[argument.name]
 
 
+def _argument(func, args, kwargs, name: str):
+    """The value passed for the schema argument called `name`, or None."""
+    return next((value for argument, value in _argument_values(func, args, kwargs) if argument.name == name), None)
+
+
 def _tensors(tree) -> list[torch.Tensor]:
     return [leaf for leaf in tree_flatten(tree)[0] if isinstance(leaf, torch.Tensor)]
 
@@ -395,8 +400,11 @@ class _DispatchRecorder(TorchDispatchMode):
         results = fresh or mutated
         if results:
             category = opinfo.access_category(category, inputs + results, results[0].shape)
-        op_id = self.recorder.record(name, category, reads, written, fresh, flops, dims,
-                                     {"wrapped_scalars": wrapped} if wrapped else None)
+        attrs = {"wrapped_scalars": wrapped} if wrapped else {}
+        rows = opinfo.reduced_rows(category, inputs, results, _argument(func, args, kwargs, "dim"))
+        if rows:
+            attrs["rows"] = rows
+        op_id = self.recorder.record(name, category, reads, written, fresh, flops, dims, attrs or None)
         self.timer.resolve(self.recorder, op_id, measured)
 
 

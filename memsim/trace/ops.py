@@ -124,6 +124,27 @@ def access_category(category: str, operands, result_shape) -> str:
     return category
 
 
+# Categories of row-wise kernels: each row (a softmax's, a norm's, a sum's over its last dims)
+# is reduced on its own, and a CPU kernel sets each one up (Calibration.row_cost).
+ROW_CATEGORIES = ("reduction", "norm")
+
+
+def reduced_rows(category: str, inputs, results, dim) -> int:
+    """How many independent rows a reduction or norm reduces: its smallest output's elements
+    where that is smaller than its largest input (a sum's, a norm's mean per row), else (a
+    softmax: one output as large as its input) the input's elements over the size of `dim`,
+    the reduced dimension; 0 for other ops or where neither says."""
+    if category not in ROW_CATEGORIES or not inputs or not results:
+        return 0
+    largest = max(inputs, key=lambda t: t.numel())
+    fewest = min(t.numel() for t in results)
+    if fewest < largest.numel():
+        return fewest
+    if isinstance(dim, int) and largest.dim() and largest.shape[dim]:
+        return largest.numel() // largest.shape[dim]
+    return 0
+
+
 def numel(shape) -> int:
     return math.prod(int(s) for s in shape)
 

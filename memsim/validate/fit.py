@@ -38,6 +38,7 @@ from memsim.cost.model import (LINK_CATEGORIES, block_bandwidth, load_alignment,
                                runs_aten_cpu_flash, scalar_loop_flops, scalar_loop_gemms)
 from memsim.cost.op_arrays import OpArrays
 from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
+from memsim.trace.ops import ROW_CATEGORIES
 from memsim.hardware.schema import Calibration, ComputeUnit, Device, Link
 from memsim.validate.metrics import error_summary
 
@@ -46,6 +47,8 @@ MIN_FRACTION = 1e-12
 # Where the unit states no per-block rate, the fit starts from what Vidur's one-block-per-token
 # kernels stream on an A100 or H100 (6-12 GB/s).
 DEFAULT_BLOCK_BANDWIDTH = 8e9
+# Where a CPU's per-row cost of row-wise kernels is fitted, it starts from tens of ns a row.
+DEFAULT_ROW_COST = 2e-8
 # Scale of the pitch cost's search variable, so that a step of 1 moves it as much as a logit's.
 PITCH_COST_SCALE = 10.0
 
@@ -164,6 +167,13 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
     if with_wrapped:
         wrapped_at = len(start)
         start.append(_root_us(unit.op_overhead / 4))
+    # a CPU's time per row of row-wise kernels, per category whose ops reduce rows of more than
+    # one count (else it is indistinguishable from the category's fixed cost)
+    rows = arrays.column("rows")
+    row_categories = sorted(category for category in ROW_CATEGORIES
+                            if device.kind == "cpu" and np.unique(rows[arrays.category == category]).size >= 2)
+    row_costs = slice(len(start), len(start) + len(row_categories))
+    start += [float(np.log(DEFAULT_ROW_COST)) for _ in row_categories]
     # the rate of batched matmuls the framework runs as scalar loops, where the data has some
     loops = scalar_loop_gemms({"batch": arrays.batch, "m": arrays.m, "n": arrays.n, "k": arrays.k}, unit, device)
     with_loops = bool((loops & (arrays.category == "gemm")).any())
@@ -195,6 +205,7 @@ def fit_calibration(ops: pd.DataFrame, device: Device, source: str, links: dict[
             wave_quantization=_sine_squared(x[exposure_at + 1]) if dtypes else 1.0,
             pitch_conflict_cost=_square(x[pitch_at]) if with_pitch else 0.0,
             wrapped_scalar_cost=_square_us(x[wrapped_at]) if with_wrapped else 0.0,
+            row_cost={c: float(np.exp(v)) for c, v in zip(row_categories, x[row_costs])},
             scalar_loop_flops=float(np.exp(x[loops_at])) if with_loops else None,
             block_bandwidth={c: float(np.exp(v)) for c, v in zip(block_categories, x[block_rates])},
             dispatch_overhead=base.dispatch_overhead if base else None,

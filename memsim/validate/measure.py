@@ -55,6 +55,7 @@ SETTLE_OPS = 8
 ELEMENTS = {"cpu": [1, 1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22],
             "cuda": [1, 1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 27]}
 ROWS = {"cpu": 256, "cuda": 4096}
+ROW_SHAPES = {"cpu": [(4, 64), (4, 4096), (4096, 4)], "cuda": []}
 # (batch, heads, query length, key length, head_dim) of attention: causal prefill where the
 # lengths are equal, decode (one query against a cache) where they are not
 ATTENTION_SHAPES = {"cpu": [(1, 4, 64, 64, 16), (1, 8, 256, 256, 64), (2, 8, 512, 512, 64), (1, 4, 1, 64, 16),
@@ -81,6 +82,8 @@ def _micro_step(device: str, dtype: torch.dtype):
     vectors = [torch.randn(count, device=device, dtype=dtype) for count in ELEMENTS[device]]
     rows = ROWS[device]
     matrices = [torch.randn(rows, count // rows or 1, device=device, dtype=dtype) for count in ELEMENTS[device][1:]]
+    # and row-wise ops over few and many rows, which a row's own cost sets apart from an op's
+    matrices += [torch.randn(shape, device=device, dtype=dtype) for shape in ROW_SHAPES[device]]
     table = torch.randn(32000, 256, device=device, dtype=dtype)
     ids = [torch.randint(0, 32000, (count,), device=device) for count in (1, 64, 4096)]
     attention = [(torch.randn(b, h, q, d, device=device, dtype=dtype), torch.randn(b, h, kv, d, device=device, dtype=dtype))
@@ -97,13 +100,14 @@ def _micro_step(device: str, dtype: torch.dtype):
                   lambda x: torch.arange(x.numel(), device=device), lambda x: torch.ones(x.shape, device=device),
                   torch.zeros_like, lambda x: torch.cat([x, x]),
                   lambda x: x.clone().add_(x)]
-    half = torch.arange(0, ROWS[device], 2, device=device)  # every other row, as a router picks tokens
+    # every other row, as a router picks tokens
+    halves = {count: torch.arange(0, count, 2, device=device) for count in {m.shape[0] for m in matrices}}
     row_ops = [lambda x: torch.softmax(x, dim=-1), lambda x: torch.nn.functional.layer_norm(x, x.shape[-1:]),
                lambda x: x.mean(-1, keepdim=True), lambda x: torch.cat([x, x], dim=-1),
                lambda x: x * x[:1],  # strided: one operand broadcast over the rows (a scale per column)
                # a mixture of experts' routing: top-k, the picked rows, their outputs added back
-               lambda x: torch.topk(x, 2, dim=-1), lambda x: x.index_select(0, half),
-               lambda x: x.index_add_(0, half, x[1::2])]
+               lambda x: torch.topk(x, 2, dim=-1), lambda x: x.index_select(0, halves[x.shape[0]]),
+               lambda x: x.index_add_(0, halves[x.shape[0]], x[1::2])]
     # In a model step an op's input was just written by the op before it: its data sit in the
     # caches as far as their size allows, and so does the dispatcher's state. Each op here is
     # measured after an in-place write of its input. (A fixed buffer written before every op
