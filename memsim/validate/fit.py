@@ -38,8 +38,8 @@ from memsim.cost.model import (LINK_CATEGORIES, block_bandwidth, load_alignment,
                                runs_aten_cpu_flash, scalar_loop_flops, scalar_loop_gemms)
 from memsim.cost.op_arrays import OpArrays
 from memsim.cost.roofline import MATRIX_CATEGORIES, main_compute_unit
-from memsim.trace.ops import ROW_CATEGORIES
 from memsim.hardware.schema import Calibration, ComputeUnit, Device, Link
+from memsim.trace.ops import ROW_CATEGORIES
 from memsim.validate.metrics import error_summary
 
 MIN_OVERHEAD_S = 1e-7
