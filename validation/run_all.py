@@ -568,6 +568,10 @@ row op, which follows the large attention and conv micro-benchmarks, took 43 us 
   [1, 8, 16, 4, 4] with 768 -inf inputs and no subnormal output 4.5 us) and the bmm 22-24 us
   against 9-14 us with the subnormals set to 0: about 160-180 ns per subnormal value, x86
   microcode assists. memsim does not price values; this is 2-3 points of the step's error.
+  The rest is kinds that warm and cool unlike one curve: in one run its strided ops (6-dim
+  clones, masked fills, cats) took 588 us against 341 priced and its elementwise ones 261
+  against 167, while its two depthwise convs took 240 us against 353 (the calibration's first
+  conv, after large attention, took 264 us where the next one, larger, took 119).
 - *Tried, not adopted: the kinds alone, measured on 65 math kinds.* Counting only distinct
   kinds, with a curve from cycles of up to 65 unary math ops (sin, erf, lgamma, ...), took
   xlstm-tiny prefill from +13% to +7% and mamba2-tiny's from -19% to -10% in one A/B, but
