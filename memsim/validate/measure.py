@@ -259,20 +259,23 @@ def measure_warm_overhead(progress=None) -> tuple[dict[int, float], float]:
     return {int(distance): round(float(share), 4) for distance, share in zip(distances, shares)}, footprint
 
 
-def _with_reuse(ops: pd.DataFrame, group: np.ndarray) -> pd.DataFrame:
-    """The ops of a micro-benchmark run in run order with their kinds and bytes since reuse, and
-    their time as a share of their kind's median time in the last group (the coldest)."""
+def _with_reuse(ops: pd.DataFrame, group_of) -> pd.DataFrame:
+    """The ops of a micro-benchmark run in run order with their kinds and bytes since reuse, a
+    group each (`group_of` those ops; -1 leaves one out), and their time as a share of their
+    kind's median time in the last group (the coldest)."""
     kinds_since, bytes_since = since_reuse(ops)
-    ops = ops.assign(kinds_since=kinds_since, bytes_since=bytes_since, group=group)
-    cold = ops[ops["group"] == group.max()].groupby("name")["measured_s"].median()
+    ops = ops.assign(kinds_since=kinds_since, bytes_since=bytes_since)
+    ops = ops.assign(group=group_of(ops))
+    ops = ops[ops["group"] >= 0]
+    cold = ops[ops["group"] == ops["group"].max()].groupby("name")["measured_s"].median()
     return ops.assign(share=ops["measured_s"] / ops["name"].map(cold))
 
 
 def _written_probes(written: pd.DataFrame) -> pd.DataFrame:
     """The written-bytes micro-benchmark's small ops after each write but its first of a size."""
     writes = np.cumsum(written["name"].to_numpy() == "aten::mul_")  # the repeat each op belongs to
-    ops = _with_reuse(written, (writes - 1) // WARMTH_REPEATS)
-    return ops[(ops["name"] != "aten::mul_") & ((writes - 1) % WARMTH_REPEATS > 0)]
+    ops = _with_reuse(written.assign(repeat=writes - 1), lambda ops: ops["repeat"] // WARMTH_REPEATS)
+    return ops[(ops["name"] != "aten::mul_") & (ops["repeat"] % WARMTH_REPEATS > 0)]
 
 
 def warm_overhead_points(probes: pd.DataFrame, kind_footprint: float) -> tuple[np.ndarray, np.ndarray]:
@@ -291,10 +294,9 @@ def kind_footprint(probes: pd.DataFrame, cycled: pd.DataFrame) -> float:
     how the kind-cycle micro-benchmark's ops slow as their cycles grow (least squares of the
     log shares, up to a common factor: the largest cycle need not be as cold as the largest
     write)."""
-    kinds_since, _ = since_reuse(cycled)
-    designed = np.isin(kinds_since, [count - 1 for count in WARMTH_CYCLE_KINDS])
-    ops = _with_reuse(cycled, np.where(designed, kinds_since, -1.0))
-    observed = ops[ops["group"] >= 0].groupby("group")[["share", "kinds_since", "bytes_since"]].median()
+    designed = [count - 1 for count in WARMTH_CYCLE_KINDS]
+    ops = _with_reuse(cycled, lambda ops: ops["kinds_since"].where(ops["kinds_since"].isin(designed), -1.0))
+    observed = ops.groupby("group")[["share", "kinds_since", "bytes_since"]].median()
 
     def misfit(footprint: float) -> float:
         distances, shares = warm_overhead_points(probes, footprint)
